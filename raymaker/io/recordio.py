@@ -37,6 +37,7 @@ _TENSOR_TYPES = {
     7: ("Int32", np.dtype("<i4"), 0),
 }
 _BYTES_FIELD = 9
+_BYTE = np.dtype(np.uint8)
 
 
 class _Fallback(Exception):
@@ -159,9 +160,14 @@ class _Frames:
     offsets: np.ndarray  # int64 byte offset of each record's header in the original data, for errors
     consumed: int  # bytes of the input that hold complete records
     stride: int = 0  # > 0 when records are evenly spaced single parts (uniform layout candidates)
+    headers_checked: bool = True
 
 
-def _frame(buf: np.ndarray, name: str, *, partial_ok: bool = False) -> _Frames:
+def _frame(
+    buf: np.ndarray, name: str, *, partial_ok: bool = False, check_all_headers: bool = True
+) -> _Frames:
+    """Locate every record. With ``check_all_headers=False`` evenly spaced records are only checked at
+    the first and last header: the caller then checks the rest (``_same_structure`` covers headers)."""
     size = buf.size
     empty = np.zeros(0, np.int64)
     if size == 0:
@@ -170,13 +176,13 @@ def _frame(buf: np.ndarray, name: str, *, partial_ok: bool = False) -> _Frames:
         raise DataFormatError(
             f"truncated record header: {size} bytes, a header needs 8", source=name, where="byte 0"
         )
-    fast = _frame_uniform(buf, size, partial_ok)
+    fast = _frame_uniform(buf, size, partial_ok, check_all_headers)
     if fast is not None:
         return fast
     return _frame_sequential(buf, name, partial_ok)
 
 
-def _frame_uniform(buf: np.ndarray, size: int, partial_ok: bool) -> _Frames | None:
+def _frame_uniform(buf: np.ndarray, size: int, partial_ok: bool, check_all: bool) -> _Frames | None:
     # Evenly spaced records of one length: check every header with one strided comparison.
     if size < 8:
         return None
@@ -196,12 +202,15 @@ def _frame_uniform(buf: np.ndarray, size: int, partial_ok: bool) -> _Frames | No
         return None
     words = buf[: (size // 4) * 4].view("<u4")
     step = stride // 4
-    heads = words[0 : step * (n - 1) + 1 : step]
-    lens = words[1 : step * (n - 1) + 2 : step]
-    if heads.size != n or lens.size != n or not (heads == MAGIC).all() or not (lens == lrec).all():
+    if check_all:
+        heads = words[0 : step * (n - 1) + 1 : step]
+        lens = words[1 : step * (n - 1) + 2 : step]
+    else:
+        heads, lens = words[[0, step * (n - 1)]], words[[1, step * (n - 1) + 1]]
+    if not (heads == MAGIC).all() or not (lens == lrec).all():
         return None
     offsets = np.arange(n, dtype=np.int64) * stride
-    return _Frames(buf, offsets + 8, np.full(n, length, np.int64), offsets, consumed, stride)
+    return _Frames(buf, offsets + 8, np.full(n, length, np.int64), offsets, consumed, stride, check_all)
 
 
 def _frame_sequential(buf: np.ndarray, name: str, partial_ok: bool) -> _Frames:
@@ -331,6 +340,8 @@ class _Span:
 
     start: np.ndarray
     nbytes: np.ndarray
+    step: int = 0  # > 0: spans are evenly spaced this many bytes apart and all nbytes are equal
+    data: np.ndarray | None = None  # the spans' contents, when already copied out (uniform records)
 
 
 @dataclass
@@ -531,40 +542,114 @@ def _uniform_columns(fr: _Frames, name: str) -> dict[str, dict[str, _Column]] | 
                 if span.nbytes[0]:
                     content.append((int(span.start[0]), int(span.start[0] + span.nbytes[0])))
     content.sort()
-    rows = np.lib.stride_tricks.as_strided(raw, shape=(n, 8 + length), strides=(stride, 1), writeable=False)
-    cursor = 0
-    for lo, hi in [*content, (8 + length, 8 + length)]:
-        if lo > cursor and not (rows[:, cursor:lo] == rows[0, cursor:lo]).all():
-            return None
-        cursor = max(cursor, hi)
-    base = fr.offsets
+    # Values are copied out block by block right after each block is checked, while it is in cache.
+    values = [col.values for cols in maps.values() for col in cols.values() if col.values.nbytes[0]]
+    extract = [
+        (int(v.start[0]), int(v.nbytes[0]), _TENSOR_TYPES[c.tensor][1])
+        for v, c in (
+            (col.values, col) for cols in maps.values() for col in cols.values() if col.values.nbytes[0]
+        )
+    ]
+    copies = _same_structure(raw, n, stride, 8 + length, content, extract)
+    if copies is None:
+        return None
+    for span, data in zip(values, copies):
+        span.data = data
+    # Every record shares record 0's layout: spans are record 0's, shifted by the record stride.
+    # Zero-stride broadcasts avoid materializing per-record arrays that would all hold one value.
     for cols in maps.values():
         for col in cols.values():
-            col.present = np.ones(n, bool)
+            col.present = np.broadcast_to(True, (n,))
             for span in (col.values, col.keys, col.shape):
-                span.start = base + span.start[0]
-                span.nbytes = np.full(n, span.nbytes[0], np.int64)
+                start, nbytes = int(span.start[0]), int(span.nbytes[0])
+                span.start = fr.offsets + start if nbytes else np.broadcast_to(np.int64(0), (n,))
+                span.nbytes = np.broadcast_to(np.int64(nbytes), (n,))
+                span.step = stride
     return maps
+
+
+def _same_structure(
+    raw: np.ndarray,
+    n: int,
+    stride: int,
+    size: int,
+    content: list[tuple[int, int]],
+    extract: list[tuple[int, int, np.dtype]],
+) -> list[np.ndarray] | None:
+    """Check every record's bytes outside ``content`` equal record 0's; if so, return a copy of each
+    ``extract`` field (offset, nbytes, dtype) for all records as an (n, k) array, else None.
+
+    Compared one machine-word column at a time (1-D strided passes, partial words masked), block by
+    block so the columns of a block come from cache: far faster than comparing 2-D byte slices."""
+    word = 8 if stride % 8 == 0 and raw.ctypes.data % 8 == 0 else 4
+    structural = np.ones(size + (-size % word), bool)
+    structural[size:] = False
+    for lo, hi in content:
+        structural[lo:hi] = False
+    dtype = np.dtype(f"<u{word}")
+    flat = np.ndarray((raw.size // word,), dtype, buffer=raw)
+    per_row = stride // word
+    byte_masks = structural.reshape(-1, word)
+    full = (1 << (8 * word)) - 1
+    checks = []  # (word column, mask or None for a whole structural word)
+    for j in np.flatnonzero(byte_masks.any(axis=1)):
+        bits = sum(0xFF << (8 * b) for b in range(word) if byte_masks[j][b])
+        checks.append((int(j), None if bits == full else dtype.type(bits)))
+    outs = [np.empty((n, nbytes // dt.itemsize), dt) for _, nbytes, dt in extract]
+    views = [
+        np.ndarray((n, nbytes // dt.itemsize), dt, buffer=raw, offset=off, strides=(stride, dt.itemsize))
+        for off, nbytes, dt in extract
+    ]
+    rows = n - 1  # the last record may lack its padding: it is compared byte by byte below
+    # Row blocks that fit in cache: every word column of a block is read from cache, not memory.
+    block = 8192
+    for lo in range(0, n, block):
+        hi = min(n, lo + block)
+        for j, bits in checks:
+            column = flat[lo * per_row + j : (min(hi, rows) - 1) * per_row + j + 1 : per_row]
+            first = flat[j]
+            ok = (column == first).all() if bits is None else ((column ^ first) & bits == 0).all()
+            if not ok:
+                return None
+        for out, view in zip(outs, views):
+            out[lo:hi] = view[lo:hi]
+    last = raw[(n - 1) * stride : (n - 1) * stride + size]
+    if not (last[structural[:size]] == raw[:size][structural[:size]]).all():
+        return None
+    return outs
 
 
 # ----------------------------------------------------------------------------------------------------
 # Assembling columns into arrays.
 
 
-def _gather(buf: np.ndarray, span: _Span, rows: np.ndarray | None = None) -> np.ndarray:
-    """Concatenate the bytes of every span (ragged gather, no per-record Python)."""
+def _gather(
+    buf: np.ndarray, span: _Span, rows: np.ndarray | None = None, dtype: np.dtype = _BYTE
+) -> np.ndarray:
+    """Concatenate the bytes of every span (ragged gather, no per-record Python). The result is raw
+    bytes, or already ``dtype`` when records are evenly spaced (one strided, typed copy)."""
+    if span.data is not None and rows is None:
+        return span.data.reshape(-1)
     start, nbytes = span.start, span.nbytes
     if rows is not None:
         start, nbytes = start[rows], nbytes[rows]
-    if start.size and nbytes[0] > 0 and (nbytes == nbytes[0]).all():
-        width = int(nbytes[0])
-        step = np.diff(start)
-        if step.size and step[0] >= width and (step == step[0]).all():
-            # evenly spaced (uniform records): one strided copy
-            view = np.lib.stride_tricks.as_strided(
-                buf[start[0] :], shape=(start.size, width), strides=(int(step[0]), 1)
+    width = int(nbytes[0]) if nbytes.size else 0
+    if width and (span.step and rows is None or (nbytes == width).all()):
+        step = span.step if rows is None else 0
+        if not step:
+            diffs = np.diff(start)
+            if diffs.size and diffs[0] >= width and (diffs == diffs[0]).all():
+                step = int(diffs[0])
+        if step:  # evenly spaced: one strided, typed copy
+            item = dtype.itemsize if width % dtype.itemsize == 0 else 1
+            view = np.ndarray(
+                (start.size, width // item),
+                dtype if item > 1 else np.uint8,
+                buffer=buf,
+                offset=int(start[0]),
+                strides=(step, item),
             )
-            return np.ascontiguousarray(view).reshape(-1)
+            return view.copy().reshape(-1)
         return buf[start[:, None] + np.arange(width)].reshape(-1)
     total = int(nbytes.sum())
     if total == 0:
@@ -598,13 +683,13 @@ def _varint_counts(stream: np.ndarray, nbytes: np.ndarray) -> np.ndarray:
 
 def _values(buf: np.ndarray, col: _Column, rows=None) -> tuple[np.ndarray, np.ndarray]:
     """(all values concatenated, count per record)."""
-    raw = _gather(buf, col.values, rows)
-    nbytes = col.values.nbytes if rows is None else col.values.nbytes[rows]
     _, dtype, width = _TENSOR_TYPES[col.tensor]
+    raw = _gather(buf, col.values, rows, dtype if width else np.dtype(np.uint8))
+    nbytes = col.values.nbytes if rows is None else col.values.nbytes[rows]
     if width:
         if (nbytes % width).any():
             raise DataFormatError(f"corrupt payload: {dtype.name} values not a multiple of {width} bytes")
-        return raw.view(dtype), nbytes // width
+        return raw.view(np.uint8).view(dtype) if raw.dtype != dtype else raw, nbytes // width
     return _decode_varint_stream(raw).view(np.int64).astype(np.int32), _varint_counts(raw, nbytes)
 
 
@@ -698,6 +783,8 @@ def _decode_frames(fr: _Frames, name: str) -> tuple[np.ndarray | sp.csr_matrix, 
     if fr.starts.size == 0:
         return np.zeros((0, 0), np.float32), None
     maps = _uniform_columns(fr, name) if fr.stride else None
+    if maps is None and not fr.headers_checked:
+        fr = _frame(fr.buf, name)
     buf = fr.buf
     if maps is None:
         buf = np.concatenate([fr.buf, np.zeros(_VARINT_SLACK, np.uint8)])
@@ -760,7 +847,7 @@ def decode(
     Raises ``DataFormatError`` (a ValueError) naming the byte offset for truncated or corrupt data.
     """
     buf = np.frombuffer(data, np.uint8)
-    return _decode_frames(_frame(buf, name), name)
+    return _decode_frames(_frame(buf, name, check_all_headers=False), name)
 
 
 def read(source: Source, **params: Any) -> Batch:

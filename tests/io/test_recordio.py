@@ -295,3 +295,14 @@ def test_mixed_labels():
     data = toolkit_dense(np.ones((2, 3), np.float32), np.ones(2, np.float32)) + toolkit_dense(np.ones((1, 3), np.float32))
     with pytest.raises(DataFormatError, match="some records have a label and others do not"):
         recordio.decode(data)
+
+
+def test_uniform_fast_path_checks_every_record(rng):
+    # Same length, different structure far into the data: the label key of record 15000 is renamed.
+    x = rng.normal(size=(20000, 4)).astype(np.float32)
+    data = bytearray(toolkit_dense(x, np.ones(20000, np.float32)))
+    stride = len(data) // 20000
+    at = data.index(b"values", 15000 * stride + 8 + 30)
+    data[at + 5] = ord("x")
+    with pytest.raises(DataFormatError, match="some records have a label and others do not"):
+        recordio.decode(bytes(data))
