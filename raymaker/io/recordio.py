@@ -177,9 +177,39 @@ def _frame(
             f"truncated record header: {size} bytes, a header needs 8", source=name, where="byte 0"
         )
     fast = _frame_uniform(buf, size, partial_ok, check_all_headers)
+    if fast is None:
+        fast = _frame_chain(buf, size, partial_ok)
     if fast is not None:
         return fast
     return _frame_sequential(buf, name, partial_ok)
+
+
+def _frame_chain(buf: np.ndarray, size: int, partial_ok: bool) -> _Frames | None:
+    """Variable-length records without a Python loop: every aligned magic word is a candidate header;
+    when each candidate's record ends exactly at the next candidate, the candidates are the records.
+    Returns None (use the sequential walk) for multi-part records, magic words inside payloads, or
+    any damage, so that errors get exact offsets."""
+    words = buf[: (size // 4) * 4].view("<u4")
+    cand = np.flatnonzero(words == MAGIC)
+    if cand.size == 0 or cand[0] != 0:
+        return None
+    cand = cand[cand + 1 < words.size]
+    lrec = words[cand + 1]
+    if (lrec >> 29).any():
+        return None
+    length = (lrec & _LEN_MASK).astype(np.int64)
+    nxt = cand + 2 + (length + 3) // 4  # word index where the next record should start
+    if not (nxt[:-1] == cand[1:]).all():
+        return None
+    end = 4 * (cand[-1] + 2) + length[-1]
+    consumed = 4 * int(nxt[-1])
+    if end > size or consumed < size and not partial_ok:
+        if not partial_ok:
+            return None
+        cand, length = cand[:-1], length[:-1]  # the last record is incomplete
+        consumed = 4 * int(cand[-1] + 2) + int(length[-1] + (-length[-1] % 4)) if cand.size else 0
+    offsets = cand.astype(np.int64) * 4
+    return _Frames(buf, offsets + 8, length, offsets, min(consumed, size))
 
 
 def _frame_uniform(buf: np.ndarray, size: int, partial_ok: bool, check_all: bool) -> _Frames | None:
@@ -375,9 +405,12 @@ def _fields(buf: np.ndarray, start: np.ndarray, end: np.ndarray, on_field, where
                 "corrupt payload: a protobuf field runs past the end of its record", where=where(idx[bad][0])
             )
         numbers = (tags >> np.uint64(3)).astype(np.int64)
-        for number in np.unique(numbers):
-            sel = numbers == number
-            on_field(idx[sel], int(number), body[sel], body_end[sel])
+        if (numbers == numbers[0]).all():  # the usual case: every record has the same next field
+            on_field(idx, int(numbers[0]), body, body_end)
+        else:
+            for number in np.unique(numbers):
+                sel = numbers == number
+                on_field(idx[sel], int(number), body[sel], body_end[sel])
         cur[idx] = body_end
         idx = idx[cur[idx] < end[idx]]
 

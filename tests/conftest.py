@@ -1,0 +1,125 @@
+"""Shared fixtures: a real S3 API server (moto's standalone server) and a throwaway RAYMAKER_HOME.
+
+``s3_server`` sets the AWS environment before anything else starts, so a Ray fixture that depends on it
+hands the same endpoint and credentials to every Ray worker. It must not depend on Ray itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def raymaker_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Every test session gets its own RAYMAKER_HOME (job database, caches): never the user's."""
+    home = str(tmp_path_factory.mktemp("raymaker_home"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RAYMAKER_HOME", home)
+        yield home
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class S3Server:
+    endpoint_url: str
+    client: Any  # boto3 S3 client with the test credentials
+    process: subprocess.Popen
+
+    def _post(self, path: str, body: bytes) -> dict:
+        # Not form-encoded (urllib's default), or the server reads an empty body.
+        req = urllib.request.Request(
+            self.endpoint_url + path, data=body, method="POST", headers={"Content-Type": "text/plain"}
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return json.loads(resp.read() or b"{}")
+
+    @contextlib.contextmanager
+    def auth_enabled(self) -> Iterator[None]:
+        """Make the server check signatures and IAM permissions (moto only does so when asked), so
+        unknown keys, wrong secrets and missing permissions are refused for real."""
+        previous = self._post("/moto-api/reset-auth", b"0")["PREVIOUS_INITIAL_NO_AUTH_ACTION_COUNT"]
+        try:
+            yield
+        finally:
+            self._post("/moto-api/reset-auth", str(previous).encode())
+
+    def new_bucket(self) -> str:
+        name = f"rm-test-{uuid.uuid4().hex[:16]}"
+        self.client.create_bucket(Bucket=name)
+        return name
+
+
+def _server_command(port: int) -> list[str]:
+    script = shutil.which("moto_server", path=os.path.dirname(sys.executable))
+    cmd = [script] if script else [sys.executable, "-m", "moto.server"]
+    return [*cmd, "-H", "127.0.0.1", "-p", str(port)]
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    port = _free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    log = open(tmp_path_factory.mktemp("moto") / "server.log", "wb")  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen(_server_command(port), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"moto server exited with {proc.returncode}; see {log.name}")
+            try:
+                with urllib.request.urlopen(endpoint + "/moto-api/data.json", timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"moto server did not answer on {endpoint} within 30 s") from None
+                time.sleep(0.1)
+        with pytest.MonkeyPatch.context() as mp:
+            env = {
+                "AWS_ACCESS_KEY_ID": "testing",
+                "AWS_SECRET_ACCESS_KEY": "testing",
+                "AWS_DEFAULT_REGION": "us-east-1",
+                "AWS_ENDPOINT_URL": endpoint,
+                # Keep the developer's own AWS setup out of the tests.
+                "AWS_CONFIG_FILE": os.devnull,
+                "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+            }
+            for k, v in env.items():
+                mp.setenv(k, v)
+            for k in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3", "RAYMAKER_S3_ENDPOINT_URL"):
+                mp.delenv(k, raising=False)
+            client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+            yield S3Server(endpoint_url=endpoint, client=client, process=proc)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture
+def s3_bucket(s3_server: S3Server) -> str:
+    """A fresh, uniquely named bucket on the test server."""
+    return s3_server.new_bucket()
