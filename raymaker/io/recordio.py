@@ -351,17 +351,20 @@ _VARINT_SLACK = 16  # zero bytes appended so vectorized varint reads never index
 
 def _varints(buf: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Read one varint at each position. Returns (values uint64, positions after)."""
-    value = np.zeros(pos.shape, np.uint64)
-    cur = pos.copy()
-    live = np.ones(pos.shape, bool)
-    for i in range(10):
-        b = buf[cur].astype(np.uint64)
-        value |= np.where(live, (b & 0x7F) << np.uint64(7 * i), 0).astype(np.uint64)
-        cur += live
-        live &= b >= 0x80
-        if not live.any():
+    b = buf[pos]
+    value = (b & 0x7F).astype(np.uint64)
+    cur = pos + 1
+    live = np.flatnonzero(b >= 0x80)  # only the longer varints go round the loop again
+    for i in range(1, 10):
+        if not live.size:
             return value, cur
-    raise _Fallback("varint longer than 10 bytes")
+        b = buf[cur[live]]
+        value[live] |= (b & 0x7F).astype(np.uint64) << np.uint64(7 * i)
+        cur[live] += 1
+        live = live[b >= 0x80]
+    if live.size:
+        raise _Fallback("varint longer than 10 bytes")
+    return value, cur
 
 
 @dataclass
@@ -442,6 +445,8 @@ def _walk(buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray, where) -> di
         order = np.argsort(idx)
 
         def local(sub):
+            if sub.size == idx.size:  # every record (idx and sub are both sorted)
+                return np.arange(sub.size)
             if pos_of is not None:
                 return np.array([pos_of[r] for r in sub.tolist()], np.int64)
             return order[np.searchsorted(idx, sub, sorter=order)]
@@ -699,13 +704,19 @@ def _decode_varint_stream(stream: np.ndarray) -> np.ndarray:
     last = stream < 0x80
     if not last[-1]:
         raise DataFormatError("corrupt payload: packed varint field ends mid-number")
-    group = np.concatenate([[0], np.cumsum(last)[:-1]])
-    first_of_group = np.concatenate([[0], np.flatnonzero(last)[:-1] + 1])
-    shift = (np.arange(stream.size) - first_of_group[group]).astype(np.uint64) * np.uint64(7)
-    if (shift > 63).any():
+    ends = np.flatnonzero(last)
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    lengths = ends - starts + 1
+    longest = int(lengths.max())
+    if longest > 10:
         raise DataFormatError("corrupt payload: varint longer than 10 bytes")
-    parts = (stream.astype(np.uint64) & np.uint64(0x7F)) << shift
-    return np.bitwise_or.reduceat(parts, first_of_group)
+    # One pass per byte position (varints are short), each over the numbers that long.
+    value = (stream[starts] & 0x7F).astype(np.uint64)
+    live = np.flatnonzero(lengths > 1)
+    for k in range(1, longest):
+        value[live] |= (stream[starts[live] + k] & 0x7F).astype(np.uint64) << np.uint64(7 * k)
+        live = live[lengths[live] > k + 1]
+    return value
 
 
 def _varint_counts(stream: np.ndarray, nbytes: np.ndarray) -> np.ndarray:
