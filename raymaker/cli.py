@@ -35,6 +35,7 @@ def guess_content_type(path: str) -> str:
 def _read_uri(uri: str, content_type: str | None):
     """Every object under ``uri`` (a file, a directory, or an s3:// prefix) decoded into one Batch."""
     import gzip
+    import io
 
     from raymaker.io.batch import Batch
     from raymaker.io.formats import get_format
@@ -49,7 +50,9 @@ def _read_uri(uri: str, content_type: str | None):
         nbytes += len(data)
         if obj.key.endswith(".gz"):
             data = gzip.decompress(data)
-        batches.append(fmt.read(data, **params))
+        stream = io.BytesIO(data)
+        stream.name = obj.uri  # errors name the object, not "<bytes>"
+        batches.append(fmt.read(stream, **params))
     return Batch.concat(batches), len(objects), nbytes
 
 
