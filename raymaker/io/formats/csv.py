@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from raymaker.io.batch import Batch, DataFormatError, Source, open_binary, read_all, source_name
+from raymaker.io.formats.lines import positive_int
 
 CONTENT_TYPES: tuple[str, ...] = ("text/csv",)
 
@@ -72,8 +73,8 @@ def iter_batches(
     """Stream CSV input (a file, bytes or a pipe) in Batches of ``batch_rows`` rows (the last may be
     shorter); without ``batch_rows`` one Batch per pyarrow block of ``block_size`` bytes."""
     label_size, header = _options(params)
-    batch_rows = _positive_int("batch_rows", batch_rows)
-    block_size = _positive_int("block_size", block_size) or _DEFAULT_BLOCK
+    batch_rows = positive_int("batch_rows", batch_rows)
+    block_size = positive_int("block_size", block_size) or _DEFAULT_BLOCK
     name = source_name(source)
     stream, must_close = open_binary(source)
     try:
@@ -136,18 +137,6 @@ def _options(params: dict[str, Any]) -> tuple[int, bool]:
     if header not in ("absent", "present"):
         raise ValueError(f"text/csv: header must be 'absent' or 'present', got {header!r}")
     return label_size, header == "present"
-
-
-def _positive_int(what: str, value: int | str | None) -> int | None:
-    if value is None:
-        return None
-    try:
-        n = int(value)
-    except (TypeError, ValueError):
-        n = 0
-    if n <= 0:
-        raise ValueError(f"{what} must be a positive integer, got {value!r}")
-    return n
 
 
 def _csv_options(ncols: int, use_threads: bool, block_size: int) -> dict[str, Any]:

@@ -27,11 +27,11 @@ import pyarrow.json as pajson
 import scipy.sparse as sp
 
 from raymaker.io.batch import Batch, DataFormatError, Source, read_all, source_name
-from raymaker.io.formats.libsvm import iter_line_blocks, positive_int, rebatch
+from raymaker.io.formats.lines import iter_line_blocks, positive_int, rebatch
 
 CONTENT_TYPES: tuple[str, ...] = ("application/jsonlines", "application/json")
 
-DEFAULT_BLOCK_SIZE = 1 << 24
+_DEFAULT_BLOCK_SIZE = 1 << 24
 
 _SHAPES = (
     '{"features": [...]}, {"data": {"features": {"values": [...]}}}, '
@@ -68,7 +68,7 @@ def iter_batches(
     _options(params)
     name = source_name(source)
     batch_rows = positive_int("batch_rows", batch_rows)
-    blocks = iter_line_blocks(source, positive_int("block_size", block_size) or DEFAULT_BLOCK_SIZE)
+    blocks = iter_line_blocks(source, positive_int("block_size", block_size) or _DEFAULT_BLOCK_SIZE)
     return rebatch(_stream(blocks, name), batch_rows)
 
 
