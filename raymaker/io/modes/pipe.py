@@ -1,0 +1,282 @@
+"""Pipe mode into Ray Data: a channel's objects streamed from storage straight into a ``Dataset``.
+
+SageMaker's Pipe mode streams each object into the container with no local copy; here the stream
+ends in Ray Data instead of a FIFO (``fifo.PipeFifoWriter`` keeps the FIFO contract for custom
+containers). Each read task opens one object as a pyarrow input stream (gunzipped on the fly when
+``CompressionType`` is Gzip), hands it to the channel's format decoder and yields one Arrow block per
+decoded batch: dense rows as a ``features`` tensor column plus ``label``, sparse rows as
+``indices``/``values`` list columns plus ``num_features`` (``Batch.to_arrow``).
+
+Prefetching is Ray Data's streaming executor running read tasks ahead of the consumer. Read tasks ask
+for a fraction of a CPU (``READ_TASK_CPUS``): Ray Train workers hold their CPUs for the whole run, and
+whole-CPU read tasks would wait forever for one (ray-2.60-notes §2, "Root cause 2").
+
+Inside Ray Train, ``ChannelDataConfig`` gives every worker its own SageMaker-style stream:
+``ShardedByS3Key`` -> that rank's objects (disjoint, together all of them), ``FullyReplicated`` -> all::
+
+    cfg = ChannelDataConfig({"train": train_channel, "validation": val_channel}, settings)
+    trainer = DataParallelTrainer(fn, datasets=cfg.datasets(), dataset_config=cfg,
+                                  scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5}))
+    # in fn: X, y = batches_to_numpy(ray.train.get_dataset_shard("train").iter_batches(batch_format="numpy"))
+
+``RecordWrapperType`` only frames objects for the FIFO contract; decoded rows do not depend on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import scipy.sparse as sp
+from ray.data.datasource import DefaultFileMetadataProvider, FileBasedDatasource
+from ray.train import DataConfig
+
+from raymaker.io.batch import Batch
+from raymaker.io.channels import Channel, list_objects, shard_objects
+from raymaker.io.formats import get_format
+from raymaker.io.storage import ObjectInfo, S3Settings, parse_uri
+
+if TYPE_CHECKING:
+    import ray.data
+    from ray.actor import ActorHandle
+    from ray.data import DataIterator
+
+# CPUs each read task asks for. Fractional so reads fit beside Train workers holding whole CPUs.
+READ_TASK_CPUS = 0.25
+
+# SageMaker's built-in algorithms read RecordIO-protobuf in Pipe mode unless told otherwise.
+DEFAULT_CONTENT_TYPE = "application/x-recordio-protobuf"
+
+
+class _KnownSizes(DefaultFileMetadataProvider):
+    """Sizes from our own listing: FileBasedDatasource would otherwise stat every object again, for 16+
+    objects not under one prefix in default Ray tasks that each want a whole CPU (a deadlock in Train)."""
+
+    def __init__(self, sizes: list[int]):
+        self._sizes = sizes
+
+    def expand_paths(self, paths, filesystem, partitioning=None, ignore_missing_paths=False):
+        if len(paths) != len(self._sizes):
+            raise ValueError(f"{len(paths)} paths but {len(self._sizes)} sizes")
+        yield from zip(paths, self._sizes)
+
+
+class _NamedStream:
+    """The pyarrow stream with the object's URI as ``name``, so decoder errors say which object broke."""
+
+    def __init__(self, f: pa.NativeFile, name: str):
+        self._f = f
+        self.name = name
+
+    def read(self, n: int = -1) -> bytes:
+        return self._f.read() if n is None or n < 0 else self._f.read(n)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def close(self) -> None:  # the datasource owns the stream
+        pass
+
+
+class ChannelDatasource(FileBasedDatasource):
+    """Decodes whole objects (no byte-range splitting) with the channel's content-type decoder."""
+
+    def __init__(
+        self,
+        paths: list[str],
+        *,
+        sizes: list[int],
+        content_type: str,
+        gzip: bool,
+        filesystem: Any = None,
+        uri_prefix: str = "",
+    ):
+        get_format(content_type)  # fail here, on the driver, for an unsupported content type
+        super().__init__(paths, filesystem=filesystem, meta_provider=_KnownSizes(sizes))
+        self._content_type = content_type
+        self._gzip = gzip
+        # Ray Data strips "s3://" from paths; put it back in error messages.
+        self._uri_prefix = uri_prefix
+
+    def resolve_compression(self, path: str, open_args: dict[str, Any]) -> str | None:
+        # CompressionType alone decides, never the file name: a ".gz" object in a channel without
+        # CompressionType Gzip is passed through as stored, as SageMaker does.
+        return "gzip" if self._gzip else None
+
+    def _read_stream(self, f: pa.NativeFile, path: str) -> Iterator[pa.Table]:
+        fmt, params = get_format(self._content_type)
+        name = self._uri_prefix + path
+        try:
+            for batch in fmt.iter_batches(_NamedStream(f, name), **params):
+                if len(batch):
+                    yield batch.to_arrow()
+        except OSError as e:
+            if self._gzip and ("zlib" in str(e) or "gzip" in str(e).lower()):
+                raise ValueError(
+                    f"{name} is not valid gzip data ({e}): the channel says CompressionType Gzip; "
+                    "set CompressionType None for uncompressed objects"
+                ) from None
+            raise
+
+
+def _empty_dataset() -> ray.data.Dataset:
+    import ray.data
+
+    # ShardedByS3Key with more workers than objects: this worker reads nothing, like SageMaker.
+    return ray.data.from_items([])
+
+
+def pipe_dataset(
+    channel: Channel,
+    *,
+    settings: S3Settings | None = None,
+    num_workers: int = 1,
+    rank: int = 0,
+    epoch: int = 0,
+    objects: list[ObjectInfo] | None = None,
+    num_cpus: float = READ_TASK_CPUS,
+) -> ray.data.Dataset:
+    """A lazy Dataset streaming worker ``rank``'s objects of ``channel`` (all of them for
+    FullyReplicated) in ``epoch``'s ShuffleConfig order; nothing is read until it is consumed.
+
+    ``objects`` is the channel's full listing if the caller has it. S3 objects are read through
+    ``settings.arrow_filesystem()``, which is pickled into every read task, so the endpoint and
+    credentials reach every Ray process; local paths (``file://``) are read on the node that runs the
+    read task, so use them on one node only."""
+    import ray.data
+    from pyarrow import fs as pafs
+
+    settings = (settings or S3Settings()).resolve()
+    if objects is None:
+        objects = list_objects(channel, settings)
+    mine = shard_objects(
+        objects,
+        num_workers=num_workers,
+        rank=rank,
+        distribution=channel.distribution,
+        seed=channel.shuffle_seed,
+        epoch=epoch,
+    )
+    if not mine:
+        return _empty_dataset()
+    if parse_uri(mine[0].uri).scheme == "s3":
+        filesystem, paths = settings.arrow_filesystem(), [o.uri for o in mine]
+    else:
+        filesystem, paths = pafs.LocalFileSystem(), [o.key for o in mine]
+    source = ChannelDatasource(
+        paths,
+        sizes=[o.size for o in mine],
+        content_type=channel.content_type or DEFAULT_CONTENT_TYPE,
+        gzip=channel.compression == "Gzip",
+        filesystem=filesystem,
+        uri_prefix="s3://" if isinstance(filesystem, pafs.S3FileSystem) else "",
+    )
+    # One object per read task: objects stream in parallel and blocks flow as soon as they decode.
+    ds = ray.data.read_datasource(source, num_cpus=num_cpus, override_num_blocks=len(paths))
+    ds.set_name(channel.name)
+    return ds
+
+
+class ChannelDataConfig(DataConfig):
+    """Ray Train ``DataConfig`` that gives each Train worker its SageMaker shard of each channel.
+
+    Datasets whose name is a channel here are replaced, per worker, by ``pipe_dataset`` over that
+    worker's objects; pass ``datasets=cfg.datasets()`` (or any dataset under those names) to the
+    trainer. Other datasets are handled as by ``DataConfig``; they are split across workers only when
+    named in ``datasets_to_split`` (default: given whole to every worker)."""
+
+    def __init__(
+        self,
+        channels: Mapping[str, Channel],
+        settings: S3Settings | None = None,
+        *,
+        epoch: int = 0,
+        datasets_to_split: list[str] | None = None,
+        execution_options: Any = None,
+    ):
+        for name, channel in channels.items():
+            if not isinstance(channel, Channel):
+                raise TypeError(f"channels[{name!r}] is a {type(channel).__name__}, not a Channel")
+        # Channel datasets are never "split" in Ray's sense (each rank gets its own dataset), which
+        # also keeps Train's DatasetManager from making get_dataset_shard a barrier for them.
+        split = [n for n in (datasets_to_split or []) if n not in channels]
+        super().__init__(datasets_to_split=split, execution_options=execution_options)
+        self._channels = dict(channels)
+        # Resolved here, in the driver: the endpoint and credentials then travel with the config.
+        self._settings = (settings or S3Settings()).resolve()
+        self._epoch = epoch
+
+    def datasets(self) -> dict[str, ray.data.Dataset]:
+        """One lazy full-channel dataset per channel, to pass as the trainer's ``datasets``."""
+        return {name: pipe_dataset(ch, settings=self._settings) for name, ch in self._channels.items()}
+
+    def configure(
+        self,
+        datasets: dict[str, ray.data.Dataset],
+        world_size: int,
+        worker_handles: list[ActorHandle] | None,
+        worker_node_ids: list[str] | None,
+        **kwargs: Any,
+    ) -> list[dict[str, DataIterator]]:
+        output: list[dict[str, DataIterator]] = [{} for _ in range(world_size)]
+        others = {n: d for n, d in datasets.items() if n not in self._channels}
+        if others:
+            parts = super().configure(others, world_size, worker_handles, worker_node_ids, **kwargs)
+            for rank, part in enumerate(parts):
+                output[rank].update(part)
+        for name in datasets:
+            channel = self._channels.get(name)
+            if channel is None:
+                continue
+            objects = list_objects(channel, self._settings)  # one listing for all ranks
+            shared = None
+            for rank in range(world_size):
+                if shared is not None:
+                    output[rank][name] = shared.iterator()
+                    continue
+                ds = pipe_dataset(
+                    channel,
+                    settings=self._settings,
+                    num_workers=world_size,
+                    rank=rank,
+                    epoch=self._epoch,
+                    objects=objects,
+                )
+                ds.context.execution_options = self._resolve_execution_options(name)
+                if channel.distribution == "FullyReplicated":
+                    shared = ds  # every rank streams the same objects: one plan, one iterator each
+                output[rank][name] = ds.iterator()
+        return output
+
+
+def batch_from_numpy(batch: Mapping[str, np.ndarray]) -> Batch:
+    """A ``Batch`` from one ``iter_batches(batch_format="numpy")`` batch of a pipe dataset: dense
+    ``features`` as is, sparse ``indices``/``values``/``num_features`` back into a CSR matrix."""
+    labels = np.asarray(batch["label"]) if "label" in batch else None
+    if "features" in batch:
+        return Batch(np.asarray(batch["features"]), labels)
+    if "indices" not in batch:
+        raise ValueError(f"not a pipe-dataset batch: columns {sorted(batch)}; expected features or indices")
+    rows_idx, rows_val = batch["indices"], batch["values"]
+    n = len(rows_idx)
+    # List columns arrive as 2-D arrays when every row has the same length, else as object arrays.
+    lengths = np.fromiter((len(r) for r in rows_idx), dtype=np.int64, count=n)
+    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    indices = np.concatenate([np.asarray(r) for r in rows_idx]) if n else np.zeros(0, np.int64)
+    values = np.concatenate([np.asarray(r) for r in rows_val]) if n else np.zeros(0, np.float32)
+    width = int(np.max(batch["num_features"])) if n else 0
+    return Batch(sp.csr_matrix((values, indices, indptr), shape=(n, width)), labels)
+
+
+def batches_to_numpy(batches: Iterable[Mapping[str, np.ndarray]]) -> Batch:
+    """Concatenate numpy batches of a pipe dataset (e.g. a Train worker's whole shard) into one
+    ``Batch``: ``.features`` (ndarray or CSR) and ``.labels``."""
+    parts = [batch_from_numpy(b) for b in batches]
+    if not parts:
+        return Batch(np.zeros((0, 0), np.float32), None)
+    return Batch.concat(parts)
