@@ -21,42 +21,13 @@ import logging
 import os
 import platform
 import shutil
-import socket
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable
 
 import numpy as np
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_moto(log_path: str) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    script = shutil.which("moto_server", path=os.path.dirname(sys.executable))
-    cmd = [script] if script else [sys.executable, "-m", "moto.server"]
-    log = open(log_path, "wb")  # noqa: SIM115 (the child keeps it)
-    proc = subprocess.Popen([*cmd, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"moto server exited with {proc.returncode}; see {log_path}")
-        try:
-            with urllib.request.urlopen(endpoint + "/moto-api/data.json", timeout=1):
-                return proc, endpoint
-        except OSError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError(f"moto server did not answer on {endpoint} within 30 s") from None
-            time.sleep(0.1)
+from raymaker.testing import start_moto_server, stop
 
 
 def upload(client, bucket: str, objects: int, rows: int, cols: int) -> int:
@@ -99,7 +70,8 @@ def main() -> None:
     args = ap.parse_args()
 
     work = tempfile.mkdtemp(prefix="raymaker-bench-")
-    proc, endpoint = start_moto(os.path.join(work, "moto.log"))
+    log = open(os.path.join(work, "moto.log"), "wb")  # noqa: SIM115 (closed below)
+    proc, endpoint = start_moto_server(log)
     try:
         # Before Ray starts, so every Ray process inherits the endpoint and credentials.
         os.environ.update(
@@ -196,11 +168,8 @@ def main() -> None:
             )
         ray.shutdown()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
+        log.close()
         shutil.rmtree(work, ignore_errors=True)
 
 

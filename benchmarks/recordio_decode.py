@@ -53,7 +53,9 @@ def toolkit_parse_to_numpy(data: bytes) -> np.ndarray:
 
 
 def report(label: str, nbytes: int, rows: int, seconds: float) -> None:
-    print(f"  {label:<44} {seconds * 1e3:9.1f} ms {nbytes / seconds / 1e6:9.0f} MB/s {rows / seconds / 1e6:8.2f} M records/s")
+    print(
+        f"  {label:<44} {seconds * 1e3:9.1f} ms {nbytes / seconds / 1e6:9.0f} MB/s {rows / seconds / 1e6:8.2f} M records/s"
+    )
 
 
 def main() -> None:
@@ -64,7 +66,9 @@ def main() -> None:
     args = ap.parse_args()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores (pinned to 1), numpy {np.__version__}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores (pinned to 1), numpy {np.__version__}"
+    )
     rng = np.random.default_rng(0)
 
     x = rng.normal(size=(args.rows, args.cols)).astype(np.float32)
@@ -74,7 +78,9 @@ def main() -> None:
     dense = buf.getvalue()
     features, labels = recordio.decode(dense)
     assert np.array_equal(features, x) and np.array_equal(labels, y)
-    print(f"dense {args.rows} x {args.cols} float32 + labels, {len(dense) / 1e6:.1f} MB (written by the toolkit)")
+    print(
+        f"dense {args.rows} x {args.cols} float32 + labels, {len(dense) / 1e6:.1f} MB (written by the toolkit)"
+    )
     ours = best_of(lambda: recordio.decode(dense), args.repeat)
     base = best_of(lambda: toolkit_parse(dense), max(1, args.repeat // 2))
     base_np = best_of(lambda: toolkit_parse_to_numpy(dense), 1)
@@ -89,7 +95,9 @@ def main() -> None:
     sparse = buf.getvalue()
     features, _ = recordio.decode(sparse)
     assert (features != s).nnz == 0
-    print(f"sparse {args.rows} x 1000, 1% dense, float32 + labels, {len(sparse) / 1e6:.1f} MB (written by the toolkit)")
+    print(
+        f"sparse {args.rows} x 1000, 1% dense, float32 + labels, {len(sparse) / 1e6:.1f} MB (written by the toolkit)"
+    )
     ours = best_of(lambda: recordio.decode(sparse), args.repeat)
     base = best_of(lambda: toolkit_parse(sparse), max(1, args.repeat // 2))
     report("raymaker recordio.decode", len(sparse), args.rows, ours)

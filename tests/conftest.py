@@ -9,11 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
-import socket
 import subprocess
-import sys
-import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -23,6 +19,8 @@ from typing import Any
 import boto3
 import pytest
 
+from raymaker.testing import start_moto_server, stop
+
 
 @pytest.fixture(scope="session", autouse=True)
 def raymaker_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
@@ -31,12 +29,6 @@ def raymaker_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("RAYMAKER_HOME", home)
         yield home
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -69,30 +61,11 @@ class S3Server:
         return name
 
 
-def _server_command(port: int) -> list[str]:
-    script = shutil.which("moto_server", path=os.path.dirname(sys.executable))
-    cmd = [script] if script else [sys.executable, "-m", "moto.server"]
-    return [*cmd, "-H", "127.0.0.1", "-p", str(port)]
-
-
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    port = _free_port()
-    endpoint = f"http://127.0.0.1:{port}"
     log = open(tmp_path_factory.mktemp("moto") / "server.log", "wb")  # noqa: SIM115 (closed below)
-    proc = subprocess.Popen(_server_command(port), stdout=log, stderr=subprocess.STDOUT)
+    proc, endpoint = start_moto_server(log)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"moto server exited with {proc.returncode}; see {log.name}")
-            try:
-                with urllib.request.urlopen(endpoint + "/moto-api/data.json", timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"moto server did not answer on {endpoint} within 30 s") from None
-                time.sleep(0.1)
         with pytest.MonkeyPatch.context() as mp:
             env = {
                 "AWS_ACCESS_KEY_ID": "testing",
@@ -110,12 +83,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
             client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
             yield S3Server(endpoint_url=endpoint, client=client, process=proc)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         log.close()
 
 
@@ -123,3 +91,19 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
 def s3_bucket(s3_server: S3Server) -> str:
     """A fresh, uniquely named bucket on the test server."""
     return s3_server.new_bucket()
+
+
+@pytest.fixture(scope="session")
+def ray_session(s3_server: S3Server) -> Iterator[None]:
+    """One Ray instance for the whole test session (starting Ray costs seconds on 2 cores), started after
+    the S3 environment is set so that every Ray process inherits it. Token authentication stays on."""
+    import ray
+
+    with pytest.MonkeyPatch.context() as mp:
+        # Train's controller polls reports at this interval (default 2 s): keeps runs short.
+        mp.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        try:
+            yield
+        finally:
+            ray.shutdown()

@@ -256,3 +256,26 @@ def shard_objects(
     if distribution == "FullyReplicated":
         return order
     return order[rank::num_workers]
+
+
+def worker_objects(
+    channel: Channel,
+    *,
+    num_workers: int = 1,
+    rank: int = 0,
+    epoch: int = 0,
+    settings: S3Settings | None = None,
+    objects: Sequence[ObjectInfo] | None = None,
+) -> list[ObjectInfo]:
+    """This worker's objects of a channel: the listing (``objects``, or listed now) sharded by the
+    channel's S3DataDistributionType in ``epoch``'s ShuffleConfig order."""
+    if objects is None:
+        objects = list_objects(channel, settings)
+    return shard_objects(
+        objects,
+        num_workers=num_workers,
+        rank=rank,
+        distribution=channel.distribution,
+        seed=channel.shuffle_seed,
+        epoch=epoch,
+    )

@@ -7,7 +7,6 @@ import io
 import json
 import os
 import uuid
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -21,21 +20,6 @@ pytestmark = pytest.mark.e2e
 
 ROWS_PER_OBJECT = 40
 WIDTH = 4
-
-
-@pytest.fixture(scope="module")
-def ray_session(s3_server) -> Iterator[None]:
-    """Ray for this module, started after the S3 environment is set so every Ray process inherits it."""
-    import ray
-
-    with pytest.MonkeyPatch.context() as mp:
-        # Train's controller polls reports at this interval (default 2 s): keeps the run short.
-        mp.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-        try:
-            yield
-        finally:
-            ray.shutdown()
 
 
 def _dense(first_id: int, n: int = ROWS_PER_OBJECT) -> tuple[np.ndarray, np.ndarray]:

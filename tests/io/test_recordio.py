@@ -72,7 +72,13 @@ def rng():
 
 @pytest.mark.parametrize(
     "xdtype, ydtype",
-    [(np.float32, np.float32), (np.float64, np.float64), (np.float32, np.int64), (np.int64, None), (np.float32, None)],
+    [
+        (np.float32, np.float32),
+        (np.float64, np.float64),
+        (np.float32, np.int64),
+        (np.int64, None),
+        (np.float32, None),
+    ],
 )
 def test_dense_writer_matches_toolkit_byte_for_byte(rng, xdtype, ydtype):
     x = (rng.normal(size=(57, 9)) * 100).astype(xdtype)
@@ -107,7 +113,9 @@ def test_decode_toolkit_dense_with_labels(rng):
     np.testing.assert_array_equal(labels, y)
 
 
-@pytest.mark.parametrize("xdtype, ydtype", [(np.float64, np.float64), (np.int64, np.int64), (np.float32, np.int64)])
+@pytest.mark.parametrize(
+    "xdtype, ydtype", [(np.float64, np.float64), (np.int64, np.int64), (np.float32, np.int64)]
+)
 def test_decode_other_tensor_types(rng, xdtype, ydtype):
     x = (rng.normal(size=(30, 4)) * 1000).astype(xdtype)
     y = rng.integers(-5, 5, 30).astype(ydtype)
@@ -292,7 +300,9 @@ def test_dense_rows_of_different_lengths():
 
 
 def test_mixed_labels():
-    data = toolkit_dense(np.ones((2, 3), np.float32), np.ones(2, np.float32)) + toolkit_dense(np.ones((1, 3), np.float32))
+    data = toolkit_dense(np.ones((2, 3), np.float32), np.ones(2, np.float32)) + toolkit_dense(
+        np.ones((1, 3), np.float32)
+    )
     with pytest.raises(DataFormatError, match="some records have a label and others do not"):
         recordio.decode(data)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import BinaryIO
 
-from raymaker.io.channels import Channel, list_objects, shard_objects
+from raymaker.io.channels import Channel, worker_objects
 from raymaker.io.storage import ObjectInfo, S3Settings, storage_for
 
 
@@ -31,15 +31,7 @@ class FastFileChannel:
             )
         self.channel = channel
         self.block_size = block_size
-        if objects is None:
-            objects = list_objects(channel, settings)
-        mine = shard_objects(
-            objects,
-            num_workers=num_workers,
-            rank=rank,
-            distribution=channel.distribution,
-            seed=channel.shuffle_seed,
-        )
+        mine = worker_objects(channel, num_workers=num_workers, rank=rank, settings=settings, objects=objects)
         self._objects = {o.relative: o for o in mine}
         self._storage = storage_for(channel.s3_uri, settings)
 

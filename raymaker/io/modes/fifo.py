@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import BinaryIO
 
-from raymaker.io.channels import Channel, shard_objects
+from raymaker.io.channels import Channel, worker_objects
 from raymaker.io.storage import ObjectInfo, S3Settings, storage_for
 
 RECORDIO_MAGIC = 0xCED7230A
@@ -194,13 +194,8 @@ class PipeFifoWriter:
             self.bytes_written += n
 
     def _stream_epoch(self, fd: int, epoch: int) -> None:
-        mine = shard_objects(
-            self.objects,
-            num_workers=self.num_workers,
-            rank=self.rank,
-            distribution=self.channel.distribution,
-            seed=self.channel.shuffle_seed,
-            epoch=epoch,
+        mine = worker_objects(
+            self.channel, num_workers=self.num_workers, rank=self.rank, epoch=epoch, objects=self.objects
         )
         if not mine:
             return

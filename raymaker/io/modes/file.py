@@ -21,7 +21,7 @@ import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
-from raymaker.io.channels import Channel, list_objects, shard_objects
+from raymaker.io.channels import Channel, worker_objects
 from raymaker.io.storage import ObjectInfo, S3Settings, Storage, atomic_write_path, storage_for
 
 
@@ -58,15 +58,7 @@ def download_channel(
     the shard follows S3DataDistributionType and, with ShuffleConfig, the epoch-0 order."""
     started = time.monotonic()
     dest_dir = os.path.abspath(os.fspath(dest_dir))
-    if objects is None:
-        objects = list_objects(channel, settings)
-    mine = shard_objects(
-        objects,
-        num_workers=num_workers,
-        rank=rank,
-        distribution=channel.distribution,
-        seed=channel.shuffle_seed,
-    )
+    mine = worker_objects(channel, num_workers=num_workers, rank=rank, settings=settings, objects=objects)
     targets = _targets(channel, mine, dest_dir)
     os.makedirs(dest_dir, exist_ok=True)
     report = DownloadReport(dest_dir=dest_dir)

@@ -34,7 +34,7 @@ from ray.data.datasource import DefaultFileMetadataProvider, FileBasedDatasource
 from ray.train import DataConfig
 
 from raymaker.io.batch import Batch
-from raymaker.io.channels import Channel, list_objects, shard_objects
+from raymaker.io.channels import Channel, list_objects, worker_objects
 from raymaker.io.formats import get_format
 from raymaker.io.storage import ObjectInfo, S3Settings, parse_uri
 
@@ -152,15 +152,8 @@ def pipe_dataset(
     from pyarrow import fs as pafs
 
     settings = (settings or S3Settings()).resolve()
-    if objects is None:
-        objects = list_objects(channel, settings)
-    mine = shard_objects(
-        objects,
-        num_workers=num_workers,
-        rank=rank,
-        distribution=channel.distribution,
-        seed=channel.shuffle_seed,
-        epoch=epoch,
+    mine = worker_objects(
+        channel, num_workers=num_workers, rank=rank, epoch=epoch, settings=settings, objects=objects
     )
     if not mine:
         return _empty_dataset()
