@@ -88,14 +88,24 @@ def run_demo(directory: str, *, rows: int = 20_000, shards: int = 4, with_ray: b
 
 
 def _pipe_demo(channel: Channel, rows: int) -> None:
+    import logging
+
     import ray
 
     from raymaker.io.modes.pipe import pipe_dataset
 
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # no per-dataset progress log in the demo
+
     print("\nPipe mode: streaming the channel into a Ray Data dataset (starting Ray locally) ...")
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=min(2, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False)
+        ray.init(
+            num_cpus=min(2, os.cpu_count() or 1),
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level="WARNING",
+        )
+    ray.data.DataContext.get_current().enable_progress_bars = False
     try:
         t = time.perf_counter()
         n = 0

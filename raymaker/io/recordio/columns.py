@@ -306,8 +306,8 @@ def _same_structure(
     """Check every record's bytes outside ``content`` equal record 0's; if so, return a copy of each
     ``extract`` field (offset, nbytes, dtype) for all records as an (n, k) array, else None.
 
-    Compared one machine-word column at a time (1-D strided passes, partial words masked), block by
-    block so the columns of a block come from cache: far faster than comparing 2-D byte slices."""
+    Compared one machine-word column at a time (1-D strided passes, partial words masked): far faster
+    than comparing 2-D byte slices."""
     word = 8 if stride % 8 == 0 and raw.ctypes.data % 8 == 0 else 4
     structural = np.ones(size + (-size % word), bool)
     structural[size:] = False
@@ -328,18 +328,19 @@ def _same_structure(
         for off, nbytes, dt in extract
     ]
     rows = n - 1  # the last record may lack its padding: it is compared byte by byte below
-    # Row blocks that fit in cache: every word column of a block is read from cache, not memory.
-    block = 32768
+    # Row blocks about the size of L2. Copying a block's values first streams its bytes into cache in
+    # order (prefetch-friendly); the strided word-column checks then hit cache instead of memory.
+    block = 8192
     for lo in range(0, n, block):
         hi = min(n, lo + block)
+        for out, view in zip(outs, views):
+            out[lo:hi] = view[lo:hi]
         for j, bits in checks:
             column = flat[lo * per_row + j : (min(hi, rows) - 1) * per_row + j + 1 : per_row]
             first = flat[j]
             ok = (column == first).all() if bits is None else ((column ^ first) & bits == 0).all()
             if not ok:
                 return None
-        for out, view in zip(outs, views):
-            out[lo:hi] = view[lo:hi]
     last = raw[(n - 1) * stride : (n - 1) * stride + size]
     if not (last[structural[:size]] == raw[:size][structural[:size]]).all():
         return None
