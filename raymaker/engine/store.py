@@ -1,0 +1,624 @@
+"""Job records in SQLite: training jobs, their metric history and log lines, and a CloudTrail-style
+audit trail of API calls. The database is ``$RAYMAKER_HOME/raymaker.db`` (``~/.raymaker`` by default)
+in WAL mode, so readers never block the writer and records survive process restarts.
+
+Concurrency: one connection per thread (and per process: a forked child opens its own), a busy
+timeout, and short ``BEGIN IMMEDIATE`` write transactions, so API servers, drivers and runners may
+share one file. Uniqueness of job names is the table's constraint, never a read-then-write check.
+
+Records are plain dicts with snake_case keys; times are epoch seconds (UTC floats).
+``describe_training_job(record)`` turns one into the DescribeTrainingJob response.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import getpass
+import json
+import math
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from raymaker.engine import states
+from raymaker.engine.arns import region, training_job_arn
+from raymaker.engine.errors import ConflictException, ResourceInUse, ResourceNotFound, SageMakerError
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_S = 30.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS training_jobs (
+    name                TEXT PRIMARY KEY COLLATE NOCASE,  -- SageMaker names are case-insensitive
+    arn                 TEXT NOT NULL,
+    request             TEXT NOT NULL,                    -- the CreateTrainingJob request, JSON
+    status              TEXT NOT NULL,                    -- TrainingJobStatus
+    secondary_status    TEXT NOT NULL,
+    transitions         TEXT NOT NULL DEFAULT '[]',       -- SecondaryStatusTransitions, JSON
+    failure_reason      TEXT,
+    final_metrics       TEXT,                             -- FinalMetricDataList, JSON
+    model_artifacts     TEXT,                             -- S3ModelArtifacts
+    creation_time       REAL NOT NULL,
+    training_start_time REAL,
+    training_end_time   REAL,
+    last_modified_time  REAL NOT NULL,
+    training_seconds    INTEGER,                          -- wall clock (TrainingTimeInSeconds)
+    billable_seconds    INTEGER,                          -- instance-seconds (instances x seconds)
+    cost                REAL,
+    attempt             INTEGER NOT NULL DEFAULT 1,       -- 1 = first run, RetryStrategy adds more
+    restart_count       INTEGER NOT NULL DEFAULT 0,       -- worker restarts within the job
+    warm_pool_status    TEXT,                             -- WarmPoolStatus, JSON
+    tuning_job_arn      TEXT,
+    runner_id           TEXT,                             -- which process runs it (orphan detection)
+    heartbeat_time      REAL
+);
+CREATE INDEX IF NOT EXISTS training_jobs_status ON training_jobs(status, creation_time);
+CREATE INDEX IF NOT EXISTS training_jobs_created ON training_jobs(creation_time);
+
+CREATE TABLE IF NOT EXISTS metrics (
+    job       TEXT NOT NULL COLLATE NOCASE,
+    metric    TEXT NOT NULL,
+    value     REAL NOT NULL,
+    step      INTEGER,
+    timestamp REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS metrics_job ON metrics(job, metric, timestamp);
+
+CREATE TABLE IF NOT EXISTS logs (
+    job  TEXT NOT NULL COLLATE NOCASE,
+    seq  INTEGER NOT NULL,                                -- 1, 2, ... per job
+    time REAL NOT NULL,
+    line TEXT NOT NULL,
+    PRIMARY KEY (job, seq)
+);
+
+CREATE TABLE IF NOT EXISTS audit_events (
+    id                 INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id           TEXT NOT NULL,
+    event_time         REAL NOT NULL,
+    event_name         TEXT NOT NULL,
+    request_parameters TEXT,
+    error_code         TEXT,
+    error_message      TEXT,
+    user_identity      TEXT,
+    source_ip          TEXT,
+    user_agent         TEXT,
+    region             TEXT
+);
+CREATE INDEX IF NOT EXISTS audit_events_name ON audit_events(event_name, event_time);
+"""
+
+_JSON_FIELDS = ("request", "transitions", "final_metrics", "warm_pool_status")
+# Columns update_training_job may set (name, arn and creation_time never change).
+UPDATABLE_FIELDS = frozenset(
+    {
+        "request",
+        "status",
+        "secondary_status",
+        "transitions",
+        "failure_reason",
+        "final_metrics",
+        "model_artifacts",
+        "training_start_time",
+        "training_end_time",
+        "last_modified_time",
+        "training_seconds",
+        "billable_seconds",
+        "cost",
+        "attempt",
+        "restart_count",
+        "warm_pool_status",
+        "tuning_job_arn",
+        "runner_id",
+        "heartbeat_time",
+    }
+)
+
+
+def raymaker_home() -> Path:
+    return Path(os.environ.get("RAYMAKER_HOME") or os.path.join(os.path.expanduser("~"), ".raymaker"))
+
+
+def default_db_path() -> Path:
+    return raymaker_home() / "raymaker.db"
+
+
+def _not_found(name: str) -> ResourceNotFound:
+    return ResourceNotFound(f"Could not find training job {name!r}: check the TrainingJobName")
+
+
+class JobStore:
+    """The job database. Cheap to create; safe to share between threads; pickles as its path."""
+
+    def __init__(self, path: str | os.PathLike | None = None):
+        self.path = Path(path) if path is not None else default_db_path()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._connections: list[sqlite3.Connection] = []
+        self._pid = os.getpid()
+        conn = self._conn()
+        # journal_mode=WAL is persistent in the file; setting it again is a no-op.
+        conn.execute("PRAGMA journal_mode=WAL")
+        with self._write() as c:
+            if c.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+                for statement in _SCHEMA.split(";\n"):  # no ";" + newline inside a statement
+                    if statement.strip():
+                        c.execute(statement)
+                c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (JobStore, (str(self.path),))
+
+    def __repr__(self) -> str:
+        return f"JobStore({str(self.path)!r})"
+
+    # --- connections ---------------------------------------------------------------------------
+
+    def _conn(self) -> sqlite3.Connection:
+        if os.getpid() != self._pid:  # forked: the parent's connections must not be used here
+            self._local = threading.local()
+            self._connections = []
+            self._lock = threading.Lock()
+            self._pid = os.getpid()
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            # Autocommit mode (isolation_level=None): transactions are the explicit BEGINs below.
+            # check_same_thread=False only so close() may close every thread's connection.
+            conn = sqlite3.connect(
+                self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+            )
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across app crashes
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        return conn
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """A short write transaction; IMMEDIATE takes the write lock up front so two writers never
+        both read and then deadlock upgrading."""
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close every thread's connection (the store reconnects if used again)."""
+        with self._lock:
+            conns, self._connections = self._connections, []
+        for conn in conns:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+        self._local = threading.local()
+
+    # --- training jobs -------------------------------------------------------------------------
+
+    def create_training_job(
+        self,
+        spec_or_request: Any,
+        *,
+        now: float | None = None,
+        tuning_job_arn: str | None = None,
+    ) -> dict[str, Any]:
+        """Record a new job (InProgress / Starting) from a TrainingJobSpec or a CreateTrainingJob
+        request dict; ResourceInUse if the name is taken."""
+        request = getattr(spec_or_request, "request", spec_or_request)
+        request = dict(request)
+        name = request["TrainingJobName"]
+        now = time.time() if now is None else now
+        transitions = states.transition([], None, states.SecondaryStatus.STARTING, now=now)
+        row = {
+            "name": name,
+            "arn": training_job_arn(name),
+            "request": request,
+            "status": str(states.TrainingJobStatus.IN_PROGRESS),
+            "secondary_status": str(states.SecondaryStatus.STARTING),
+            "transitions": transitions,
+            "creation_time": now,
+            "last_modified_time": now,
+            "tuning_job_arn": tuning_job_arn,
+        }
+        cols = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        try:
+            with self._write() as c:
+                c.execute(f"INSERT INTO training_jobs ({cols}) VALUES ({marks})", _encode_values(row))
+        except sqlite3.IntegrityError:
+            raise ResourceInUse(
+                f"Training job names must be unique within an AWS account and region, and a training job "
+                f"with this name already exists ({training_job_arn(name)}): choose another TrainingJobName"
+            ) from None
+        return self.get_training_job(name)
+
+    def get_training_job(self, name: str) -> dict[str, Any]:
+        row = self._conn().execute("SELECT * FROM training_jobs WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise _not_found(name)
+        return _decode(row)
+
+    def update_training_job(
+        self,
+        name: str,
+        /,
+        *,
+        expected_status: str | None = None,
+        expected_secondary_status: str | None = None,
+        **fields: Any,
+    ) -> dict[str, Any]:
+        """Set ``fields`` atomically and return the new record. ``last_modified_time`` is set to now
+        unless given. With ``expected_status`` / ``expected_secondary_status`` the update only happens
+        if the job is still in that state (compare-and-set), else ConflictException."""
+        unknown = set(fields) - UPDATABLE_FIELDS
+        if unknown:
+            raise ValueError(f"cannot update {sorted(unknown)}; updatable: {sorted(UPDATABLE_FIELDS)}")
+        fields.setdefault("last_modified_time", time.time())
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        where, args = "name = ?", [name]
+        for column, expected in (
+            ("status", expected_status),
+            ("secondary_status", expected_secondary_status),
+        ):
+            if expected is not None:
+                where += f" AND {column} = ?"
+                args.append(str(expected))
+        with self._write() as c:
+            n = c.execute(f"UPDATE training_jobs SET {sets} WHERE {where}", [*_encode_values(fields), *args])
+            row = c.execute("SELECT * FROM training_jobs WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise _not_found(name)
+        if n.rowcount == 0:
+            raise ConflictException(
+                f"training job {name!r} is {row['status']} ({row['secondary_status']}), not "
+                f"{expected_status or expected_secondary_status}: it changed meanwhile; re-read it"
+            )
+        return _decode(row)
+
+    def transition_training_job(
+        self,
+        name: str,
+        new: states.SecondaryStatus | str,
+        message: str | None = None,
+        /,
+        *,
+        now: float | None = None,
+        **fields: Any,
+    ) -> dict[str, Any]:
+        """Move the job to SecondaryStatus ``new`` (TrainingJobStatus follows) in one transaction,
+        appending to SecondaryStatusTransitions and setting ``fields`` too (e.g. failure_reason,
+        training_end_time). IllegalTransition (a ValidationException) if the state machine forbids
+        it, e.g. stopping a job that has ended."""
+        unknown = set(fields) - UPDATABLE_FIELDS
+        if unknown:
+            raise ValueError(f"cannot update {sorted(unknown)}; updatable: {sorted(UPDATABLE_FIELDS)}")
+        now = time.time() if now is None else now
+        with self._write() as c:
+            row = c.execute("SELECT * FROM training_jobs WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise _not_found(name)
+            record = _decode(row)
+            transitions = states.transition(
+                record["transitions"], record["secondary_status"], new, message, now=now
+            )
+            values = {
+                "status": str(states.primary_status(new)),
+                "secondary_status": str(states.SecondaryStatus(new)),
+                "transitions": transitions,
+                "last_modified_time": now,
+                **fields,
+            }
+            sets = ", ".join(f"{k} = ?" for k in values)
+            c.execute(f"UPDATE training_jobs SET {sets} WHERE name = ?", [*_encode_values(values), name])
+            row = c.execute("SELECT * FROM training_jobs WHERE name = ?", (name,)).fetchone()
+        return _decode(row)
+
+    def list_training_jobs(
+        self,
+        status: str | None = None,
+        name_contains: str | None = None,
+        max_results: int = 100,
+        *,
+        creation_time_after: float | None = None,
+        creation_time_before: float | None = None,
+        sort_by: str = "CreationTime",
+        sort_order: str = "Descending",
+    ) -> list[dict[str, Any]]:
+        """Jobs filtered as ListTrainingJobs filters them (StatusEquals, NameContains, case-insensitive;
+        CreationTimeAfter/Before), sorted by CreationTime, Name or Status."""
+        order_col = {"CreationTime": "creation_time", "Name": "name", "Status": "status"}.get(sort_by)
+        if order_col is None or sort_order not in ("Ascending", "Descending"):
+            raise ValueError(
+                "sort_by must be CreationTime, Name or Status; sort_order Ascending or Descending"
+            )
+        where, args = ["1"], []
+        if status is not None:
+            where.append("status = ?")
+            args.append(str(status))
+        if name_contains:
+            where.append("instr(lower(name), lower(?)) > 0")
+            args.append(name_contains)
+        if creation_time_after is not None:
+            where.append("creation_time > ?")
+            args.append(creation_time_after)
+        if creation_time_before is not None:
+            where.append("creation_time < ?")
+            args.append(creation_time_before)
+        direction = "DESC" if sort_order == "Descending" else "ASC"
+        rows = self._conn().execute(
+            f"SELECT * FROM training_jobs WHERE {' AND '.join(where)} "
+            f"ORDER BY {order_col} {direction}, name {direction} LIMIT ?",
+            [*args, int(max_results)],
+        )
+        return [_decode(r) for r in rows]
+
+    # --- metrics -------------------------------------------------------------------------------
+
+    def add_metrics(self, name: str, rows: Iterable[Sequence[Any]]) -> int:
+        """Append ``(metric, value[, step[, timestamp]])`` rows; returns how many were added."""
+        now = time.time()
+        values = []
+        for r in rows:
+            metric, value, step, ts = (*r, None, None)[:4]
+            values.append((name, str(metric), float(value), step, now if ts is None else float(ts)))
+        if values:
+            with self._write() as c:
+                c.executemany(
+                    "INSERT INTO metrics (job, metric, value, step, timestamp) VALUES (?, ?, ?, ?, ?)",
+                    values,
+                )
+        return len(values)
+
+    def metric_history(self, name: str, metric: str | None = None) -> list[dict[str, Any]]:
+        """Every reported value, oldest first: ``{"metric", "value", "step", "timestamp"}``."""
+        sql = "SELECT metric, value, step, timestamp FROM metrics WHERE job = ?"
+        args: list[Any] = [name]
+        if metric is not None:
+            sql += " AND metric = ?"
+            args.append(metric)
+        rows = self._conn().execute(sql + " ORDER BY timestamp, rowid", args)
+        return [dict(r) for r in rows]
+
+    def latest_metrics(self, name: str) -> list[dict[str, Any]]:
+        """The last value of each metric as FinalMetricDataList entries ``{MetricName, Value, Timestamp}``."""
+        latest: dict[str, dict[str, Any]] = {}
+        for m in self.metric_history(name):
+            latest[m["metric"]] = {
+                "MetricName": m["metric"],
+                "Value": m["value"],
+                "Timestamp": m["timestamp"],
+            }
+        return list(latest.values())
+
+    # --- logs ----------------------------------------------------------------------------------
+
+    def append_logs(self, name: str, lines: Iterable[str], *, now: float | None = None) -> int:
+        """Append log lines (numbered 1, 2, ... per job); returns the last sequence number."""
+        text = [str(line).rstrip("\r\n") for line in lines]
+        now = time.time() if now is None else now
+        with self._write() as c:
+            last = c.execute("SELECT COALESCE(MAX(seq), 0) FROM logs WHERE job = ?", (name,)).fetchone()[0]
+            c.executemany(
+                "INSERT INTO logs (job, seq, time, line) VALUES (?, ?, ?, ?)",
+                [(name, last + i, now, line) for i, line in enumerate(text, start=1)],
+            )
+        return last + len(text)
+
+    def logs(self, name: str, after_seq: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
+        """Log lines after ``after_seq`` (pass the last seq seen to tail): ``{"seq", "time", "line"}``."""
+        rows = self._conn().execute(
+            "SELECT seq, time, line FROM logs WHERE job = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (name, after_seq, -1 if limit is None else limit),
+        )
+        return [dict(r) for r in rows]
+
+    # --- audit ---------------------------------------------------------------------------------
+
+    def record_api_call(
+        self,
+        event_name: str,
+        params: Mapping[str, Any] | None,
+        error: BaseException | tuple[str, str] | None = None,
+        *,
+        caller: str | Mapping[str, Any] | None = None,
+        source_ip: str | None = None,
+        user_agent: str | None = None,
+        now: float | None = None,
+    ) -> str:
+        """Record one API call, CloudTrail-style; returns its eventID. ``error`` is the exception the
+        call raised (its SageMaker code, else its class name) or a ``(code, message)`` pair. ``caller``
+        defaults to the local OS user (the in-process backend); the API server passes its client."""
+        if isinstance(error, SageMakerError):
+            code, message = error.code, error.message
+        elif isinstance(error, BaseException):
+            code, message = type(error).__name__, str(error)
+        elif error is not None:
+            code, message = error
+        else:
+            code = message = None
+        if caller is None:
+            identity: Mapping[str, Any] = {"type": "LocalUser", "userName": _os_user()}
+        elif isinstance(caller, str):
+            identity = {"type": "IAMUser", "userName": caller}
+        else:
+            identity = caller
+        event_id = str(uuid.uuid4())
+        with self._write() as c:
+            c.execute(
+                "INSERT INTO audit_events (event_id, event_time, event_name, request_parameters, "
+                "error_code, error_message, user_identity, source_ip, user_agent, region) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    event_id,
+                    time.time() if now is None else now,
+                    event_name,
+                    None if params is None else json.dumps(params, default=str),
+                    code,
+                    message,
+                    json.dumps(identity, default=str),
+                    source_ip,
+                    user_agent,
+                    region(),
+                ),
+            )
+        return event_id
+
+    def audit_events(
+        self,
+        event_name: str | None = None,
+        *,
+        since: float | None = None,
+        errors_only: bool = False,
+        limit: int = 1000,
+    ) -> list[dict[str, Any]]:
+        """Recorded calls, oldest first, as CloudTrail records (eventTime ISO 8601 UTC, eventName,
+        eventSource, requestParameters, errorCode, errorMessage, userIdentity, ...)."""
+        where, args = ["1"], []
+        if event_name is not None:
+            where.append("event_name = ?")
+            args.append(event_name)
+        if since is not None:
+            where.append("event_time >= ?")
+            args.append(since)
+        if errors_only:
+            where.append("error_code IS NOT NULL")
+        rows = self._conn().execute(
+            f"SELECT * FROM audit_events WHERE {' AND '.join(where)} ORDER BY id LIMIT ?", [*args, limit]
+        )
+        out = []
+        for r in rows:
+            event = {
+                "eventVersion": "1.08",
+                "eventID": r["event_id"],
+                "eventTime": datetime.fromtimestamp(r["event_time"], UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "eventSource": "sagemaker.amazonaws.com",
+                "eventName": r["event_name"],
+                "awsRegion": r["region"],
+                "userIdentity": json.loads(r["user_identity"]) if r["user_identity"] else None,
+                "sourceIPAddress": r["source_ip"],
+                "userAgent": r["user_agent"],
+                "requestParameters": json.loads(r["request_parameters"]) if r["request_parameters"] else None,
+            }
+            if r["error_code"]:
+                event["errorCode"] = r["error_code"]
+                event["errorMessage"] = r["error_message"]
+            out.append(event)
+        return out
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name (some containers)
+        return str(os.getuid()) if hasattr(os, "getuid") else "unknown"
+
+
+def _encode_values(values: Mapping[str, Any]) -> list[Any]:
+    return [
+        (None if v is None else json.dumps(v, default=str)) if k in _JSON_FIELDS else v
+        for k, v in values.items()
+    ]
+
+
+def _decode(row: sqlite3.Row) -> dict[str, Any]:
+    record = dict(row)
+    for k in _JSON_FIELDS:
+        if record.get(k) is not None:
+            record[k] = json.loads(record[k])
+    return record
+
+
+# ---------------------------------------------------------------------------------------- responses
+
+
+def _dt(t: float | None) -> datetime | None:
+    return None if t is None else datetime.fromtimestamp(t, UTC)
+
+
+def describe_training_job(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The DescribeTrainingJob response for a job record (datetimes for timestamps, as boto3 returns
+    them; the HTTP layer writes them as epoch seconds). Request members that DescribeTrainingJob also
+    returns are copied through, per botocore's output shape."""
+    from raymaker.engine.api_model import output_shape
+
+    request = record["request"]
+    members = output_shape("DescribeTrainingJob").members
+    out: dict[str, Any] = {k: copy.deepcopy(v) for k, v in request.items() if k in members}
+
+    resources = request.get("ResourceConfig") or {}
+    instance_count = max(int(resources.get("InstanceCount", 1)), 1)
+    out.update(
+        TrainingJobName=record["name"],
+        TrainingJobArn=record["arn"],
+        ModelArtifacts={"S3ModelArtifacts": record.get("model_artifacts") or ""},
+        TrainingJobStatus=record["status"],
+        SecondaryStatus=record["secondary_status"],
+        StoppingCondition={"MaxRuntimeInSeconds": 86400, **(request.get("StoppingCondition") or {})},
+        CreationTime=_dt(record["creation_time"]),
+        LastModifiedTime=_dt(record["last_modified_time"]),
+        SecondaryStatusTransitions=[
+            {k: (_dt(v) if k in ("StartTime", "EndTime") else v) for k, v in t.items() if v is not None}
+            for t in record.get("transitions") or []
+        ],
+        EnableNetworkIsolation=bool(request.get("EnableNetworkIsolation", False)),
+        EnableInterContainerTrafficEncryption=bool(
+            request.get("EnableInterContainerTrafficEncryption", False)
+        ),
+        EnableManagedSpotTraining=bool(request.get("EnableManagedSpotTraining", False)),
+    )
+    if "InputDataConfig" in out:  # SageMaker echoes channels with their defaults filled in
+        for channel in out["InputDataConfig"]:
+            s3 = channel.get("DataSource", {}).get("S3DataSource")
+            if s3 is not None:
+                s3.setdefault("S3DataDistributionType", "FullyReplicated")
+            channel.setdefault("CompressionType", "None")
+            channel.setdefault("RecordWrapperType", "None")
+    optional = {
+        "TuningJobArn": record.get("tuning_job_arn"),
+        "FailureReason": (record.get("failure_reason") or "")[:1024] or None,
+        "TrainingStartTime": _dt(record.get("training_start_time")),
+        "TrainingEndTime": _dt(record.get("training_end_time")),
+        "WarmPoolStatus": record.get("warm_pool_status"),
+    }
+    out.update({k: v for k, v in optional.items() if v is not None})
+    if record.get("final_metrics"):
+        out["FinalMetricDataList"] = [
+            {**m, "Timestamp": _dt(m["Timestamp"])} if m.get("Timestamp") is not None else dict(m)
+            for m in record["final_metrics"]
+        ][:40]
+    # Both are >= 1 in the model: absent until the job has run.
+    if record.get("training_seconds"):
+        out["TrainingTimeInSeconds"] = int(record["training_seconds"])
+    if record.get("billable_seconds"):
+        # Per instance, as SageMaker reports it; the record keeps instance-seconds for cost.
+        out["BillableTimeInSeconds"] = math.ceil(record["billable_seconds"] / instance_count)
+    return out
+
+
+def training_job_summary(record: Mapping[str, Any]) -> dict[str, Any]:
+    """One ListTrainingJobs ``TrainingJobSummaries`` entry."""
+    out = {
+        "TrainingJobName": record["name"],
+        "TrainingJobArn": record["arn"],
+        "CreationTime": _dt(record["creation_time"]),
+        "LastModifiedTime": _dt(record["last_modified_time"]),
+        "TrainingJobStatus": record["status"],
+        "SecondaryStatus": record["secondary_status"],
+    }
+    if record.get("training_end_time") is not None:
+        out["TrainingEndTime"] = _dt(record["training_end_time"])
+    if record.get("warm_pool_status"):
+        out["WarmPoolStatus"] = record["warm_pool_status"]
+    return out

@@ -1,0 +1,267 @@
+"""Request validation: first the request's shape against botocore's own SageMaker service model (the
+schema the real service publishes; nothing hand-written here), then raymaker's rules, which turn a
+CreateTrainingJob request into a ``TrainingJobSpec`` the runner can execute. Every failure is a
+``ValidationError`` whose message says what to change."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from raymaker.algorithms import Algorithm, algorithm_names, get_algorithm
+from raymaker.engine.api_model import service_model
+from raymaker.engine.errors import ValidationError
+from raymaker.engine.instance_types import InstanceType, get_instance_type, load_instance_types
+from raymaker.io.channels import Channel, parse_channels
+from raymaker.io.formats import parse_content_type
+from raymaker.io.storage import parse_uri
+
+DEFAULT_MAX_RUNTIME_SECONDS = 86400  # SageMaker's default StoppingCondition: one day
+DEFAULT_CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints/"
+# botocore's TrainingJobName pattern (botocore does not enforce patterns, so raymaker does).
+JOB_NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+# <12-digit account>.dkr.ecr.<region>.amazonaws.com[.cn]/<repository>[:tag|@digest]
+_ECR_IMAGE_RE = re.compile(
+    r"^(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/"
+    r"(?P<repo>[a-z0-9._/-]+?)(?::(?P<tag>[\w.-]+)|@sha256:[0-9a-f]{64})?$"
+)
+# Repository names of SageMaker's built-in algorithm images that differ from raymaker's names.
+_IMAGE_REPOSITORIES = {"sagemaker-xgboost": "xgboost"}
+
+
+def validate_request(operation: str, request: Mapping[str, Any]) -> None:
+    """Check ``request`` against the input shape of SageMaker operation ``operation`` (e.g.
+    "CreateTrainingJob"): required members, types, unknown keys, minimum lengths and values (what
+    botocore checks), plus the maximum lengths, sizes and values the model declares."""
+    from botocore.model import OperationNotFoundError
+    from botocore.validate import ParamValidator
+
+    try:
+        shape = service_model().operation_model(operation).input_shape
+    except OperationNotFoundError:
+        raise ValidationError(f"unknown SageMaker operation {operation!r}") from None
+    if shape is None:
+        if request:
+            raise ValidationError(f"{operation} takes no parameters")
+        return
+    report = ParamValidator().validate(dict(request), shape)
+    problems = [report.generate_report()] if report.has_errors() else []
+    if not problems:  # maxima only make sense once the types are right
+        _check_maxima(request, shape, "", problems)
+    if problems:
+        raise ValidationError(f"{operation} request is invalid: " + "\n".join(problems))
+
+
+def _check_maxima(value: Any, shape: Any, path: str, problems: list[str]) -> None:
+    """botocore validates ``min`` but not ``max``; SageMaker enforces both."""
+    meta = shape.metadata
+    where = path or "request"
+    if shape.type_name == "structure":
+        for name, member in shape.members.items():
+            if name in value:
+                _check_maxima(value[name], member, f"{path}.{name}" if path else name, problems)
+        return
+    if shape.type_name == "list":
+        for i, item in enumerate(value):
+            _check_maxima(item, shape.member, f"{where}[{i}]", problems)
+    elif shape.type_name == "map":
+        for k, v in value.items():
+            _check_maxima(k, shape.key, f"{where} key {k!r}", problems)
+            _check_maxima(v, shape.value, f"{where}[{k!r}]", problems)
+    maximum = meta.get("max")
+    if maximum is None:
+        return
+    if shape.type_name in ("string", "list", "map") and len(value) > maximum:
+        unit = "characters" if shape.type_name == "string" else "entries"
+        problems.append(f"{where} has {len(value)} {unit}; at most {maximum} are allowed")
+    elif shape.type_name in ("integer", "long", "float", "double") and value > maximum:
+        problems.append(f"{where} is {value}; the largest allowed value is {maximum}")
+
+
+@dataclass(frozen=True)
+class TrainingJobSpec:
+    """A validated CreateTrainingJob request, parsed into what the runner needs."""
+
+    name: str
+    algorithm: str  # raymaker built-in name, for get_algorithm()
+    hyperparameters: dict[str, Any]  # typed, defaults filled in
+    channels: tuple[Channel, ...]  # ContentType filled in with the algorithm's default
+    input_mode: str  # AlgorithmSpecification.TrainingInputMode (channels may override)
+    output_path: str  # OutputDataConfig.S3OutputPath
+    instance_type: InstanceType
+    instance_count: int
+    max_runtime_seconds: int
+    checkpoint_uri: str | None = None
+    checkpoint_local_path: str | None = None
+    keep_alive_seconds: int = 0
+    max_retry_attempts: int | None = None  # RetryStrategy.MaximumRetryAttempts
+    environment: dict[str, str] = field(default_factory=dict)
+    request: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def algorithm_class(self) -> type[Algorithm]:
+        return get_algorithm(self.algorithm)
+
+    def channel(self, name: str) -> Channel | None:
+        return next((c for c in self.channels if c.name == name), None)
+
+
+def algorithm_from_image(image: str) -> str:
+    """The raymaker built-in a SageMaker built-in image stands for, e.g.
+    ``683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1`` -> ``xgboost``."""
+    m = _ECR_IMAGE_RE.match(image.strip())
+    repo = m.group("repo").rsplit("/", 1)[-1] if m else None
+    name = _IMAGE_REPOSITORIES.get(repo, repo) if repo else None
+    if name not in algorithm_names():
+        raise ValidationError(
+            f"AlgorithmSpecification.TrainingImage {image!r} is not a SageMaker built-in algorithm image "
+            "raymaker runs, and custom containers are not supported yet: set "
+            f"AlgorithmSpecification.AlgorithmName to one of {', '.join(algorithm_names())} instead"
+        )
+    return name
+
+
+def _resolve_algorithm(spec: Mapping[str, Any]) -> str:
+    name, image = spec.get("AlgorithmName"), spec.get("TrainingImage")
+    if name and image:
+        raise ValidationError(
+            "AlgorithmSpecification has both AlgorithmName and TrainingImage: give only one"
+        )
+    if image:
+        return algorithm_from_image(image)
+    if not name:
+        raise ValidationError(
+            "AlgorithmSpecification needs AlgorithmName (one of "
+            f"{', '.join(algorithm_names())}) or a built-in algorithm's TrainingImage"
+        )
+    if name not in algorithm_names():
+        raise ValidationError(
+            f"AlgorithmSpecification.AlgorithmName {name!r} is not a raymaker built-in algorithm; "
+            f"use one of {', '.join(algorithm_names())}"
+        )
+    return name
+
+
+def _check_channels(algo: type[Algorithm], channels: list[Channel]) -> tuple[Channel, ...]:
+    allowed = {c.name for c in algo.channels}
+    names = {c.name for c in channels}
+    for c in channels:
+        if c.name not in allowed:
+            raise ValidationError(
+                f"{algo.name} takes no channel {c.name!r}: rename or remove it from InputDataConfig; "
+                f"its channels are {', '.join(sorted(allowed))}"
+            )
+    missing = [c.name for c in algo.channels if c.required and c.name not in names]
+    if missing:
+        raise ValidationError(
+            f"{algo.name} needs the channel(s) {', '.join(map(repr, missing))}: add them to InputDataConfig"
+        )
+    readable = {ct.lower() for ct in algo.content_types}
+    out = []
+    for c in channels:
+        content_type = c.content_type or algo.default_content_type
+        try:
+            mime = parse_content_type(content_type).mime
+        except ValueError as e:
+            raise ValidationError(f"channel {c.name!r}: ContentType is invalid: {e}") from None
+        if mime not in readable:
+            raise ValidationError(
+                f"channel {c.name!r}: {algo.name} cannot read ContentType {content_type!r}; "
+                f"use one of {', '.join(algo.content_types)}"
+            )
+        out.append(replace(c, content_type=content_type))
+    return tuple(out)
+
+
+def _uri(value: str, field_name: str) -> str:
+    try:
+        parse_uri(value)
+    except ValueError as e:
+        raise ValidationError(f"{field_name} is invalid: {e}") from None
+    return value
+
+
+def validate_training_job(
+    request: Mapping[str, Any], *, instance_types: Mapping[str, InstanceType] | None = None
+) -> TrainingJobSpec:
+    """Validate a CreateTrainingJob request (botocore's shape, then raymaker's rules) and parse it.
+    ``instance_types`` defaults to the cluster YAML's (``load_instance_types()``)."""
+    validate_request("CreateTrainingJob", request)
+    request = dict(request)
+    name = request["TrainingJobName"]
+    if not JOB_NAME_RE.match(name):
+        raise ValidationError(
+            f"TrainingJobName {name!r} is invalid: use 1-63 letters, digits and hyphens, starting and "
+            "ending with a letter or digit (pattern ^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$)"
+        )
+
+    algo_spec = request.get("AlgorithmSpecification")
+    if not algo_spec:
+        raise ValidationError(
+            "AlgorithmSpecification is required: give AlgorithmName (e.g. 'xgboost') and TrainingInputMode"
+        )
+    algorithm_name = _resolve_algorithm(algo_spec)
+    algo = get_algorithm(algorithm_name)
+    try:
+        hyperparameters = algo.validate_hyperparameters(request.get("HyperParameters") or {})
+    except ValueError as e:  # HyperparameterError, or a cross-parameter rule
+        raise ValidationError(f"HyperParameters: {e}") from None
+
+    input_mode = algo_spec["TrainingInputMode"]
+    try:
+        channels = parse_channels(request.get("InputDataConfig") or [], default_input_mode=input_mode)
+    except ValueError as e:
+        raise ValidationError(f"InputDataConfig: {e}") from None
+    channels = _check_channels(algo, channels)
+
+    output_path = _uri(request["OutputDataConfig"]["S3OutputPath"], "OutputDataConfig.S3OutputPath")
+
+    resources = request.get("ResourceConfig")
+    if not resources or "InstanceType" not in resources:
+        raise ValidationError(
+            "ResourceConfig.InstanceType is required: give an instance type of this cluster "
+            "(e.g. 'local') and InstanceCount"
+        )
+    if resources.get("InstanceGroups"):
+        raise ValidationError(
+            "ResourceConfig.InstanceGroups (heterogeneous clusters) is not supported: use InstanceType "
+            "and InstanceCount"
+        )
+    types = load_instance_types() if instance_types is None else instance_types
+    instance_type = get_instance_type(resources["InstanceType"], types)
+    count = resources.get("InstanceCount", 1)
+    if count < 1:
+        raise ValidationError(f"ResourceConfig.InstanceCount is {count}; give 1 or more")
+    if count > 1 and not algo.distributed:
+        raise ValidationError(
+            f"{algo.name} trains on one instance only: set ResourceConfig.InstanceCount to 1 (it is {count})"
+        )
+
+    stopping = request.get("StoppingCondition") or {}
+    max_runtime = stopping.get("MaxRuntimeInSeconds", DEFAULT_MAX_RUNTIME_SECONDS)
+
+    checkpoint = request.get("CheckpointConfig")
+    checkpoint_uri = checkpoint_local = None
+    if checkpoint:
+        checkpoint_uri = _uri(checkpoint["S3Uri"], "CheckpointConfig.S3Uri")
+        checkpoint_local = checkpoint.get("LocalPath") or DEFAULT_CHECKPOINT_LOCAL_PATH
+
+    return TrainingJobSpec(
+        name=name,
+        algorithm=algorithm_name,
+        hyperparameters=hyperparameters,
+        channels=channels,
+        input_mode=input_mode,
+        output_path=output_path,
+        instance_type=instance_type,
+        instance_count=count,
+        max_runtime_seconds=max_runtime,
+        checkpoint_uri=checkpoint_uri,
+        checkpoint_local_path=checkpoint_local,
+        keep_alive_seconds=resources.get("KeepAlivePeriodInSeconds", 0),
+        max_retry_attempts=(request.get("RetryStrategy") or {}).get("MaximumRetryAttempts"),
+        environment=dict(request.get("Environment") or {}),
+        request=request,
+    )
