@@ -1,0 +1,123 @@
+"""SageMaker's control-plane operations over the engine, one method per operation, dict in, dict out.
+
+This is the narrow seam of DESIGN.md: the in-process backend calls ``SageMakerAPI.call`` directly; an
+HTTP server speaking SageMaker's JSON 1.1 protocol wraps the same call, so boto3 clients and the SDK
+reach the same engine. Every call is recorded in the audit trail, failed ones with their error.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from raymaker.engine import states
+from raymaker.engine.errors import SageMakerError, ValidationError
+from raymaker.engine.instance_types import load_instance_types
+from raymaker.engine.store import JobStore, describe_training_job, training_job_summary
+from raymaker.engine.validation import validate_request, validate_training_job
+from raymaker.io.channels import list_objects
+from raymaker.io.storage import S3Settings
+
+
+def ensure_ray() -> None:
+    """Connect to the Ray cluster in ``RAY_ADDRESS``, or start a local one (local mode)."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    # Train's controller polls worker reports at this interval (2 s by default): every checkpoint
+    # report would wait that long. Set before Ray starts so every Ray process inherits it.
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
+    ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False)
+
+
+class SageMakerAPI:
+    def __init__(self, store: JobStore | None = None, settings: S3Settings | None = None):
+        self.store = store or JobStore()
+        self.settings = (settings or S3Settings()).resolve()
+        self._operations: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+            "CreateTrainingJob": self.create_training_job,
+            "DescribeTrainingJob": self.describe_training_job,
+            "StopTrainingJob": self.stop_training_job,
+            "ListTrainingJobs": self.list_training_jobs,
+            # raymaker's own: what CloudWatch Logs and Metrics hold for a SageMaker job
+            "GetTrainingJobLogs": self.get_training_job_logs,
+            "GetTrainingJobMetrics": self.get_training_job_metrics,
+        }
+
+    def call(self, operation: str, params: dict[str, Any], *, caller: str | None = None) -> dict[str, Any]:
+        handler = self._operations.get(operation)
+        try:
+            if handler is None:
+                raise ValidationError(f"raymaker does not support the operation {operation!r} yet")
+            result = handler(dict(params))
+        except SageMakerError as e:
+            self.store.record_api_call(operation, params, error=e, caller=caller)
+            raise
+        self.store.record_api_call(operation, params, caller=caller)
+        return result
+
+    # --- training jobs -------------------------------------------------------------------------
+
+    def create_training_job(self, params: dict[str, Any]) -> dict[str, Any]:
+        from raymaker.engine.runner import start_runner
+
+        validate_request("CreateTrainingJob", params)
+        spec = validate_training_job(params, instance_types=load_instance_types())
+        # The data must be there before any Ray work starts: a missing bucket or an empty prefix is
+        # the user's to fix, and says so now rather than from inside a worker.
+        for channel in spec.channels:
+            if channel.name == "model":
+                continue
+            try:
+                list_objects(channel, self.settings)
+            except (ValueError, PermissionError, FileNotFoundError, ConnectionError) as e:
+                raise ValidationError(f"channel {channel.name!r}: {e}") from None
+        ensure_ray()
+        record = self.store.create_training_job(spec)
+        start_runner(spec, self.settings, str(self.store.path))
+        return {"TrainingJobArn": record["arn"]}
+
+    def describe_training_job(self, params: dict[str, Any]) -> dict[str, Any]:
+        validate_request("DescribeTrainingJob", params)
+        record = self.store.get_training_job(params["TrainingJobName"])
+        out = describe_training_job(record)
+        # raymaker extension: the job's cost at the instance type's hourly price
+        if record.get("cost") is not None:
+            out["raymaker:Cost"] = record["cost"]
+        return out
+
+    def stop_training_job(self, params: dict[str, Any]) -> dict[str, Any]:
+        validate_request("StopTrainingJob", params)
+        name = params["TrainingJobName"]
+        record = self.store.get_training_job(name)
+        if states.is_terminal(states.SecondaryStatus(record["secondary_status"])):
+            raise ValidationError(
+                f"training job {name!r} has already ended ({record['status']}): nothing to stop"
+            )
+        if record["secondary_status"] != states.SecondaryStatus.STOPPING:
+            self.store.transition_training_job(name, states.SecondaryStatus.STOPPING)
+        return {}
+
+    def list_training_jobs(self, params: dict[str, Any]) -> dict[str, Any]:
+        validate_request("ListTrainingJobs", params)
+        records = self.store.list_training_jobs(
+            status=params.get("StatusEquals"),
+            name_contains=params.get("NameContains"),
+            max_results=int(params.get("MaxResults", 100)),
+            sort_by=params.get("SortBy", "CreationTime"),
+            sort_order=params.get("SortOrder", "Descending"),
+        )
+        return {"TrainingJobSummaries": [training_job_summary(r) for r in records]}
+
+    def get_training_job_logs(self, params: dict[str, Any]) -> dict[str, Any]:
+        name = params["TrainingJobName"]
+        self.store.get_training_job(name)
+        events = self.store.logs(name, after_seq=int(params.get("AfterSeq", 0)))
+        return {"Events": events}
+
+    def get_training_job_metrics(self, params: dict[str, Any]) -> dict[str, Any]:
+        name = params["TrainingJobName"]
+        self.store.get_training_job(name)
+        return {"Metrics": self.store.metric_history(name)}

@@ -1,0 +1,9 @@
+"""The user-facing SDK: classes named and shaped as in the SageMaker Python SDK (v2). They build
+SageMaker requests and hand them to a backend (``Session``); they hold no engine logic."""
+
+from raymaker.sdk.estimator import Estimator
+from raymaker.sdk.inputs import TrainingInput
+from raymaker.sdk.session import Session
+from raymaker.sdk.training_job import TrainingJob, UnexpectedStatusException
+
+__all__ = ["Estimator", "Session", "TrainingInput", "TrainingJob", "UnexpectedStatusException"]

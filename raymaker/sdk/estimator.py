@@ -1,0 +1,167 @@
+"""``Estimator``: a training job definition, named and shaped as the SageMaker Python SDK's
+(``sagemaker.estimator.Estimator``), for raymaker's built-in algorithms."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from raymaker.sdk.inputs import channels_from_inputs
+from raymaker.sdk.session import Session
+from raymaker.sdk.training_job import TrainingJob
+
+# botocore requires a RoleArn; nothing checks it in raymaker.
+DEFAULT_ROLE = "arn:aws:iam::000000000000:role/raymaker"
+
+
+def _timestamped(base: str) -> str:
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d-%H-%M-%S-%f")[:-3]
+    return f"{base[: 63 - len(stamp) - 1]}-{stamp}"
+
+
+class Estimator:
+    def __init__(
+        self,
+        algorithm: str | None = None,
+        *,
+        image_uri: str | None = None,
+        role: str | None = None,
+        instance_count: int = 1,
+        instance_type: str = "local",
+        hyperparameters: dict[str, Any] | None = None,
+        output_path: str | None = None,
+        input_mode: str = "File",
+        max_run: int = 24 * 60 * 60,
+        checkpoint_s3_uri: str | None = None,
+        base_job_name: str | None = None,
+        keep_alive_period_in_seconds: int | None = None,
+        max_retry_attempts: int | None = None,
+        environment: dict[str, str] | None = None,
+        session: Session | None = None,
+        sagemaker_session: Session | None = None,
+    ):
+        if (algorithm is None) == (image_uri is None):
+            raise ValueError(
+                "name a built-in algorithm (algorithm='xgboost') or a SageMaker built-in image_uri"
+            )
+        self.algorithm = algorithm
+        self.image_uri = image_uri
+        self.role = role or DEFAULT_ROLE
+        self.instance_count = instance_count
+        self.instance_type = instance_type
+        self._hyperparameters = dict(hyperparameters or {})
+        self.output_path = output_path
+        self.input_mode = input_mode
+        self.max_run = max_run
+        self.checkpoint_s3_uri = checkpoint_s3_uri
+        self.base_job_name = base_job_name
+        self.keep_alive_period_in_seconds = keep_alive_period_in_seconds
+        self.max_retry_attempts = max_retry_attempts
+        self.environment = dict(environment or {})
+        self.session = session or sagemaker_session or Session()
+        self.latest_training_job: TrainingJob | None = None
+
+    # --- hyperparameters, as the SageMaker SDK -------------------------------------------------
+
+    def set_hyperparameters(self, **kwargs: Any) -> None:
+        self._hyperparameters.update(kwargs)
+
+    def hyperparameters(self) -> dict[str, str]:
+        return {k: _wire(v) for k, v in self._hyperparameters.items()}
+
+    # --- training --------------------------------------------------------------------------------
+
+    def training_job_request(self, inputs: Any = None, job_name: str | None = None) -> dict[str, Any]:
+        """The CreateTrainingJob request ``fit`` sends (what boto3's ``create_training_job`` takes)."""
+        name = job_name or _timestamped(self.base_job_name or self.algorithm or "raymaker")
+        algo_spec: dict[str, Any] = {"TrainingInputMode": self.input_mode}
+        if self.algorithm:
+            algo_spec["AlgorithmName"] = self.algorithm
+        else:
+            algo_spec["TrainingImage"] = self.image_uri
+        resources: dict[str, Any] = {
+            "InstanceType": self.instance_type,
+            "InstanceCount": self.instance_count,
+            "VolumeSizeInGB": 30,
+        }
+        if self.keep_alive_period_in_seconds is not None:
+            resources["KeepAlivePeriodInSeconds"] = self.keep_alive_period_in_seconds
+        request: dict[str, Any] = {
+            "TrainingJobName": name,
+            "RoleArn": self.role,
+            "AlgorithmSpecification": algo_spec,
+            "HyperParameters": self.hyperparameters(),
+            "InputDataConfig": channels_from_inputs(inputs),
+            "OutputDataConfig": {"S3OutputPath": self.output_path or self.session.default_output_path},
+            "ResourceConfig": resources,
+            "StoppingCondition": {"MaxRuntimeInSeconds": self.max_run},
+        }
+        if not request["InputDataConfig"]:
+            del request["InputDataConfig"]
+        if self.checkpoint_s3_uri:
+            request["CheckpointConfig"] = {"S3Uri": self.checkpoint_s3_uri}
+        if self.environment:
+            request["Environment"] = self.environment
+        if self.max_retry_attempts is not None:
+            request["RetryStrategy"] = {"MaximumRetryAttempts": self.max_retry_attempts}
+        return request
+
+    def fit(
+        self, inputs: Any = None, wait: bool = True, logs: bool = True, job_name: str | None = None
+    ) -> None:
+        """Start a training job on ``inputs`` (a URI, a TrainingInput, or a dict of channels); with
+        ``wait`` block until it ends, streaming its status, logs and metrics when ``logs``."""
+        request = self.training_job_request(inputs, job_name)
+        self.session.call("CreateTrainingJob", request)
+        self.latest_training_job = TrainingJob(request["TrainingJobName"], self.session)
+        if wait:
+            self.latest_training_job.wait(logs=logs)
+
+    def wait(self, logs: bool = True) -> None:
+        self._job().wait(logs=logs)
+
+    def logs(self) -> None:
+        self._job().wait(logs=True)
+
+    @property
+    def model_data(self) -> str:
+        """URI of the trained ``model.tar.gz`` (``<output_path>/<job>/output/model.tar.gz``)."""
+        return self._job().describe()["ModelArtifacts"]["S3ModelArtifacts"]
+
+    def _job(self) -> TrainingJob:
+        if self.latest_training_job is None:
+            raise ValueError("this estimator has no training job yet: call fit() first")
+        return self.latest_training_job
+
+    @classmethod
+    def attach(cls, training_job_name: str, session: Session | None = None) -> Estimator:
+        """An Estimator for an existing job (from its record), with ``latest_training_job`` set."""
+        session = session or Session()
+        desc = session.call("DescribeTrainingJob", {"TrainingJobName": training_job_name})
+        spec = desc["AlgorithmSpecification"]
+        res = desc.get("ResourceConfig") or {}
+        est = cls(
+            algorithm=spec.get("AlgorithmName"),
+            image_uri=spec.get("TrainingImage") if not spec.get("AlgorithmName") else None,
+            role=desc.get("RoleArn"),
+            instance_count=res.get("InstanceCount", 1),
+            instance_type=res.get("InstanceType", "local"),
+            hyperparameters=desc.get("HyperParameters"),
+            output_path=desc["OutputDataConfig"]["S3OutputPath"],
+            input_mode=spec.get("TrainingInputMode", "File"),
+            max_run=desc["StoppingCondition"].get("MaxRuntimeInSeconds", 86400),
+            session=session,
+        )
+        est.latest_training_job = TrainingJob(training_job_name, session)
+        return est
+
+
+def _wire(value: Any) -> str:
+    """Hyperparameter values travel as strings; booleans as SageMaker writes them."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        import json
+
+        return json.dumps(list(value))
+    return str(value)
