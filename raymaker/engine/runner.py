@@ -83,8 +83,21 @@ def _fit(spec: TrainingJobSpec, settings: S3Settings, runner: Any, storage_path:
         from ray.train.torch import TorchTrainer as trainer_cls
     else:
         trainer_cls = DataParallelTrainer
-    result = trainer_cls(train_loop_per_worker, **kwargs).fit()
+    result = _abortable(trainer_cls, runner)(train_loop_per_worker, **kwargs).fit()
     return dict(result.return_value or {})
+
+
+def _abortable(trainer_cls: type, runner: Any) -> type:
+    """The trainer class, handing its Train controller to the runner so that a stop can abort the run
+    gracefully: the controller then removes its placement group. (Killing the run instead leaves the
+    placement group's CPUs reserved when Ray runs without its dashboard, which Train's own cleaner needs.)"""
+
+    class Abortable(trainer_cls):
+        def _register_sigint_handler(self, controller: Any) -> None:
+            runner.set_controller.remote(controller)
+            super()._register_sigint_handler(controller)
+
+    return Abortable
 
 
 @ray.remote(num_cpus=0, max_concurrency=8)
@@ -96,17 +109,25 @@ class TrainingJobRunner:
         self.settings = settings
         self.store = JobStore(store_path)
         self.name = spec.name
+        self._controller: Any = None  # the Ray Train controller of the running fit, once known
 
     # --- called by the Train workers -------------------------------------------------------------
 
-    def report_metrics(self, metrics: dict[str, float], step: int | None) -> None:
-        now = time.time()
-        self.store.add_metrics(self.name, [(k, v, step, now) for k, v in metrics.items()])
+    def report_metrics(self, metrics: dict[str, float], step: int | None, timestamp: float) -> None:
+        self.store.add_metrics(self.name, [(k, v, step, timestamp) for k, v in metrics.items()])
 
     def append_logs(self, lines: list[str]) -> None:
         self.store.append_logs(self.name, lines)
 
-    def set_phase(self, phase: str) -> None:
+    def set_controller(self, controller: Any) -> None:
+        self._controller = controller
+
+    def set_phase(self, phase: str, restarted: bool = False) -> None:
+        if restarted:  # one call, so the two moves cannot be reordered by the threaded actor
+            record = self.store.get_training_job(self.name)
+            self.store.update_training_job(self.name, restart_count=(record.get("restart_count") or 0) + 1)
+            self._move(S.RESTARTING, "Restarting from the latest checkpoint after a worker failure")
+            self.store.append_logs(self.name, ["A worker failed: resuming from the latest checkpoint"])
         self._move(S(phase))
 
     # --- the job ---------------------------------------------------------------------------------
@@ -116,7 +137,10 @@ class TrainingJobRunner:
         current = self.store.get_training_job(self.name)["secondary_status"]
         if current == new or not states.can_transition(states.SecondaryStatus(current), new):
             return False
-        self.store.transition_training_job(self.name, new, message, **fields)
+        try:
+            self.store.transition_training_job(self.name, new, message, **fields)
+        except states.IllegalTransition:  # another thread moved the job in between
+            return False
         return True
 
     def run(self) -> str:
@@ -148,7 +172,7 @@ class TrainingJobRunner:
                 time.time() - start, stop_requested=record["secondary_status"] == S.STOPPING
             )
             if decision != RuntimeDecision.CONTINUE:
-                ray.cancel(fit_ref, force=True, recursive=True)
+                self._abort(fit_ref)
                 break
         end = time.time()
         billing = self._billing(start, end)
@@ -179,6 +203,15 @@ class TrainingJobRunner:
             **billing,
         )
         return "Completed"
+
+    def _abort(self, fit_ref: Any) -> None:
+        """End the Train run: a graceful abort (workers and placement group released), then make sure."""
+        if self._controller is not None:
+            try:
+                ray.get(self._controller.abort.remote(), timeout=30)
+            except Exception:  # noqa: BLE001 - abort ends the controller actor, which raises here
+                pass
+        ray.cancel(fit_ref, force=True, recursive=True)
 
     def _billing(self, start: float, end: float) -> dict[str, Any]:
         seconds = metering.running_seconds(start, end)

@@ -12,6 +12,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -37,7 +38,8 @@ class RayTrainContext(TrainContext):
 
     def report(self, metrics: Mapping[str, float], *, step: int | None = None) -> None:
         if self.rank == 0 and self._runner is not None:
-            self._runner.report_metrics.remote({k: float(v) for k, v in metrics.items()}, step)
+            # The worker's clock stamps the values: the runner may handle reports out of order.
+            self._runner.report_metrics.remote({k: float(v) for k, v in metrics.items()}, step, time.time())
 
     def log(self, message: str) -> None:
         print(message, flush=True)
@@ -118,8 +120,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float]:
             data = TrainingData(
                 {**data.channels, MODEL_CHANNEL: _model_channel(model_channel, settings, root)}
             )
-        if runner is not None and ctx.rank == 0:
-            runner.set_phase.remote("Training")
+        if ctx.rank == 0:
+            ctx.log(f"raymaker worker 0 of {ctx.world_size}: pid {os.getpid()}, algorithm {job['algorithm']}")
+            if runner is not None:
+                # A checkpoint at start means Ray Train restarted the workers after a failure.
+                runner.set_phase.remote("Training", restarted=ray.train.get_checkpoint() is not None)
         model_dir = os.path.join(root, "model")
         os.makedirs(model_dir, exist_ok=True)
         final = algo_cls().train(hp, data, ctx, model_dir)
