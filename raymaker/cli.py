@@ -92,6 +92,12 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    from raymaker.quickstart import run_quickstart
+
+    return run_quickstart(args.algorithm)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from raymaker.io.demo import run_demo
 
@@ -123,6 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rows", type=int, default=20_000)
     p.add_argument("--no-ray", action="store_true", help="skip the Ray Data (Pipe mode) part")
     p.set_defaults(func=cmd_demo)
+
+    from raymaker.cli_jobs import add_commands
+
+    p = sub.add_parser("quickstart", help="train XGBoost on a small real dataset in local mode")
+    p.add_argument("--algorithm", default="xgboost", choices=["xgboost", "linear-learner"])
+    p.set_defaults(func=cmd_quickstart)
+    add_commands(sub)
     return parser
 
 
@@ -132,6 +145,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except (ValueError, PermissionError, FileNotFoundError, ConnectionError) as e:
         print(f"raymaker: error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # SageMaker-shaped engine errors (ResourceInUse, ResourceNotFound, ...)
+        from raymaker.engine.errors import SageMakerError
+
+        if not isinstance(e, SageMakerError):
+            raise
+        print(f"raymaker: error: {e.code}: {e}", file=sys.stderr)
         return 2
 
 

@@ -100,9 +100,12 @@ def _abortable(trainer_cls: type, runner: Any) -> type:
     return Abortable
 
 
-@ray.remote(num_cpus=0, max_concurrency=8)
+@ray.remote(num_cpus=0, concurrency_groups={"events": 1})
 class TrainingJobRunner:
-    """Runs one training job; workers call ``report_metrics``/``append_logs``/``set_phase`` on it."""
+    """Runs one training job; workers call ``report_metrics``/``append_logs``/``set_phase`` on it.
+
+    ``run`` holds the default thread for the whole job; the workers' calls run one at a time on the
+    "events" thread, so each caller's log lines and metrics are stored in the order sent."""
 
     def __init__(self, spec: TrainingJobSpec, settings: S3Settings, store_path: str):
         self.spec = spec
@@ -113,15 +116,19 @@ class TrainingJobRunner:
 
     # --- called by the Train workers -------------------------------------------------------------
 
+    @ray.method(concurrency_group="events")
     def report_metrics(self, metrics: dict[str, float], step: int | None, timestamp: float) -> None:
         self.store.add_metrics(self.name, [(k, v, step, timestamp) for k, v in metrics.items()])
 
+    @ray.method(concurrency_group="events")
     def append_logs(self, lines: list[str]) -> None:
         self.store.append_logs(self.name, lines)
 
+    @ray.method(concurrency_group="events")
     def set_controller(self, controller: Any) -> None:
         self._controller = controller
 
+    @ray.method(concurrency_group="events")
     def set_phase(self, phase: str, restarted: bool = False) -> None:
         if restarted:  # one call, so the two moves cannot be reordered by the threaded actor
             record = self.store.get_training_job(self.name)

@@ -36,35 +36,28 @@ class TrainingJob:
         """Block until the job ends, printing status changes, log lines and metrics when ``logs``.
         Raises UnexpectedStatusException unless it Completed."""
         out = out or sys.stdout
-        seen_status, after, shown_metrics = None, 0, set()
+        seen_status, after = None, 0
         while True:
             desc = self.describe()
             if logs:
                 status = (desc["TrainingJobStatus"], desc["SecondaryStatus"])
                 if status != seen_status:
                     msg = (desc.get("SecondaryStatusTransitions") or [{}])[-1].get("StatusMessage", "")
-                    print(
-                        f"{time.strftime('%H:%M:%S')} {desc['TrainingJobStatus']} - {desc['SecondaryStatus']}: {msg}",
-                        file=out,
-                    )
+                    stamp = time.strftime("%H:%M:%S")
+                    print(f"{stamp} {desc['TrainingJobStatus']} - {desc['SecondaryStatus']}: {msg}", file=out)
                     seen_status = status
-                for event in self.session.call(
+                events = self.session.call(
                     "GetTrainingJobLogs", {"TrainingJobName": self.name, "AfterSeq": after}
-                )["Events"]:
+                )
+                for event in events["Events"]:
                     print(event["line"], file=out)
                     after = event["seq"]
-                for m in self.session.call("GetTrainingJobMetrics", {"TrainingJobName": self.name})[
-                    "Metrics"
-                ]:
-                    key = (m["metric"], m["step"])
-                    if key not in shown_metrics:
-                        shown_metrics.add(key)
-                        step = "" if m["step"] is None else f"[{m['step']}] "
-                        print(f"  {step}{m['metric']} = {m['value']:.6g}", file=out)
             if desc["TrainingJobStatus"] in _TERMINAL:
                 break
             time.sleep(poll)
         if logs:
+            for m in desc.get("FinalMetricDataList") or []:
+                print(f"{m['MetricName']}: {m['Value']:.6g}", file=out)
             print(f"Training seconds: {desc.get('TrainingTimeInSeconds', 0)}", file=out)
             print(f"Billable seconds: {desc.get('BillableTimeInSeconds', 0)}", file=out)
         if desc["TrainingJobStatus"] != "Completed":
