@@ -140,20 +140,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from raymaker.engine.errors import SageMakerError
+
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except SageMakerError as e:  # ValidationException, ResourceInUse, ResourceNotFound, ...
+        print(f"raymaker: error: {e.code}: {e}", file=sys.stderr)
+        return 2
     except (ValueError, PermissionError, FileNotFoundError, ConnectionError) as e:
         print(f"raymaker: error: {e}", file=sys.stderr)
         return 2
-    except Exception as e:  # SageMaker-shaped engine errors (ResourceInUse, ResourceNotFound, ...)
-        from raymaker.engine.errors import SageMakerError
-
-        if not isinstance(e, SageMakerError):
-            raise
-        print(f"raymaker: error: {e.code}: {e}", file=sys.stderr)
-        return 2
-
 
 if __name__ == "__main__":
     sys.exit(main())

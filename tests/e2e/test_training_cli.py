@@ -1,0 +1,105 @@
+"""Training from the command line, the quickstart, incremental training, and a driver script that
+connects to a running cluster with RAY_ADDRESS (how ``ray job submit -- python script.py`` runs it)."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import xgboost
+
+from raymaker import Estimator, Session, TrainingInput
+from raymaker.cli import main
+from raymaker.quickstart import run_quickstart, write_dataset
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def csv_dirs(tmp_path_factory):
+    return write_dataset(str(tmp_path_factory.mktemp("cancer")))
+
+
+def test_quickstart(ray_session, capsys):
+    assert run_quickstart() == 0
+    out = capsys.readouterr().out
+    assert "(Completed)" in out and "billable seconds:" in out and "model.tar.gz" in out
+    auc = float(out.split("validation:auc:")[-1].split()[0])
+    assert auc > 0.95
+
+
+def test_train_and_jobs_commands(ray_session, csv_dirs, capsys):
+    train, validation = csv_dirs
+    args = ["train", "--algorithm", "xgboost", "--train", train, "--validation", validation]
+    args += ["--content-type", "text/csv", "--hp", "num_round=5", "--hp", "objective=binary:logistic"]
+    assert main([*args, "--job-name", "cli-train-job"]) == 0
+    out = capsys.readouterr().out
+    assert "Completed - Completed" in out and "model: file://" in out
+
+    assert main(["jobs", "list", "--name-contains", "cli-train"]) == 0
+    assert "cli-train-job" in capsys.readouterr().out
+    assert main(["jobs", "describe", "cli-train-job"]) == 0
+    desc = json.loads(capsys.readouterr().out)
+    assert desc["TrainingJobStatus"] == "Completed" and desc["HyperParameters"]["num_round"] == "5"
+    assert main(["jobs", "logs", "cli-train-job"]) == 0
+    assert "Uploaded model.tar.gz" in capsys.readouterr().out
+    assert main(["jobs", "stop", "cli-train-job"]) == 2
+    assert "ValidationException" in capsys.readouterr().err
+    assert main([*args, "--job-name", "cli-train-job"]) == 2  # the name is taken
+    assert "ResourceInUse" in capsys.readouterr().err
+    assert main(["jobs", "describe", "no-such-job"]) == 2
+
+
+def test_incremental_training_continues_a_model(ray_session, csv_dirs, tmp_path):
+    train, validation = csv_dirs
+    session = Session()
+    inputs = {"train": TrainingInput(train, content_type="text/csv")}
+    first = Estimator(
+        "xgboost", hyperparameters={"num_round": 5, "objective": "binary:logistic"}, session=session
+    )
+    first.fit(inputs, logs=False)
+    second = Estimator(
+        "xgboost", hyperparameters={"num_round": 7, "objective": "binary:logistic"}, session=session
+    )
+    second.fit({**inputs, "model": TrainingInput(first.model_data)}, logs=False)
+
+    def trees(uri: str) -> int:
+        import tarfile
+
+        path = uri[len("file://") :]
+        with tarfile.open(path) as tar:
+            tar.extractall(tmp_path / os.path.basename(os.path.dirname(os.path.dirname(path))), filter="data")
+        booster = xgboost.Booster()
+        booster.load_model(
+            str(tmp_path / os.path.basename(os.path.dirname(os.path.dirname(path))) / "xgboost-model")
+        )
+        return booster.num_boosted_rounds()
+
+    assert trees(first.model_data) == 5
+    assert trees(second.model_data) == 12  # 5 from the model channel + 7 more
+
+
+def test_driver_script_against_a_running_cluster(ray_session, csv_dirs, tmp_path):
+    import ray
+
+    train, _ = csv_dirs
+    script = tmp_path / "train_job.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            from raymaker import Estimator, TrainingInput
+            est = Estimator("xgboost", hyperparameters={{"num_round": 3, "objective": "binary:logistic"}})
+            est.fit(TrainingInput({train!r}, content_type="text/csv"), logs=False, job_name="driver-script-job")
+            print("MODEL", est.model_data)
+            """
+        )
+    )
+    env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "MODEL file://" in proc.stdout
+    # The job ran on this test session's cluster and is in the same job database.
+    desc = Session().call("DescribeTrainingJob", {"TrainingJobName": "driver-script-job"})
+    assert desc["TrainingJobStatus"] == "Completed"
