@@ -1,30 +1,47 @@
-"""The training job runner: one detached Ray actor per job that executes the job's state machine.
+"""Running training jobs: one long-lived job service per job database, one ``JobRun`` per job.
 
-The runner only executes; ``states`` says which moves are legal and ``policies`` decide what a stop,
-the runtime limit or a failure means. The actor is detached and pinned to the node that holds the job
-database, so a job keeps running (and its record keeps moving) after the submitting script exits, as a
-SageMaker job does. Ray Train runs inside a separate task (``_fit``): cancelling that task tears down
-the Train controller and its workers, which is how a stop or the runtime limit ends a job.
+The service is a detached Ray actor pinned to the node that holds the job database, so jobs keep
+running (and their records keep moving) after the submitting script exits, as SageMaker jobs do, and
+no process is spawned per job. A ``JobRun`` executes the job's state machine; ``states`` says which
+moves are legal and ``policies`` decide what a stop, the runtime limit or a failure means.
+
+Where the job's code runs:
+* one instance: an ``InstanceActor`` (SageMaker's ML instance). When the job asks for a warm pool
+  (``KeepAlivePeriodInSeconds``), the actor stays up afterwards, with algorithms imported, and the next
+  job on the same instance type starts in it at once. A lost instance is replaced and the job resumes
+  from its checkpoint directory.
+* several instances: Ray Train (XGBoostTrainer / TorchTrainer / DataParallelTrainer) with a stable run
+  name, FailureConfig restarts from the latest checkpoint, and Ray Data shards for Pipe channels.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import threading
 import time
 import traceback
+from dataclasses import dataclass, field
 from typing import Any
 
 import ray
 
 from raymaker.engine import metering, states
 from raymaker.engine.instance_types import worker_resources
-from raymaker.engine.policies import FailureKind, FailurePolicy, RuntimeDecision, RuntimePolicy
+from raymaker.engine.policies import (
+    FailureDecision,
+    FailureKind,
+    FailurePolicy,
+    RuntimeDecision,
+    RuntimePolicy,
+)
 from raymaker.engine.store import JobStore
 from raymaker.engine.validation import TrainingJobSpec
+from raymaker.engine.worker import JobEvents
 from raymaker.io.storage import S3Settings
 
 S = states.SecondaryStatus
-_POLL_S = 0.2
+_POLL_S = 0.1
 
 
 def model_uri(spec: TrainingJobSpec) -> str:
@@ -32,21 +49,120 @@ def model_uri(spec: TrainingJobSpec) -> str:
 
 
 def job_config(spec: TrainingJobSpec) -> dict[str, Any]:
-    """The picklable description of a job that each Train worker receives."""
+    """The picklable description of a job that the code running it receives."""
     request = spec.request
+    hyperparameters = dict(request.get("HyperParameters") or {})
     return {
         "name": spec.name,
         "algorithm": spec.algorithm,
-        "hyperparameters": dict(request.get("HyperParameters") or {}),
+        "hyperparameters": hyperparameters,
         "channels": list(request.get("InputDataConfig") or []),
         "input_mode": spec.input_mode,
         "model_uri": model_uri(spec),
-        "seed": int((request.get("HyperParameters") or {}).get("seed", 0) or 0),
+        "seed": int(hyperparameters.get("seed", 0) or 0),
     }
 
 
+# --------------------------------------------------------------------------------------- instances
+
+
+@ray.remote
+class InstanceActor:
+    """One ML instance: runs single-instance jobs, one at a time, and may stay warm between them."""
+
+    def __init__(self) -> None:
+        # Import what jobs need now, so that a warm instance starts a job without importing anything.
+        import raymaker.algorithms.xgboost  # noqa: F401
+        import raymaker.io.recordio  # noqa: F401
+
+    def ping(self) -> int:
+        return os.getpid()
+
+    def run_job(
+        self, job: dict[str, Any], settings: S3Settings, events: JobEvents, checkpoint_dir: str
+    ) -> dict:
+        from raymaker.engine.worker import InstanceContext, run_training
+        from raymaker.io.channels import Channel
+
+        os.makedirs(checkpoint_dir, exist_ok=True)
+        ctx = InstanceContext(events, int(job.get("seed", 0)), checkpoint_dir)
+        channels = {c["ChannelName"]: c for c in job["channels"]}
+
+        def shard_for(name: str) -> Any:
+            from raymaker.io.modes.pipe import pipe_dataset
+
+            channel = Channel.from_request(channels[name], default_input_mode=job["input_mode"])
+            return pipe_dataset(channel, settings=settings).iterator()
+
+        return run_training(
+            job, ctx, settings, shard_for=shard_for, resumed=ctx.load_checkpoint() is not None
+        )
+
+
+@dataclass
+class _Idle:
+    actor: Any
+    expires: float
+    job: str
+
+
+@dataclass
+class WarmPool:
+    """Idle instances kept for ``KeepAlivePeriodInSeconds`` after their job, keyed by instance shape."""
+
+    store: JobStore
+    idle: dict[tuple, list[_Idle]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def acquire(self, key: tuple, job: str) -> Any | None:
+        self.reap()
+        with self.lock:
+            entries = self.idle.get(key) or []
+            entry = entries.pop() if entries else None
+        if entry is None:
+            return None
+        self.store.update_training_job(entry.job, warm_pool_status={"Status": "Reused", "ReusedByJob": job})
+        return entry.actor
+
+    def release(self, key: tuple, actor: Any, keep_alive_s: int, job: str) -> None:
+        with self.lock:
+            self.idle.setdefault(key, []).append(_Idle(actor, time.time() + keep_alive_s, job))
+        self.store.update_training_job(
+            job,
+            warm_pool_status={"Status": "Available", "ResourceRetainedBillableTimeInSeconds": keep_alive_s},
+        )
+
+    def make_room(self, cpus: float) -> None:
+        """Give idle instances' CPUs back until ``cpus`` are free: a warm pool must not starve new work."""
+        while ray.available_resources().get("CPU", 0.0) < cpus - 1e-9:
+            with self.lock:
+                entries = [(k, e) for k, v in self.idle.items() for e in v]
+                if not entries:
+                    return
+                key, entry = min(entries, key=lambda ke: ke[1].expires)
+                self.idle[key].remove(entry)
+            ray.kill(entry.actor)
+            self.store.update_training_job(entry.job, warm_pool_status={"Status": "Terminated"})
+            time.sleep(0.2)  # let the raylet see the freed resources
+
+    def reap(self) -> None:
+        now = time.time()
+        with self.lock:
+            expired = [e for entries in self.idle.values() for e in entries if e.expires <= now]
+            for key in list(self.idle):
+                self.idle[key] = [e for e in self.idle[key] if e.expires > now]
+        for e in expired:
+            ray.kill(e.actor)
+            self.store.update_training_job(e.job, warm_pool_status={"Status": "Terminated"})
+
+
+# ------------------------------------------------------------------------------------ Ray Train path
+
+
 @ray.remote(num_cpus=0)
-def _fit(spec: TrainingJobSpec, settings: S3Settings, runner: Any, storage_path: str) -> dict[str, float]:
+def _fit(
+    spec: TrainingJobSpec, settings: S3Settings, events: JobEvents, storage_path: str
+) -> dict[str, float]:
     """Build the Ray trainer for the job's algorithm and run it; returns rank 0's final metrics."""
     import ray.train
     from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
@@ -59,7 +175,7 @@ def _fit(spec: TrainingJobSpec, settings: S3Settings, runner: Any, storage_path:
     data_config = ChannelDataConfig(pipe, settings) if pipe else None
     total_cpus = float(ray.cluster_resources().get("CPU", 1))
     kwargs: dict[str, Any] = dict(
-        train_loop_config={"job": job_config(spec), "runner": runner, "settings": settings},
+        train_loop_config={"job": job_config(spec), "events": events, "settings": settings},
         scaling_config=ray.train.ScalingConfig(
             num_workers=spec.instance_count,
             resources_per_worker=worker_resources(spec.instance_type, spec.instance_count, total_cpus),
@@ -67,7 +183,7 @@ def _fit(spec: TrainingJobSpec, settings: S3Settings, runner: Any, storage_path:
         run_config=ray.train.RunConfig(
             name=spec.name,  # a stable name: a rerun of the job resumes from its checkpoints
             storage_path=storage_path,
-            # Worker losses restart the worker group from the latest checkpoint, as often as the policy allows.
+            # Worker losses restart the worker group from the latest checkpoint, as often as allowed.
             failure_config=ray.train.FailureConfig(
                 max_failures=FailurePolicy.from_request(spec.request).retries_allowed(
                     FailureKind.INFRASTRUCTURE
@@ -83,142 +199,165 @@ def _fit(spec: TrainingJobSpec, settings: S3Settings, runner: Any, storage_path:
         from ray.train.torch import TorchTrainer as trainer_cls
     else:
         trainer_cls = DataParallelTrainer
-    result = _abortable(trainer_cls, runner)(train_loop_per_worker, **kwargs).fit()
+    result = _abortable(trainer_cls, events)(train_loop_per_worker, **kwargs).fit()
     return dict(result.return_value or {})
 
 
-def _abortable(trainer_cls: type, runner: Any) -> type:
-    """The trainer class, handing its Train controller to the runner so that a stop can abort the run
-    gracefully: the controller then removes its placement group. (Killing the run instead leaves the
-    placement group's CPUs reserved when Ray runs without its dashboard, which Train's own cleaner needs.)"""
+def _abortable(trainer_cls: type, events: JobEvents) -> type:
+    """The trainer class, handing its Train controller to the job service so that a stop can abort the
+    run gracefully: the controller then removes its placement group. (Killing the run instead leaves
+    the placement group's CPUs reserved when Ray runs without its dashboard, which Train's own cleaner
+    needs.)"""
 
     class Abortable(trainer_cls):
         def _register_sigint_handler(self, controller: Any) -> None:
-            runner.set_controller.remote(controller)
+            events.controller(controller)
             super()._register_sigint_handler(controller)
 
     return Abortable
 
 
-@ray.remote(num_cpus=0, concurrency_groups={"events": 1})
-class TrainingJobRunner:
-    """Runs one training job; workers call ``report_metrics``/``append_logs``/``set_phase`` on it.
+# ------------------------------------------------------------------------------------------ one job
 
-    ``run`` holds the default thread for the whole job; the workers' calls run one at a time on the
-    "events" thread, so each caller's log lines and metrics are stored in the order sent."""
 
-    def __init__(self, spec: TrainingJobSpec, settings: S3Settings, store_path: str):
-        self.spec = spec
-        self.settings = settings
-        self.store = JobStore(store_path)
+class JobRun:
+    def __init__(
+        self, spec: TrainingJobSpec, settings: S3Settings, store: JobStore, service: Any, pool: WarmPool
+    ):
+        self.spec, self.settings, self.store, self.pool = spec, settings, store, pool
         self.name = spec.name
-        self._controller: Any = None  # the Ray Train controller of the running fit, once known
+        self.events = JobEvents(service, spec.name)
+        self.controller: Any = None  # Ray Train's controller (multi-instance), once known
+        self.instance: Any = None  # the instance actor (single instance)
+        self.lock = threading.Lock()
 
-    # --- called by the Train workers -------------------------------------------------------------
-
-    @ray.method(concurrency_group="events")
-    def report_metrics(self, metrics: dict[str, float], step: int | None, timestamp: float) -> None:
-        self.store.add_metrics(self.name, [(k, v, step, timestamp) for k, v in metrics.items()])
-
-    @ray.method(concurrency_group="events")
-    def append_logs(self, lines: list[str]) -> None:
-        self.store.append_logs(self.name, lines)
-
-    @ray.method(concurrency_group="events")
-    def set_controller(self, controller: Any) -> None:
-        self._controller = controller
-
-    @ray.method(concurrency_group="events")
-    def set_phase(self, phase: str, restarted: bool = False) -> None:
-        if restarted:  # one call, so the two moves cannot be reordered by the threaded actor
-            record = self.store.get_training_job(self.name)
-            self.store.update_training_job(self.name, restart_count=(record.get("restart_count") or 0) + 1)
-            self._move(S.RESTARTING, "Restarting from the latest checkpoint after a worker failure")
-            self.store.append_logs(self.name, ["A worker failed: resuming from the latest checkpoint"])
-        self._move(S(phase))
-
-    # --- the job ---------------------------------------------------------------------------------
-
-    def _move(self, new: states.SecondaryStatus, message: str | None = None, **fields: Any) -> bool:
+    def move(self, new: states.SecondaryStatus, message: str | None = None, **fields: Any) -> bool:
         """Transition if the state machine allows it from where the job is now (a stop may have won)."""
-        current = self.store.get_training_job(self.name)["secondary_status"]
-        if current == new or not states.can_transition(states.SecondaryStatus(current), new):
-            return False
-        try:
-            self.store.transition_training_job(self.name, new, message, **fields)
-        except states.IllegalTransition:  # another thread moved the job in between
-            return False
-        return True
+        with self.lock:
+            current = self.store.get_training_job(self.name)["secondary_status"]
+            if current == new or not states.can_transition(states.SecondaryStatus(current), new):
+                return False
+            try:
+                self.store.transition_training_job(self.name, new, message, **fields)
+            except states.IllegalTransition:  # the API moved the job in between (a stop)
+                return False
+            return True
 
     def run(self) -> str:
-        """Run the job to a terminal state, then end this (detached) actor."""
-        try:
-            return self._run()
-        finally:
-            ray.actor.exit_actor()
-
-    def _run(self) -> str:
-        spec = self.spec
-        store = self.store
-        policy = RuntimePolicy(spec.max_runtime_seconds)
+        spec, store = self.spec, self.store
         start = time.time()
-        store.update_training_job(
-            self.name, training_start_time=start, runner_id=ray.get_runtime_context().get_actor_id()
+        store.update_training_job(self.name, training_start_time=start)
+        self.move(S.DOWNLOADING)
+        if spec.instance_count == 1:
+            decision, outcome = self._run_on_instance(start)
+        else:
+            decision, outcome = self._watch(self._launch_train(), start)
+        end = time.time()
+        done = dict(
+            training_end_time=end, final_metrics=store.latest_metrics(self.name), **self._billing(start, end)
         )
-        self._move(S.DOWNLOADING)
-        storage_path = spec.checkpoint_uri or os.path.join(str(store.path.parent), "checkpoints")
-        me = ray.get_runtime_context().current_actor
-        fit_ref = _fit.remote(spec, self.settings, me, storage_path)
-        decision = RuntimeDecision.CONTINUE
+        if decision == RuntimeDecision.MAX_RUNTIME:
+            self.move(S.STOPPING, "Stopping the job: MaxRuntimeInSeconds reached")
+            self.move(S.MAX_RUNTIME_EXCEEDED, **done)
+        elif decision == RuntimeDecision.STOP:
+            self.move(S.STOPPED, **done)
+        elif isinstance(outcome, BaseException):
+            reason = _failure_reason(outcome)
+            store.append_logs(
+                self.name, [f"Training failed: {reason}", "".join(traceback.format_exception(outcome))]
+            )
+            self.move(S.FAILED, reason, failure_reason=reason, **done)
+        else:
+            self.move(S.TRAINING)
+            self.move(S.UPLOADING)
+            self.move(S.COMPLETED, model_artifacts=model_uri(spec), **done)
+        return str(store.get_training_job(self.name)["status"])
+
+    # --- single instance ------------------------------------------------------------------------
+
+    def _pool_key(self) -> tuple:
+        t = self.spec.instance_type
+        return (t.name, t.cpus, t.gpus)
+
+    def _new_instance(self) -> Any:
+        total_cpus = float(ray.cluster_resources().get("CPU", 1))
+        res = worker_resources(self.spec.instance_type, 1, total_cpus)
+        self.pool.make_room(res.get("CPU", 1))
+        return InstanceActor.options(num_cpus=res.get("CPU", 1), num_gpus=res.get("GPU", 0)).remote()
+
+    def _run_on_instance(self, start: float) -> tuple[RuntimeDecision, Any]:
+        spec = self.spec
+        policy = FailurePolicy.from_request(spec.request)
+        checkpoint_dir = spec.checkpoint_uri or os.path.join(
+            str(self.store.path.parent), "checkpoints", spec.name
+        )
+        checkpoint_dir = (
+            checkpoint_dir[len("file://") :] if checkpoint_dir.startswith("file://") else checkpoint_dir
+        )
+        attempt = 1
+        self.instance = self.pool.acquire(self._pool_key(), self.name) or self._new_instance()
         while True:
-            ready, _ = ray.wait([fit_ref], timeout=_POLL_S)
-            if ready:
+            ref = self.instance.run_job.remote(job_config(spec), self.settings, self.events, checkpoint_dir)
+            decision, outcome = self._watch(ref, start)
+            lost = isinstance(outcome, ray.exceptions.RayActorError)
+            if decision != RuntimeDecision.CONTINUE or not lost:
                 break
-            record = store.get_training_job(self.name)
+            # The instance died (not the algorithm): replace it and resume from the checkpoint.
+            has_checkpoint = os.path.isdir(os.path.join(checkpoint_dir, "latest"))
+            if policy.decide(attempt, has_checkpoint=has_checkpoint) == FailureDecision.FAIL:
+                break
+            attempt += 1
+            self.store.append_logs(
+                self.name, [f"The instance was lost ({outcome}); starting attempt {attempt}"]
+            )
+            self.instance = self._new_instance()
+        keep = decision == RuntimeDecision.CONTINUE and not isinstance(outcome, BaseException)
+        if keep and spec.keep_alive_seconds > 0:
+            self.pool.release(self._pool_key(), self.instance, spec.keep_alive_seconds, self.name)
+        else:
+            ray.kill(self.instance)
+        return decision, outcome
+
+    # --- several instances: Ray Train -----------------------------------------------------------
+
+    def _launch_train(self) -> Any:
+        total_cpus = float(ray.cluster_resources().get("CPU", 1))
+        per_worker = worker_resources(self.spec.instance_type, self.spec.instance_count, total_cpus)
+        self.pool.make_room(per_worker.get("CPU", 1) * self.spec.instance_count)
+        storage_path = self.spec.checkpoint_uri or os.path.join(str(self.store.path.parent), "checkpoints")
+        return _fit.remote(self.spec, self.settings, self.events, storage_path)
+
+    # --- watching -------------------------------------------------------------------------------
+
+    def _watch(self, ref: Any, start: float) -> tuple[RuntimeDecision, Any]:
+        """Wait for the job's code to finish, a stop request, or the runtime limit. Returns the
+        decision and the result (or the exception it raised)."""
+        policy = RuntimePolicy(self.spec.max_runtime_seconds)
+        while True:
+            ready, _ = ray.wait([ref], timeout=_POLL_S)
+            if ready:
+                try:
+                    return RuntimeDecision.CONTINUE, ray.get(ref)
+                except Exception as e:  # noqa: BLE001 - becomes FailureReason (or a retry)
+                    return RuntimeDecision.CONTINUE, e
+            record = self.store.get_training_job(self.name)
             decision = policy.decide(
                 time.time() - start, stop_requested=record["secondary_status"] == S.STOPPING
             )
             if decision != RuntimeDecision.CONTINUE:
-                self._abort(fit_ref)
-                break
-        end = time.time()
-        billing = self._billing(start, end)
-        final = store.latest_metrics(self.name)
-        if decision != RuntimeDecision.CONTINUE:
-            if decision == RuntimeDecision.MAX_RUNTIME:
-                self._move(S.STOPPING, "Stopping the job: MaxRuntimeInSeconds reached")
-                self._move(S.MAX_RUNTIME_EXCEEDED, training_end_time=end, final_metrics=final, **billing)
-            else:
-                self._move(S.STOPPED, training_end_time=end, final_metrics=final, **billing)
-            return str(store.get_training_job(self.name)["status"])
-        try:
-            ray.get(fit_ref)
-        except Exception as e:  # noqa: BLE001 - every failure becomes the job's FailureReason
-            reason = _failure_reason(e)
-            store.append_logs(self.name, [f"Training failed: {reason}", traceback.format_exc()])
-            self._move(
-                S.FAILED, reason, failure_reason=reason, training_end_time=end, final_metrics=final, **billing
-            )
-            return "Failed"
-        self._move(S.TRAINING)
-        self._move(S.UPLOADING)
-        self._move(
-            S.COMPLETED,
-            model_artifacts=model_uri(spec),
-            training_end_time=end,
-            final_metrics=store.latest_metrics(self.name),
-            **billing,
-        )
-        return "Completed"
+                self._abort(ref)
+                return decision, None
 
-    def _abort(self, fit_ref: Any) -> None:
-        """End the Train run: a graceful abort (workers and placement group released), then make sure."""
-        if self._controller is not None:
-            try:
-                ray.get(self._controller.abort.remote(), timeout=30)
+    def _abort(self, ref: Any) -> None:
+        if self.instance is not None:
+            ray.kill(self.instance)  # nothing outlives the instance: no placement group, no workers
+            return
+        if self.controller is not None:
+            try:  # graceful: workers and the placement group are released
+                ray.get(self.controller.abort.remote(), timeout=30)
             except Exception:  # noqa: BLE001 - abort ends the controller actor, which raises here
                 pass
-        ray.cancel(fit_ref, force=True, recursive=True)
+        ray.cancel(ref, force=True, recursive=True)
 
     def _billing(self, start: float, end: float) -> dict[str, Any]:
         seconds = metering.running_seconds(start, end)
@@ -237,20 +376,93 @@ def _failure_reason(exc: BaseException) -> str:
         if cause is not None:
             text = f"{type(cause).__name__}: {cause}"
     lines = [ln for ln in text.splitlines() if ln.strip()]
-    # Ray's errors end with the user's exception line
     return (lines[-1] if lines else type(exc).__name__)[:1024]
 
 
-def start_runner(spec: TrainingJobSpec, settings: S3Settings, store_path: str) -> Any:
-    """Start the job's runner actor (detached, on this node, where the job database is)."""
+# ------------------------------------------------------------------------------------- the service
+
+
+@ray.remote(num_cpus=0, concurrency_groups={"events": 1, "jobs": 64})
+class JobService:
+    """Runs every job of one job database; job code reports to it through ``JobEvents``.
+
+    Jobs each hold a thread of the "jobs" group for their lifetime; the jobs' events are handled one at
+    a time on the "events" thread, so each sender's log lines and metrics are stored in order."""
+
+    def __init__(self, store_path: str):
+        self.store = JobStore(store_path)
+        self.pool = WarmPool(self.store)
+        self.runs: dict[str, JobRun] = {}
+        self.me = ray.get_runtime_context().current_actor
+        threading.Thread(target=self._reap_forever, daemon=True, name="warm-pool-reaper").start()
+
+    def _reap_forever(self) -> None:
+        while True:
+            time.sleep(2.0)
+            try:
+                self.pool.reap()
+            except Exception:  # noqa: BLE001 - keep reaping; a failed kill is retried next time
+                traceback.print_exc()
+
+    def ping(self) -> int:
+        return os.getpid()
+
+    @ray.method(concurrency_group="jobs")
+    def run_job(self, spec: TrainingJobSpec, settings: S3Settings) -> str:
+        run = self.runs[spec.name] = JobRun(spec, settings, self.store, self.me, self.pool)
+        try:
+            return run.run()
+        except Exception as e:  # noqa: BLE001 - never leave a record InProgress
+            reason = f"raymaker internal error: {_failure_reason(e)}"
+            self.store.append_logs(spec.name, [reason, traceback.format_exc()])
+            run.move(S.FAILED, reason, failure_reason=reason, training_end_time=time.time())
+            return "Failed"
+        finally:
+            self.runs.pop(spec.name, None)
+
+    @ray.method(concurrency_group="events")
+    def report_metrics(self, job: str, metrics: dict[str, float], step: int | None, timestamp: float) -> None:
+        self.store.add_metrics(job, [(k, v, step, timestamp) for k, v in metrics.items()])
+
+    @ray.method(concurrency_group="events")
+    def append_logs(self, job: str, lines: list[str]) -> None:
+        self.store.append_logs(job, lines)
+
+    @ray.method(concurrency_group="events")
+    def set_controller(self, job: str, controller: Any) -> None:
+        run = self.runs.get(job)
+        if run is not None:
+            run.controller = controller
+
+    @ray.method(concurrency_group="events")
+    def set_phase(self, job: str, phase: str, restarted: bool = False) -> None:
+        run = self.runs.get(job)
+        if run is None:
+            return
+        if restarted:
+            record = self.store.get_training_job(job)
+            self.store.update_training_job(job, restart_count=(record.get("restart_count") or 0) + 1)
+            run.move(S.RESTARTING, "Restarting from the latest checkpoint after a failure")
+            self.store.append_logs(job, ["Resuming from the latest checkpoint"])
+        run.move(S(phase))
+
+
+def job_service(store_path: str) -> Any:
+    """The job service of this job database: found by name, or started (detached, on this node)."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+    digest = hashlib.sha1(os.path.realpath(store_path).encode()).hexdigest()[:12]
+    name = f"raymaker-job-service-{digest}"
     node = ray.get_runtime_context().get_node_id()
-    actor = TrainingJobRunner.options(
-        name=f"raymaker-training-job-{spec.name}",
+    return JobService.options(
+        name=name,
         namespace="raymaker",
         lifetime="detached",
+        get_if_exists=True,
         scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
-    ).remote(spec, settings, store_path)
-    actor.run.remote()
-    return actor
+    ).remote(store_path)
+
+
+def start_runner(spec: TrainingJobSpec, settings: S3Settings, store_path: str) -> None:
+    """Hand the job to the job service; it runs the job to its end whether or not anyone waits."""
+    job_service(store_path).run_job.remote(spec, settings)

@@ -13,7 +13,7 @@ import shutil
 import tarfile
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from raymaker.algorithms import get_algorithm
@@ -25,26 +25,55 @@ from raymaker.io.storage import S3Settings, storage_for
 MODEL_CHANNEL = "model"  # SageMaker's channel for incremental training: an earlier model.tar.gz
 
 
-class RayTrainContext(TrainContext):
-    def __init__(self, runner: Any, seed: int):
+class JobEvents:
+    """How a job's code reaches its runner (the job service): fire-and-forget calls, so reporting never
+    waits on anything; the service handles one sender's calls in the order sent."""
+
+    def __init__(self, service: Any, job_name: str):
+        self._service = service
+        self.job = job_name
+
+    def metrics(self, metrics: Mapping[str, float], step: int | None) -> None:
+        # The worker's clock stamps the values.
+        self._service.report_metrics.remote(
+            self.job, {k: float(v) for k, v in metrics.items()}, step, time.time()
+        )
+
+    def logs(self, lines: list[str]) -> None:
+        self._service.append_logs.remote(self.job, lines)
+
+    def phase(self, phase: str, restarted: bool = False) -> None:
+        self._service.set_phase.remote(self.job, phase, restarted)
+
+    def controller(self, handle: Any) -> None:
+        self._service.set_controller.remote(self.job, handle)
+
+
+class _EventsContext(TrainContext):
+    events: JobEvents | None = None
+
+    def report(self, metrics: Mapping[str, float], *, step: int | None = None) -> None:
+        if self.rank == 0 and self.events is not None:
+            self.events.metrics(metrics, step)
+
+    def log(self, message: str) -> None:
+        print(message, flush=True)
+        if self.rank == 0 and self.events is not None:
+            self.events.logs([message])
+
+
+class RayTrainContext(_EventsContext):
+    """A worker of a multi-instance job under Ray Train: checkpoints go through ``ray.train.report``."""
+
+    def __init__(self, events: JobEvents | None, seed: int):
         import ray.train
 
         ctx = ray.train.get_context()
         self.rank = ctx.get_world_rank()
         self.world_size = ctx.get_world_size()
         self.seed = seed
-        self._runner = runner
+        self.events = events
         self._checkpoint_dirs: list[str] = []
-
-    def report(self, metrics: Mapping[str, float], *, step: int | None = None) -> None:
-        if self.rank == 0 and self._runner is not None:
-            # The worker's clock stamps the values: the runner may handle reports out of order.
-            self._runner.report_metrics.remote({k: float(v) for k, v in metrics.items()}, step, time.time())
-
-    def log(self, message: str) -> None:
-        print(message, flush=True)
-        if self.rank == 0 and self._runner is not None:
-            self._runner.append_logs.remote([message])
 
     def save_checkpoint(self, state_dir: str, *, step: int) -> None:
         import ray.train
@@ -63,6 +92,39 @@ class RayTrainContext(TrainContext):
         self._checkpoint_dirs.append(path)
         checkpoint.to_directory(path)
         return path
+
+    def cleanup(self) -> None:
+        for path in self._checkpoint_dirs:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+class InstanceContext(_EventsContext):
+    """A single-instance job in a (warm) instance actor: checkpoints are files in the job's checkpoint
+    directory, which a restarted instance resumes from."""
+
+    def __init__(self, events: JobEvents | None, seed: int, checkpoint_dir: str):
+        self.rank, self.world_size, self.seed = 0, 1, seed
+        self.events = events
+        self.checkpoint_dir = checkpoint_dir
+
+    def save_checkpoint(self, state_dir: str, *, step: int) -> None:
+        latest = os.path.join(self.checkpoint_dir, "latest")
+        staging = os.path.join(self.checkpoint_dir, f".staging-{step}")
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(state_dir, staging)
+        old = latest + ".old"
+        shutil.rmtree(old, ignore_errors=True)
+        if os.path.exists(latest):
+            os.replace(latest, old)
+        os.replace(staging, latest)  # a crash mid-save leaves the previous checkpoint intact
+        shutil.rmtree(old, ignore_errors=True)
+
+    def load_checkpoint(self) -> str | None:
+        latest = os.path.join(self.checkpoint_dir, "latest")
+        return latest if os.path.isdir(latest) else None
+
+    def cleanup(self) -> None:
+        pass
 
 
 def _model_channel(channel: Channel, settings: S3Settings | None, root: str) -> str:
@@ -92,16 +154,17 @@ def package_model(model_dir: str, uri: str, settings: S3Settings | None) -> int:
         return os.path.getsize(archive)
 
 
-def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float]:
-    """The Ray Train ``train_loop_per_worker`` of every training job."""
-    import ray.train
-
-    job = config["job"]
-    runner = config.get("runner")
-    settings: S3Settings | None = config.get("settings")
+def run_training(
+    job: dict[str, Any],
+    ctx: RayTrainContext | InstanceContext,
+    settings: S3Settings | None,
+    *,
+    shard_for: Callable[[str], Any] | None,
+    resumed: bool,
+) -> dict[str, float]:
+    """The body of every training job on one worker: channels, the algorithm, and (rank 0) the model."""
     algo_cls = get_algorithm(job["algorithm"])
     hp = algo_cls.validate_hyperparameters(job["hyperparameters"])
-    ctx = RayTrainContext(runner, seed=int(job.get("seed", 0)))
     channels = [Channel.from_request(c, default_input_mode=job["input_mode"]) for c in job["channels"]]
     root = tempfile.mkdtemp(prefix=f"raymaker-{job['name']}-")
     try:
@@ -113,7 +176,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float]:
             num_workers=ctx.world_size,
             rank=ctx.rank,
             settings=settings,
-            shard_for=ray.train.get_dataset_shard,
+            shard_for=shard_for,
         )
         model_channel = next((c for c in channels if c.name == MODEL_CHANNEL), None)
         if model_channel is not None:
@@ -122,19 +185,30 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float]:
             )
         if ctx.rank == 0:
             ctx.log(f"raymaker worker 0 of {ctx.world_size}: pid {os.getpid()}, algorithm {job['algorithm']}")
-            if runner is not None:
-                # A checkpoint at start means Ray Train restarted the workers after a failure.
-                runner.set_phase.remote("Training", restarted=ray.train.get_checkpoint() is not None)
+            if ctx.events is not None:
+                ctx.events.phase("Training", restarted=resumed)
         model_dir = os.path.join(root, "model")
         os.makedirs(model_dir, exist_ok=True)
         final = algo_cls().train(hp, data, ctx, model_dir)
         if ctx.rank == 0:
-            if runner is not None:
-                runner.set_phase.remote("Uploading")
+            if ctx.events is not None:
+                ctx.events.phase("Uploading")
             size = package_model(model_dir, job["model_uri"], settings)
             ctx.log(f"Uploaded model.tar.gz ({size} bytes) to {job['model_uri']}")
         return {k: float(v) for k, v in (final or {}).items()}
     finally:
         shutil.rmtree(root, ignore_errors=True)
-        for path in ctx._checkpoint_dirs:
-            shutil.rmtree(path, ignore_errors=True)
+        ctx.cleanup()
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float]:
+    """The Ray Train ``train_loop_per_worker`` of multi-instance jobs."""
+    import ray.train
+
+    job = config["job"]
+    ctx = RayTrainContext(config.get("events"), seed=int(job.get("seed", 0)))
+    # A checkpoint at start means Ray Train restarted the workers after a failure.
+    resumed = ray.train.get_checkpoint() is not None
+    return run_training(
+        job, ctx, config.get("settings"), shard_for=ray.train.get_dataset_shard, resumed=resumed
+    )
