@@ -8,6 +8,7 @@ reach the same engine. Every call is recorded in the audit trail, failed ones wi
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -45,6 +46,20 @@ class SageMakerAPI:
             "GetTrainingJobLogs": self.get_training_job_logs,
             "GetTrainingJobMetrics": self.get_training_job_metrics,
         }
+        # Load botocore's SageMaker model and find the job service while the caller sets up its job.
+        threading.Thread(target=self._prewarm, daemon=True, name="raymaker-prewarm").start()
+
+    def _prewarm(self) -> None:
+        try:
+            validate_request("DescribeTrainingJob", {"TrainingJobName": "prewarm"})
+            import ray
+
+            if ray.is_initialized():
+                from raymaker.engine.runner import job_service
+
+                job_service(str(self.store.path))
+        except Exception:  # noqa: BLE001 - only a head start; the real call reports any problem
+            pass
 
     def call(self, operation: str, params: dict[str, Any], *, caller: str | None = None) -> dict[str, Any]:
         handler = self._operations.get(operation)

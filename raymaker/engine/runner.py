@@ -41,7 +41,15 @@ from raymaker.engine.worker import JobEvents
 from raymaker.io.storage import S3Settings
 
 S = states.SecondaryStatus
-_POLL_S = 0.1
+_POLL_S = 0.5  # how often a running job checks for a stop or the runtime limit
+
+
+def compute_threads(spec: TrainingJobSpec, total_cpus: float) -> dict[str, str]:
+    """Environment giving a worker's math libraries the instance's cores. Ray sets OMP_NUM_THREADS to a
+    worker's logical CPU reservation, which here is kept small on purpose (to leave CPUs for Ray Data),
+    and XGBoost then runs single-threaded whatever ``nthread`` says."""
+    cpus = spec.instance_type.cpus or total_cpus / spec.instance_count
+    return {"OMP_NUM_THREADS": str(max(1, int(cpus)))}
 
 
 def model_uri(spec: TrainingJobSpec) -> str:
@@ -283,7 +291,11 @@ class JobRun:
         total_cpus = float(ray.cluster_resources().get("CPU", 1))
         res = worker_resources(self.spec.instance_type, 1, total_cpus)
         self.pool.make_room(res.get("CPU", 1))
-        return InstanceActor.options(num_cpus=res.get("CPU", 1), num_gpus=res.get("GPU", 0)).remote()
+        return InstanceActor.options(
+            num_cpus=res.get("CPU", 1),
+            num_gpus=res.get("GPU", 0),
+            runtime_env={"env_vars": compute_threads(self.spec, total_cpus)},
+        ).remote()
 
     def _run_on_instance(self, start: float) -> tuple[RuntimeDecision, Any]:
         spec = self.spec

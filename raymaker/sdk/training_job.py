@@ -32,7 +32,7 @@ class TrainingJob:
     def stop(self) -> None:
         self.session.call("StopTrainingJob", {"TrainingJobName": self.name})
 
-    def wait(self, logs: bool = True, *, poll: float = 0.25, out: TextIO | None = None) -> dict[str, Any]:
+    def wait(self, logs: bool = True, *, poll: float = 0.5, out: TextIO | None = None) -> dict[str, Any]:
         """Block until the job ends, printing status changes, log lines and metrics when ``logs``.
         Raises UnexpectedStatusException unless it Completed."""
         out = out or sys.stdout
