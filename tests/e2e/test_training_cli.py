@@ -103,3 +103,47 @@ def test_driver_script_against_a_running_cluster(ray_session, csv_dirs, tmp_path
     # The job ran on this test session's cluster and is in the same job database.
     desc = Session().call("DescribeTrainingJob", {"TrainingJobName": "driver-script-job"})
     assert desc["TrainingJobStatus"] == "Completed"
+
+
+def test_warm_pool_reuses_the_instance(ray_session, csv_dirs):
+    import time
+
+    train, _ = csv_dirs
+    session = Session()
+    inputs = {"train": TrainingInput(train, content_type="text/csv")}
+
+    def job(name, keep_alive):
+        est = Estimator(
+            "xgboost",
+            hyperparameters={"num_round": 3, "objective": "binary:logistic"},
+            keep_alive_period_in_seconds=keep_alive,
+            session=session,
+        )
+        t = time.time()
+        est.fit(inputs, logs=False, job_name=name)
+        lines = [e["line"] for e in session.backend.store.logs(name)]
+        pid = next(int(ln.split("pid ")[1].split(",")[0]) for ln in lines if "raymaker worker 0" in ln)
+        return pid, time.time() - t
+
+    pid1, _ = job("warm-1", keep_alive=3)
+    assert (
+        session.call("DescribeTrainingJob", {"TrainingJobName": "warm-1"})["WarmPoolStatus"]["Status"]
+        == "Available"
+    )
+    pid2, seconds = job("warm-2", keep_alive=3)
+    assert pid2 == pid1  # the same instance process ran both jobs
+    assert seconds < 3  # no process to start: the job is the work itself
+    first = session.call("DescribeTrainingJob", {"TrainingJobName": "warm-1"})["WarmPoolStatus"]
+    assert first == {"Status": "Reused", "ReusedByJob": "warm-2"}
+    # After KeepAlivePeriodInSeconds the idle instance is let go.
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        status = session.call("DescribeTrainingJob", {"TrainingJobName": "warm-2"})["WarmPoolStatus"][
+            "Status"
+        ]
+        if status == "Terminated":
+            break
+        time.sleep(0.5)
+    assert status == "Terminated"
+    pid3, _ = job("warm-3", keep_alive=0)
+    assert pid3 != pid1
