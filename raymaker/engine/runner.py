@@ -87,13 +87,18 @@ class InstanceActor:
         return os.getpid()
 
     def run_job(
-        self, job: dict[str, Any], settings: S3Settings, events: JobEvents, checkpoint_dir: str
+        self,
+        job: dict[str, Any],
+        settings: S3Settings,
+        events: JobEvents,
+        checkpoint_dir: str,
+        checkpoint_uri: str | None = None,
     ) -> dict:
         from raymaker.engine.worker import InstanceContext, run_training
         from raymaker.io.channels import Channel
 
         os.makedirs(checkpoint_dir, exist_ok=True)
-        ctx = InstanceContext(events, int(job.get("seed", 0)), checkpoint_dir)
+        ctx = InstanceContext(events, int(job.get("seed", 0)), checkpoint_dir, checkpoint_uri, settings)
         channels = {c["ChannelName"]: c for c in job["channels"]}
 
         def shard_for(name: str) -> Any:
@@ -190,7 +195,7 @@ def _fit(
         ),
         run_config=ray.train.RunConfig(
             name=spec.name,  # a stable name: a rerun of the job resumes from its checkpoints
-            storage_path=storage_path,
+            **_train_storage(storage_path, settings),
             # Worker losses restart the worker group from the latest checkpoint, as often as allowed.
             failure_config=ray.train.FailureConfig(
                 max_failures=FailurePolicy.from_request(spec.request).retries_allowed(
@@ -209,6 +214,14 @@ def _fit(
         trainer_cls = DataParallelTrainer
     result = _abortable(trainer_cls, events)(train_loop_per_worker, **kwargs).fit()
     return dict(result.return_value or {})
+
+
+def _train_storage(uri: str, settings: S3Settings) -> dict[str, Any]:
+    """RunConfig storage arguments for a checkpoint location. S3 goes through the resolved settings'
+    pyarrow filesystem, which is pickled to every Train process, so any S3 endpoint works there too."""
+    if uri.startswith("s3://"):
+        return {"storage_path": uri[len("s3://") :], "storage_filesystem": settings.arrow_filesystem()}
+    return {"storage_path": uri[len("file://") :] if uri.startswith("file://") else uri}
 
 
 def _abortable(trainer_cls: type, events: JobEvents) -> type:
@@ -309,13 +322,17 @@ class JobRun:
         attempt = 1
         self.instance = self.pool.acquire(self._pool_key(), self.name) or self._new_instance()
         while True:
-            ref = self.instance.run_job.remote(job_config(spec), self.settings, self.events, checkpoint_dir)
+            ref = self.instance.run_job.remote(
+                job_config(spec), self.settings, self.events, checkpoint_dir, spec.checkpoint_uri
+            )
             decision, outcome = self._watch(ref, start)
             lost = isinstance(outcome, ray.exceptions.RayActorError)
             if decision != RuntimeDecision.CONTINUE or not lost:
                 break
             # The instance died (not the algorithm): replace it and resume from the checkpoint.
-            has_checkpoint = os.path.isdir(os.path.join(checkpoint_dir, "latest"))
+            has_checkpoint = bool(spec.checkpoint_uri) or os.path.isdir(
+                os.path.join(checkpoint_dir, "latest")
+            )
             if policy.decide(attempt, has_checkpoint=has_checkpoint) == FailureDecision.FAIL:
                 break
             attempt += 1

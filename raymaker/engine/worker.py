@@ -99,13 +99,26 @@ class RayTrainContext(_EventsContext):
 
 
 class InstanceContext(_EventsContext):
-    """A single-instance job in a (warm) instance actor: checkpoints are files in the job's checkpoint
-    directory, which a restarted instance resumes from."""
+    """A single-instance job in a (warm) instance actor. Checkpoints are files in a local directory,
+    which a replacement instance on this node resumes from; with a ``CheckpointConfig.S3Uri`` each one is
+    also written there (one archive object, replaced atomically) and read back when the local copy is
+    missing, as SageMaker syncs /opt/ml/checkpoints."""
 
-    def __init__(self, events: JobEvents | None, seed: int, checkpoint_dir: str):
+    ARCHIVE = "raymaker-checkpoint.tar.gz"
+
+    def __init__(
+        self,
+        events: JobEvents | None,
+        seed: int,
+        checkpoint_dir: str,
+        checkpoint_uri: str | None = None,
+        settings: S3Settings | None = None,
+    ):
         self.rank, self.world_size, self.seed = 0, 1, seed
         self.events = events
         self.checkpoint_dir = checkpoint_dir
+        self.archive_uri = f"{checkpoint_uri.rstrip('/')}/{self.ARCHIVE}" if checkpoint_uri else None
+        self.settings = settings
 
     def save_checkpoint(self, state_dir: str, *, step: int) -> None:
         latest = os.path.join(self.checkpoint_dir, "latest")
@@ -118,9 +131,21 @@ class InstanceContext(_EventsContext):
             os.replace(latest, old)
         os.replace(staging, latest)  # a crash mid-save leaves the previous checkpoint intact
         shutil.rmtree(old, ignore_errors=True)
+        if self.archive_uri:
+            package_model(latest, self.archive_uri, self.settings)
 
     def load_checkpoint(self) -> str | None:
         latest = os.path.join(self.checkpoint_dir, "latest")
+        if not os.path.isdir(latest) and self.archive_uri:
+            storage = storage_for(self.archive_uri, self.settings)
+            try:
+                data = storage.read_bytes(self.archive_uri)
+            except FileNotFoundError:
+                return None
+            import io
+
+            with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+                tar.extractall(latest, filter="data")
         return latest if os.path.isdir(latest) else None
 
     def cleanup(self) -> None:

@@ -260,3 +260,81 @@ def test_missing_bucket_and_duplicate_name(session, data_bucket):
     with pytest.raises(ResourceInUse):
         est.fit(train, job_name="dup-name", logs=False)
     assert est.latest_training_job.describe()["TrainingJobStatus"] == "Completed"  # the first is intact
+
+
+def test_xgboost_two_workers_file_mode_sharded(session, s3_server, data_bucket, cancer, tmp_path):
+    est = Estimator(
+        "xgboost",
+        hyperparameters={"objective": "binary:logistic", "num_round": 20, "eval_metric": "auc"},
+        instance_count=2,
+        output_path=f"s3://{data_bucket}/output",
+        checkpoint_s3_uri=f"s3://{data_bucket}/checkpoints/xgb-2",
+        session=session,
+    )
+    est.fit(
+        {
+            "train": TrainingInput(
+                f"s3://{data_bucket}/recordio/train/",
+                content_type="application/x-recordio-protobuf",
+                distribution="ShardedByS3Key",
+            ),
+            "validation": TrainingInput(
+                f"s3://{data_bucket}/recordio/validation/", content_type="application/x-recordio-protobuf"
+            ),
+        },
+        logs=False,
+    )
+    desc = est.latest_training_job.describe()
+    assert desc["TrainingJobStatus"] == "Completed"
+    assert desc["BillableTimeInSeconds"] * 2 >= desc["TrainingTimeInSeconds"]
+    metrics = {m["MetricName"]: m["Value"] for m in desc["FinalMetricDataList"]}
+    assert metrics["validation:auc"] > 0.97
+    algo, model = _load_model(s3_server, est.model_data, "xgboost", tmp_path)
+    assert (algo.predict(model, Batch(cancer[1]))["predicted_label"] == cancer[3]).mean() > 0.93
+    # Ray Train wrote its checkpoints under the job's CheckpointConfig.S3Uri
+    listed = s3_server.client.list_objects_v2(Bucket=data_bucket, Prefix="checkpoints/xgb-2/")
+    assert listed.get("KeyCount", 0) > 0
+
+
+def test_single_instance_checkpoints_go_to_the_checkpoint_uri(session, s3_server, data_bucket):
+    est = Estimator(
+        "xgboost",
+        hyperparameters={"objective": "binary:logistic", "num_round": 12},
+        output_path=f"s3://{data_bucket}/output",
+        checkpoint_s3_uri=f"s3://{data_bucket}/checkpoints/single",
+        session=session,
+    )
+    est.fit(TrainingInput(f"s3://{data_bucket}/csv/train/", content_type="text/csv"), logs=False)
+    assert est.latest_training_job.describe()["TrainingJobStatus"] == "Completed"
+    head = s3_server.client.head_object(
+        Bucket=data_bucket, Key="checkpoints/single/raymaker-checkpoint.tar.gz"
+    )
+    assert head["ContentLength"] > 0
+
+
+@pytest.mark.parametrize(
+    "algorithm, hyperparameters, metric",
+    [
+        ("kmeans", {"k": 2, "feature_dim": 30, "epochs": 3, "mini_batch_size": 100}, "test:msd"),
+        (
+            "pca",
+            {"num_components": 3, "feature_dim": 30, "mini_batch_size": 100},
+            "test:explained_variance_ratio",
+        ),
+    ],
+)
+def test_unsupervised_builtins(session, data_bucket, algorithm, hyperparameters, metric):
+    est = Estimator(
+        algorithm, hyperparameters=hyperparameters, output_path=f"s3://{data_bucket}/output", session=session
+    )
+    rec = "application/x-recordio-protobuf"
+    est.fit(
+        {
+            "train": TrainingInput(f"s3://{data_bucket}/recordio/train/", content_type=rec),
+            "test": TrainingInput(f"s3://{data_bucket}/recordio/validation/", content_type=rec),
+        },
+        logs=False,
+    )
+    desc = est.latest_training_job.describe()
+    assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
+    assert metric in {m["MetricName"] for m in desc["FinalMetricDataList"]}
