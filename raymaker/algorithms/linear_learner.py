@@ -34,9 +34,9 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-import torch
 
 from raymaker.algorithms import linear_learner_metrics as llm
+from raymaker.algorithms._lazy import LazyModule
 from raymaker.algorithms.base import (
     Algorithm,
     ChannelSpec,
@@ -47,6 +47,8 @@ from raymaker.algorithms.base import (
     TrainingData,
 )
 from raymaker.io.batch import Batch
+
+torch = LazyModule("torch")
 
 MODEL_FILE = "model.npz"
 _STATE_FILE = "state.pt"

@@ -11,6 +11,7 @@ untrusted files runs code).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
@@ -19,8 +20,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
-import xgboost as xgb
 
+from raymaker.algorithms._lazy import LazyModule
 from raymaker.algorithms.base import (
     Algorithm,
     ChannelSpec,
@@ -31,6 +32,8 @@ from raymaker.algorithms.base import (
     TrainingData,
 )
 from raymaker.io.batch import Batch
+
+xgb = LazyModule("xgboost")
 
 MODEL_FILE = "xgboost-model"  # SageMaker's name inside model.tar.gz
 _CKPT_MODEL = "xgboost-checkpoint.ubj"
@@ -257,7 +260,7 @@ class XGBoost(Algorithm):
 
         start_model, done = _resume_point(ctx, data)
         remaining = hp["num_round"] - done
-        recorder = _RoundCallback(
+        recorder = _round_callback_class()(
             ctx, first_step=done, last_step=hp["num_round"] - 1, every=self.checkpoint_every
         )
         callbacks: list[xgb.callback.TrainingCallback] = [recorder]  # first: EarlyStopping may end the loop
@@ -467,38 +470,44 @@ def _metric_name(channel: str, xgb_metric: str, declared: set[str]) -> str | Non
     return None
 
 
-class _RoundCallback(xgb.callback.TrainingCallback):
-    """Reports every round's metrics (``train-auc`` -> ``train:auc``), logs them the way SageMaker's
-    container does, and checkpoints every ``every`` rounds and on the last one."""
+@functools.cache
+def _round_callback_class() -> type:
+    """Defined on first use: its base class comes from xgboost, which only training workers import."""
 
-    def __init__(self, ctx: TrainContext, *, first_step: int, last_step: int, every: int):
-        super().__init__()
-        self.ctx, self.first_step, self.last_step, self.every = ctx, first_step, last_step, every
-        self.declared = {m.name for m in XGBoost.metrics}
-        self.last: dict[str, float] = {}
+    class _RoundCallback(xgb.callback.TrainingCallback):
+        """Reports every round's metrics (``train-auc`` -> ``train:auc``), logs them the way SageMaker's
+        container does, and checkpoints every ``every`` rounds and on the last one."""
 
-    def after_iteration(self, model: Any, epoch: int, evals_log: dict) -> bool:
-        step = self.first_step + epoch  # epoch counts from 0 in every xgboost.train call
-        values: dict[str, float] = {}
-        line = [f"[{step}]"]
-        for channel, history in evals_log.items():
-            for metric, scores in history.items():
-                line.append(f"{channel}-{metric}:{scores[-1]:.5f}")
-                name = _metric_name(channel, metric, self.declared)
-                if name is not None:
-                    values[name] = float(scores[-1])
-        if values:
-            self.ctx.report(values, step=step)
-            self.last = values
-        if self.ctx.rank == 0:
-            self.ctx.log("\t".join(line))
-        if (step + 1) % self.every == 0 or step == self.last_step:
-            with tempfile.TemporaryDirectory() as tmp:
-                _save_booster(model, os.path.join(tmp, _CKPT_MODEL))
-                with open(os.path.join(tmp, _CKPT_STATE), "w") as f:
-                    json.dump({"step": step}, f)
-                self.ctx.save_checkpoint(tmp, step=step)
-        return False
+        def __init__(self, ctx: TrainContext, *, first_step: int, last_step: int, every: int):
+            super().__init__()
+            self.ctx, self.first_step, self.last_step, self.every = ctx, first_step, last_step, every
+            self.declared = {m.name for m in XGBoost.metrics}
+            self.last: dict[str, float] = {}
+
+        def after_iteration(self, model: Any, epoch: int, evals_log: dict) -> bool:
+            step = self.first_step + epoch  # epoch counts from 0 in every xgboost.train call
+            values: dict[str, float] = {}
+            line = [f"[{step}]"]
+            for channel, history in evals_log.items():
+                for metric, scores in history.items():
+                    line.append(f"{channel}-{metric}:{scores[-1]:.5f}")
+                    name = _metric_name(channel, metric, self.declared)
+                    if name is not None:
+                        values[name] = float(scores[-1])
+            if values:
+                self.ctx.report(values, step=step)
+                self.last = values
+            if self.ctx.rank == 0:
+                self.ctx.log("\t".join(line))
+            if (step + 1) % self.every == 0 or step == self.last_step:
+                with tempfile.TemporaryDirectory() as tmp:
+                    _save_booster(model, os.path.join(tmp, _CKPT_MODEL))
+                    with open(os.path.join(tmp, _CKPT_STATE), "w") as f:
+                        json.dump({"step": step}, f)
+                    self.ctx.save_checkpoint(tmp, step=step)
+            return False
+
+    return _RoundCallback
 
 
 def _custom_metric(

@@ -78,7 +78,10 @@ def job_config(spec: TrainingJobSpec) -> dict[str, Any]:
 class InstanceActor:
     """One ML instance: runs single-instance jobs, one at a time, and may stay warm between them."""
 
-    def __init__(self) -> None:
+    def __init__(self, env: dict[str, str]) -> None:
+        # Set before the math libraries load (their thread pools read it once). Passing it as a
+        # runtime_env instead would make Ray start a new worker process rather than use a prestarted one.
+        os.environ.update(env)
         # Import what jobs need now, so that a warm instance starts a job without importing anything.
         import raymaker.algorithms.xgboost  # noqa: F401
         import raymaker.io.recordio  # noqa: F401
@@ -304,11 +307,9 @@ class JobRun:
         total_cpus = float(ray.cluster_resources().get("CPU", 1))
         res = worker_resources(self.spec.instance_type, 1, total_cpus)
         self.pool.make_room(res.get("CPU", 1))
-        return InstanceActor.options(
-            num_cpus=res.get("CPU", 1),
-            num_gpus=res.get("GPU", 0),
-            runtime_env={"env_vars": compute_threads(self.spec, total_cpus)},
-        ).remote()
+        return InstanceActor.options(num_cpus=res.get("CPU", 1), num_gpus=res.get("GPU", 0)).remote(
+            compute_threads(self.spec, total_cpus)
+        )
 
     def _run_on_instance(self, start: float) -> tuple[RuntimeDecision, Any]:
         spec = self.spec
