@@ -262,13 +262,15 @@ def test_missing_bucket_and_duplicate_name(session, data_bucket):
     assert est.latest_training_job.describe()["TrainingJobStatus"] == "Completed"  # the first is intact
 
 
-def test_xgboost_two_workers_file_mode_sharded(session, s3_server, data_bucket, cancer, tmp_path):
+@pytest.mark.parametrize("input_mode", ["File", "Pipe"])
+def test_xgboost_two_workers_sharded(session, s3_server, data_bucket, cancer, tmp_path, input_mode):
     est = Estimator(
         "xgboost",
         hyperparameters={"objective": "binary:logistic", "num_round": 20, "eval_metric": "auc"},
         instance_count=2,
+        input_mode=input_mode,
         output_path=f"s3://{data_bucket}/output",
-        checkpoint_s3_uri=f"s3://{data_bucket}/checkpoints/xgb-2",
+        checkpoint_s3_uri=f"s3://{data_bucket}/checkpoints/xgb-2-{input_mode}",
         session=session,
     )
     est.fit(
@@ -292,8 +294,28 @@ def test_xgboost_two_workers_file_mode_sharded(session, s3_server, data_bucket, 
     algo, model = _load_model(s3_server, est.model_data, "xgboost", tmp_path)
     assert (algo.predict(model, Batch(cancer[1]))["predicted_label"] == cancer[3]).mean() > 0.93
     # Ray Train wrote its checkpoints under the job's CheckpointConfig.S3Uri
-    listed = s3_server.client.list_objects_v2(Bucket=data_bucket, Prefix="checkpoints/xgb-2/")
+    listed = s3_server.client.list_objects_v2(Bucket=data_bucket, Prefix=f"checkpoints/xgb-2-{input_mode}/")
     assert listed.get("KeyCount", 0) > 0
+
+
+def test_linear_learner_csv_file_mode(session, data_bucket):
+    est = Estimator(
+        "linear-learner",
+        hyperparameters={"predictor_type": "binary_classifier", "epochs": 5},
+        output_path=f"s3://{data_bucket}/output",
+        session=session,
+    )
+    est.fit(
+        {
+            "train": TrainingInput(f"s3://{data_bucket}/csv/train/", content_type="text/csv"),
+            "validation": TrainingInput(f"s3://{data_bucket}/csv/validation/", content_type="text/csv"),
+        },
+        logs=False,
+    )
+    desc = est.latest_training_job.describe()
+    metrics = {m["MetricName"]: m["Value"] for m in desc["FinalMetricDataList"]}
+    assert desc["TrainingJobStatus"] == "Completed"
+    assert metrics["validation:binary_classification_accuracy"] > 0.93
 
 
 def test_single_instance_checkpoints_go_to_the_checkpoint_uri(session, s3_server, data_bucket):
