@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -45,6 +46,7 @@ class SageMakerAPI:
             # raymaker's own: what CloudWatch Logs and Metrics hold for a SageMaker job
             "GetTrainingJobLogs": self.get_training_job_logs,
             "GetTrainingJobMetrics": self.get_training_job_metrics,
+            "WaitForTrainingJob": self.wait_for_training_job,
         }
         # Load botocore's SageMaker model and find the job service while the caller sets up its job.
         threading.Thread(target=self._prewarm, daemon=True, name="raymaker-prewarm").start()
@@ -131,6 +133,20 @@ class SageMakerAPI:
         self.store.get_training_job(name)
         events = self.store.logs(name, after_seq=int(params.get("AfterSeq", 0)))
         return {"Events": events}
+
+    def wait_for_training_job(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Long poll: return once the job's SecondaryStatus differs from ``SinceSecondaryStatus`` (or it
+        has ended), or after ``TimeoutSeconds``. Lets ``wait()`` see the end of a job within 50 ms
+        without describing it over and over."""
+        name = params["TrainingJobName"]
+        since = params.get("SinceSecondaryStatus")
+        deadline = time.time() + float(params.get("TimeoutSeconds", 10))
+        while True:
+            record = self.store.get_training_job(name)
+            status = states.SecondaryStatus(record["secondary_status"])
+            if status != since or states.is_terminal(status) or time.time() >= deadline:
+                return {"TrainingJobStatus": record["status"], "SecondaryStatus": record["secondary_status"]}
+            time.sleep(0.05)
 
     def get_training_job_metrics(self, params: dict[str, Any]) -> dict[str, Any]:
         name = params["TrainingJobName"]

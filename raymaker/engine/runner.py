@@ -451,12 +451,12 @@ class JobService:
             self.runs.pop(spec.name, None)
 
     @ray.method(concurrency_group="events")
-    def report_metrics(self, job: str, metrics: dict[str, float], step: int | None, timestamp: float) -> None:
-        self.store.add_metrics(job, [(k, v, step, timestamp) for k, v in metrics.items()])
-
-    @ray.method(concurrency_group="events")
-    def append_logs(self, job: str, lines: list[str]) -> None:
-        self.store.append_logs(job, lines)
+    def report(self, job: str, metrics: list[tuple], lines: list[str]) -> None:
+        """A batch of a job's metric values ``(name, value, step, timestamp)`` and log lines."""
+        if metrics:
+            self.store.add_metrics(job, metrics)
+        if lines:
+            self.store.append_logs(job, lines)
 
     @ray.method(concurrency_group="events")
     def set_controller(self, job: str, controller: Any) -> None:

@@ -12,6 +12,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -26,27 +27,65 @@ MODEL_CHANNEL = "model"  # SageMaker's channel for incremental training: an earl
 
 
 class JobEvents:
-    """How a job's code reaches its runner (the job service): fire-and-forget calls, so reporting never
-    waits on anything; the service handles one sender's calls in the order sent."""
+    """How a job's code reaches its runner (the job service). Metrics and log lines are buffered and
+    sent in one fire-and-forget call every ``FLUSH_S`` seconds by a background thread, so reporting
+    never waits and costs one message per interval, not one per round; phase changes flush first, and
+    the service handles one sender's calls in the order sent."""
+
+    FLUSH_S = 0.25
 
     def __init__(self, service: Any, job_name: str):
         self._service = service
         self.job = job_name
+        self._init_buffers()
+
+    def _init_buffers(self) -> None:
+        self._metrics: list[tuple[str, float, int | None, float]] = []
+        self._lines: list[str] = []
+        self._lock = threading.Lock()
+        self._flusher: threading.Thread | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"_service": self._service, "job": self.job}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._init_buffers()
 
     def metrics(self, metrics: Mapping[str, float], step: int | None) -> None:
-        # The worker's clock stamps the values.
-        self._service.report_metrics.remote(
-            self.job, {k: float(v) for k, v in metrics.items()}, step, time.time()
-        )
+        now = time.time()  # the worker's clock stamps the values
+        with self._lock:
+            self._metrics.extend((k, float(v), step, now) for k, v in metrics.items())
+        self._start_flusher()
 
     def logs(self, lines: list[str]) -> None:
-        self._service.append_logs.remote(self.job, lines)
+        with self._lock:
+            self._lines.extend(lines)
+        self._start_flusher()
 
     def phase(self, phase: str, restarted: bool = False) -> None:
+        self.flush()
         self._service.set_phase.remote(self.job, phase, restarted)
 
     def controller(self, handle: Any) -> None:
         self._service.set_controller.remote(self.job, handle)
+
+    def flush(self) -> None:
+        with self._lock:
+            metrics, lines = self._metrics, self._lines
+            self._metrics, self._lines = [], []
+        if metrics or lines:
+            self._service.report.remote(self.job, metrics, lines)
+
+    def _start_flusher(self) -> None:
+        if self._flusher is None:
+            self._flusher = threading.Thread(target=self._flush_forever, daemon=True, name="raymaker-events")
+            self._flusher.start()
+
+    def _flush_forever(self) -> None:
+        while True:
+            time.sleep(self.FLUSH_S)
+            self.flush()
 
 
 class _EventsContext(TrainContext):
@@ -222,6 +261,8 @@ def run_training(
             ctx.log(f"Uploaded model.tar.gz ({size} bytes) to {job['model_uri']}")
         return {k: float(v) for k, v in (final or {}).items()}
     finally:
+        if ctx.events is not None:
+            ctx.events.flush()
         shutil.rmtree(root, ignore_errors=True)
         ctx.cleanup()
 

@@ -32,29 +32,37 @@ class TrainingJob:
     def stop(self) -> None:
         self.session.call("StopTrainingJob", {"TrainingJobName": self.name})
 
-    def wait(self, logs: bool = True, *, poll: float = 0.5, out: TextIO | None = None) -> dict[str, Any]:
+    def wait(self, logs: bool = True, *, poll: float = 1.0, out: TextIO | None = None) -> dict[str, Any]:
         """Block until the job ends, printing status changes, log lines and metrics when ``logs``.
         Raises UnexpectedStatusException unless it Completed."""
         out = out or sys.stdout
-        seen_status, after = None, 0
+        seen, after = None, 0
         while True:
-            desc = self.describe()
+            # Returns as soon as the status moves (or after ``poll`` seconds, to show new log lines).
+            status = self.session.call(
+                "WaitForTrainingJob",
+                {
+                    "TrainingJobName": self.name,
+                    "SinceSecondaryStatus": seen,
+                    "TimeoutSeconds": poll if logs else 10,
+                },
+            )
             if logs:
-                status = (desc["TrainingJobStatus"], desc["SecondaryStatus"])
-                if status != seen_status:
+                if status["SecondaryStatus"] != seen:
+                    desc = self.describe()
                     msg = (desc.get("SecondaryStatusTransitions") or [{}])[-1].get("StatusMessage", "")
                     stamp = time.strftime("%H:%M:%S")
                     print(f"{stamp} {desc['TrainingJobStatus']} - {desc['SecondaryStatus']}: {msg}", file=out)
-                    seen_status = status
                 events = self.session.call(
                     "GetTrainingJobLogs", {"TrainingJobName": self.name, "AfterSeq": after}
                 )
                 for event in events["Events"]:
                     print(event["line"], file=out)
                     after = event["seq"]
-            if desc["TrainingJobStatus"] in _TERMINAL:
+            seen = status["SecondaryStatus"]
+            if status["TrainingJobStatus"] in _TERMINAL:
                 break
-            time.sleep(poll)
+        desc = self.describe()
         if logs:
             for m in desc.get("FinalMetricDataList") or []:
                 print(f"{m['MetricName']}: {m['Value']:.6g}", file=out)
