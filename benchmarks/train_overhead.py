@@ -44,7 +44,9 @@ def plain_xgboost(x, y, rounds: int, nthread: int) -> tuple[float, float]:
     t0 = time.perf_counter()
     dtrain = xgboost.DMatrix(x, label=y, nthread=nthread)
     params = {"objective": "binary:logistic", "tree_method": "hist", "nthread": nthread, "max_depth": 6}
-    xgboost.train(params, dtrain, rounds, evals=[(dtrain, "train")], verbose_eval=False, callbacks=[FirstRound()])
+    xgboost.train(
+        params, dtrain, rounds, evals=[(dtrain, "train")], verbose_eval=False, callbacks=[FirstRound()]
+    )
     return time.perf_counter() - t0, first["t"] - t0
 
 
@@ -66,7 +68,9 @@ def raymaker_job(data_dir: str, rounds: int, nthread: int, name: str) -> tuple[f
         session=session,
     )
     t0 = time.time()
-    est.fit(TrainingInput(data_dir, content_type="application/x-recordio-protobuf"), logs=False, job_name=name)
+    est.fit(
+        TrainingInput(data_dir, content_type="application/x-recordio-protobuf"), logs=False, job_name=name
+    )
     wall = time.time() - t0
     history = session.backend.store.metric_history(name)
     first_round = min(m["timestamp"] for m in history if m["step"] == 0) - t0
@@ -101,6 +105,7 @@ def main() -> None:
 
     base_wall, base_first = plain_xgboost(x, y, args.rounds, args.nthread)
     print(f"plain xgboost.train:       wall {base_wall:6.2f} s   data + first round {base_first:5.2f} s")
+    results = []
 
     import ray
 
@@ -111,13 +116,17 @@ def main() -> None:
     print(f"(Ray started in {time.time() - t:.1f} s; not counted; then 5 s for its start-up work to settle)")
     time.sleep(5)  # "cold" means Ray already running: not still starting its idle worker processes
     for label, name in (("raymaker, cold", "bench-cold"), ("raymaker, second job", "bench-second")):
-        wall, first, desc = raymaker_job(data_dir, args.rounds, args.nthread, name)
-        print(
-            f"{label + ':':<26} wall {wall:6.2f} s   fit() to first round {first:5.2f} s   "
-            f"ratio {wall / base_wall:4.2f}   billable {desc.get('BillableTimeInSeconds')} s"
-        )
+        results.append((label, *raymaker_job(data_dir, args.rounds, args.nthread, name)))
     base_wall2, _ = plain_xgboost(x, y, args.rounds, args.nthread)
     print(f"plain xgboost.train again: wall {base_wall2:6.2f} s")
+    # The baseline ran before and after the jobs; the machine's drift shows in the two figures.
+    baseline = (base_wall + base_wall2) / 2
+    for label, wall, first, desc in results:
+        print(
+            f"{label + ':':<26} wall {wall:6.2f} s   fit() to first round {first:5.2f} s "
+            f"(+{first - base_first:4.2f} s)   ratio {wall / baseline:4.2f} to the mean baseline   "
+            f"billable {desc.get('BillableTimeInSeconds')} s"
+        )
     ray.shutdown()
 
 

@@ -74,17 +74,33 @@ def job_config(spec: TrainingJobSpec) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------- instances
 
 
+def _preload(modules: tuple[str, ...]) -> None:
+    import importlib
+
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError:  # the job itself will report it
+            pass
+
+
+_LIBRARIES = {"xgboost": ("xgboost",), "linear-learner": ("torch",)}
+
+
 @ray.remote
 class InstanceActor:
     """One ML instance: runs single-instance jobs, one at a time, and may stay warm between them."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], preload: tuple[str, ...] = ()) -> None:
         # Set before the math libraries load (their thread pools read it once). Passing it as a
         # runtime_env instead would make Ray start a new worker process rather than use a prestarted one.
         os.environ.update(env)
-        # Import what jobs need now, so that a warm instance starts a job without importing anything.
-        import raymaker.algorithms.xgboost  # noqa: F401
+        import raymaker.engine.worker  # noqa: F401
         import raymaker.io.recordio  # noqa: F401
+
+        # The algorithm's libraries (xgboost takes a second to import) load in the background while the
+        # first job fetches and decodes its data; a warm instance has them already.
+        threading.Thread(target=_preload, args=(preload,), daemon=True, name="raymaker-preload").start()
 
     def ping(self) -> int:
         return os.getpid()
@@ -308,7 +324,7 @@ class JobRun:
         res = worker_resources(self.spec.instance_type, 1, total_cpus)
         self.pool.make_room(res.get("CPU", 1))
         return InstanceActor.options(num_cpus=res.get("CPU", 1), num_gpus=res.get("GPU", 0)).remote(
-            compute_threads(self.spec, total_cpus)
+            compute_threads(self.spec, total_cpus), _LIBRARIES.get(self.spec.algorithm, ())
         )
 
     def _run_on_instance(self, start: float) -> tuple[RuntimeDecision, Any]:
