@@ -87,12 +87,6 @@ class KMeans(Algorithm):
     channels = (ChannelSpec("train", required=True), ChannelSpec("test"))
     content_types = ("application/x-recordio-protobuf", "text/csv")
     default_content_type = "application/x-recordio-protobuf"
-    inference_content_types = (
-        "text/csv",
-        "application/json",
-        "application/jsonlines",
-        "application/x-recordio-protobuf",
-    )
     metrics = (
         MetricSpec("train:msd", maximize=False),
         MetricSpec("test:msd", maximize=False),

@@ -150,12 +150,6 @@ class LinearLearner(Algorithm):
     channels = (ChannelSpec("train", required=True), ChannelSpec("validation"), ChannelSpec("test"))
     content_types = ("application/x-recordio-protobuf", "text/csv")
     default_content_type = "application/x-recordio-protobuf"
-    inference_content_types = (
-        "text/csv",
-        "application/json",
-        "application/jsonlines",
-        "application/x-recordio-protobuf",
-    )
     metrics = (
         MetricSpec("train:objective_loss", False),
         *(MetricSpec(f"{ch}:{m}", True) for ch in ("validation", "test") for m in _MAX),

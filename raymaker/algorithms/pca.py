@@ -95,12 +95,6 @@ class PCA(Algorithm):
     channels = (ChannelSpec("train", required=True), ChannelSpec("test"))
     content_types = ("application/x-recordio-protobuf", "text/csv")
     default_content_type = "application/x-recordio-protobuf"
-    inference_content_types = (
-        "text/csv",
-        "application/json",
-        "application/jsonlines",
-        "application/x-recordio-protobuf",
-    )
     metrics = (
         MetricSpec("train:explained_variance_ratio", maximize=True),
         MetricSpec("test:explained_variance_ratio", maximize=True),
