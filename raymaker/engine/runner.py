@@ -76,12 +76,29 @@ def job_config(spec: TrainingJobSpec) -> dict[str, Any]:
 
 def _preload(modules: tuple[str, ...]) -> None:
     import importlib
+    import sys
 
     for name in modules:
         try:
+            if name == "xgboost" and "xgboost" not in sys.modules:
+                _import_xgboost_without_sklearn()
             importlib.import_module(name)
         except ImportError:  # the job itself will report it
             pass
+
+
+def _import_xgboost_without_sklearn() -> None:
+    """Import xgboost without its scikit-learn wrappers: 80% of xgboost's 1 s import is scikit-learn,
+    and the built-in algorithm uses only xgboost's core API. scikit-learn stays importable afterwards."""
+    import sys
+
+    blocked = {k: sys.modules.get(k) for k in ("sklearn",) if k not in sys.modules}
+    sys.modules.update(dict.fromkeys(blocked))  # a None entry makes "import sklearn" raise ImportError
+    try:
+        import xgboost  # noqa: F401
+    finally:
+        for k in blocked:
+            sys.modules.pop(k, None)
 
 
 _LIBRARIES = {"xgboost": ("xgboost",), "linear-learner": ("torch",)}

@@ -186,10 +186,12 @@ def test_max_runtime(session, data_bucket):
     assert 8 <= desc["TrainingTimeInSeconds"] <= 20
 
 
-def test_killed_worker_resumes_from_checkpoint(session, data_bucket):
+@pytest.mark.parametrize("instance_count", [1, 2])  # an instance actor; Ray Train workers
+def test_killed_worker_resumes_from_checkpoint(session, data_bucket, instance_count):
     est = Estimator(
         "xgboost",
         hyperparameters={"objective": "binary:logistic", "num_round": 400, "max_depth": 6, "eta": 0.01},
+        instance_count=instance_count,
         output_path=f"s3://{data_bucket}/output",
         session=session,
     )
