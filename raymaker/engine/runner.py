@@ -457,7 +457,32 @@ class JobService:
         self.pool = WarmPool(self.store)
         self.runs: dict[str, JobRun] = {}
         self.me = ray.get_runtime_context().current_actor
+        self.id = ray.get_runtime_context().get_actor_id()
+        self._fail_orphans()
         threading.Thread(target=self._reap_forever, daemon=True, name="warm-pool-reaper").start()
+
+    def _fail_orphans(self) -> None:
+        """Jobs still InProgress when a job service starts lost theirs (the Ray cluster they ran on shut
+        down, e.g. a local-mode script exited while its job ran): end their records instead of leaving
+        them InProgress forever."""
+        reason = "The job's Ray cluster stopped while the job ran (its job service is gone); run it again"
+        for status in ("InProgress", "Stopping"):
+            for record in self.store.list_training_jobs(status=status, max_results=10_000):
+                runner = record.get("runner_id")
+                if not runner or runner == self.id:  # not picked up yet, or ours
+                    continue
+                stopping = record["secondary_status"] == S.STOPPING
+                try:
+                    self.store.transition_training_job(
+                        record["name"],
+                        S.STOPPED if stopping else S.FAILED,
+                        None if stopping else reason,
+                        training_end_time=time.time(),
+                        **({} if stopping else {"failure_reason": reason}),
+                    )
+                    self.store.append_logs(record["name"], [reason])
+                except states.IllegalTransition:
+                    pass
 
     def _reap_forever(self) -> None:
         while True:
@@ -473,6 +498,7 @@ class JobService:
     @ray.method(concurrency_group="jobs")
     def run_job(self, spec: TrainingJobSpec, settings: S3Settings) -> str:
         run = self.runs[spec.name] = JobRun(spec, settings, self.store, self.me, self.pool)
+        self.store.update_training_job(spec.name, runner_id=self.id)
         try:
             return run.run()
         except Exception as e:  # noqa: BLE001 - never leave a record InProgress

@@ -362,3 +362,23 @@ def test_unsupervised_builtins(session, data_bucket, algorithm, hyperparameters,
     desc = est.latest_training_job.describe()
     assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
     assert metric in {m["MetricName"] for m in desc["FinalMetricDataList"]}
+
+
+def test_jobs_of_a_lost_job_service_are_ended(session, data_bucket):
+    """A job whose Ray cluster went away (here: its job service is killed) does not stay InProgress:
+    the next job service on the same database ends its record."""
+    import ray
+
+    from raymaker.engine.runner import job_service
+
+    est = _long_job(session, data_bucket)
+    est.fit(TrainingInput(f"s3://{data_bucket}/csv/train/", content_type="text/csv"), wait=False)
+    job = est.latest_training_job
+    _wait_for(lambda: job.describe()["SecondaryStatus"] == "Training")
+    store_path = str(session.backend.store.path)
+    ray.kill(job_service(store_path))
+    time.sleep(1)
+    ray.get(job_service(store_path).ping.remote())  # a new service starts, and ends the orphan
+    desc = job.describe()
+    assert (desc["TrainingJobStatus"], desc["SecondaryStatus"]) == ("Failed", "Failed")
+    assert "job service is gone" in desc["FailureReason"]
