@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from raymaker.algorithms import _streaming as st
 from raymaker.algorithms import linear_learner_metrics as llm
 from raymaker.algorithms._lazy import LazyModule
 from raymaker.algorithms.base import (
@@ -400,9 +401,7 @@ def _fit_width(features: np.ndarray | sp.csr_matrix, dim: int, what: str) -> np.
 
 
 def _distributed() -> bool:
-    import torch.distributed as dist
-
-    return dist.is_available() and dist.is_initialized()
+    return st.world()[1] > 1
 
 
 def _allreduce(t: torch.Tensor, op: str = "sum") -> torch.Tensor:
@@ -418,10 +417,7 @@ def _gather(arrays: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
     """Every worker's arrays, concatenated in rank order (identical on all workers)."""
     if not _distributed():
         return arrays
-    import torch.distributed as dist
-
-    parts: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(parts, arrays)
+    parts = st.all_gather_object(arrays)
     return tuple(np.concatenate([p[i] for p in parts]) for i in range(len(arrays)))
 
 

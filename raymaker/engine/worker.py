@@ -171,7 +171,7 @@ class InstanceContext(_EventsContext):
         os.replace(staging, latest)  # a crash mid-save leaves the previous checkpoint intact
         shutil.rmtree(old, ignore_errors=True)
         if self.archive_uri:
-            package_model(latest, self.archive_uri, self.settings)
+            upload_tar_gz(latest, self.archive_uri, self.settings)
 
     def load_checkpoint(self) -> str | None:
         latest = os.path.join(self.checkpoint_dir, "latest")
@@ -207,13 +207,13 @@ def _model_channel(channel: Channel, settings: S3Settings | None, root: str) -> 
     return dest
 
 
-def package_model(model_dir: str, uri: str, settings: S3Settings | None) -> int:
-    """Write ``model_dir``'s files as a gzipped tar at ``uri``; returns its size in bytes."""
+def upload_tar_gz(directory: str, uri: str, settings: S3Settings | None) -> int:
+    """Write a directory's files as a gzipped tar at ``uri`` (model.tar.gz, checkpoint archives); returns its size."""
     with tempfile.TemporaryDirectory() as tmp:
-        archive = os.path.join(tmp, "model.tar.gz")
+        archive = os.path.join(tmp, "archive.tar.gz")
         with tarfile.open(archive, "w:gz") as tar:
-            for name in sorted(os.listdir(model_dir)):
-                tar.add(os.path.join(model_dir, name), arcname=name)
+            for name in sorted(os.listdir(directory)):
+                tar.add(os.path.join(directory, name), arcname=name)
         storage_for(uri, settings).upload(archive, uri)
         return os.path.getsize(archive)
 
@@ -257,7 +257,7 @@ def run_training(
         if ctx.rank == 0:
             if ctx.events is not None:
                 ctx.events.phase("Uploading")
-            size = package_model(model_dir, job["model_uri"], settings)
+            size = upload_tar_gz(model_dir, job["model_uri"], settings)
             ctx.log(f"Uploaded model.tar.gz ({size} bytes) to {job['model_uri']}")
         return {k: float(v) for k, v in (final or {}).items()}
     finally:

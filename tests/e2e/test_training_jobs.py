@@ -58,6 +58,17 @@ def session(ray_session):
     return Session()
 
 
+def _sharded_recordio(bucket: str) -> dict:
+    """RecordIO train (4 objects, ShardedByS3Key) and validation channels."""
+    rec = "application/x-recordio-protobuf"
+    return {
+        "train": TrainingInput(
+            f"s3://{bucket}/recordio/train/", content_type=rec, distribution="ShardedByS3Key"
+        ),
+        "validation": TrainingInput(f"s3://{bucket}/recordio/validation/", content_type=rec),
+    }
+
+
 def _load_model(s3_server, uri: str, algorithm: str, tmp_path):
     bucket, key = uri[len("s3://") :].split("/", 1)
     body = s3_server.client.get_object(Bucket=bucket, Key=key)["Body"].read()
@@ -111,16 +122,7 @@ def test_linear_learner_recordio_pipe_two_workers(session, s3_server, data_bucke
         session=session,
     )
     est.fit(
-        {
-            "train": TrainingInput(
-                f"s3://{data_bucket}/recordio/train/",
-                content_type="application/x-recordio-protobuf",
-                distribution="ShardedByS3Key",
-            ),
-            "validation": TrainingInput(
-                f"s3://{data_bucket}/recordio/validation/", content_type="application/x-recordio-protobuf"
-            ),
-        },
+        _sharded_recordio(data_bucket),
         logs=False,
     )
     desc = est.latest_training_job.describe()
@@ -276,16 +278,7 @@ def test_xgboost_two_workers_sharded(session, s3_server, data_bucket, cancer, tm
         session=session,
     )
     est.fit(
-        {
-            "train": TrainingInput(
-                f"s3://{data_bucket}/recordio/train/",
-                content_type="application/x-recordio-protobuf",
-                distribution="ShardedByS3Key",
-            ),
-            "validation": TrainingInput(
-                f"s3://{data_bucket}/recordio/validation/", content_type="application/x-recordio-protobuf"
-            ),
-        },
+        _sharded_recordio(data_bucket),
         logs=False,
     )
     desc = est.latest_training_job.describe()
