@@ -347,12 +347,12 @@ class JobRun:
     def _run_on_instance(self, start: float) -> tuple[RuntimeDecision, Any]:
         spec = self.spec
         policy = FailurePolicy.from_request(spec.request)
-        checkpoint_dir = spec.checkpoint_uri or os.path.join(
-            str(self.store.path.parent), "checkpoints", spec.name
-        )
-        checkpoint_dir = (
-            checkpoint_dir[len("file://") :] if checkpoint_dir.startswith("file://") else checkpoint_dir
-        )
+        # A local checkpoint URI is the directory itself; an S3 one is an archive beside a local directory.
+        uri = spec.checkpoint_uri or ""
+        if uri and "://" not in uri or uri.startswith("file://"):
+            checkpoint_dir = uri.removeprefix("file://")
+        else:
+            checkpoint_dir = os.path.join(str(self.store.path.parent), "checkpoints", spec.name)
         attempt = 1
         self.instance = self.pool.acquire(self._pool_key(), self.name) or self._new_instance()
         while True:

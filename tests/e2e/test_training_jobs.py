@@ -327,6 +327,8 @@ def test_single_instance_checkpoints_go_to_the_checkpoint_uri(session, s3_server
         Bucket=data_bucket, Key="checkpoints/single/raymaker-checkpoint.tar.gz"
     )
     assert head["ContentLength"] > 0
+    # The working copy lives under RAYMAKER_HOME, never in a local folder named like the URI.
+    assert not os.path.exists("s3:")
 
 
 @pytest.mark.parametrize(
