@@ -93,6 +93,14 @@ def s3_bucket(s3_server: S3Server) -> str:
     return s3_server.new_bucket()
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 @pytest.fixture(scope="session")
 def ray_session(s3_server: S3Server) -> Iterator[None]:
     """One Ray instance for the whole test session (starting Ray costs seconds on 2 cores), started after
@@ -102,6 +110,15 @@ def ray_session(s3_server: S3Server) -> Iterator[None]:
     with pytest.MonkeyPatch.context() as mp:
         # Train's controller polls reports at this interval (default 2 s): keeps runs short.
         mp.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
+        # Endpoints on Serve's HAProxy ingress, as the product runs them (see engine.api.ensure_ray).
+        from raymaker.engine.api import ray_env_for_serving
+
+        env = {}
+        ray_env_for_serving(env)
+        for k, v in env.items():
+            mp.setenv(k, v)
+        # Endpoints listen on a free port, never on a raymaker the developer may be running on 8080.
+        mp.setenv("RAYMAKER_RUNTIME_URL", f"http://127.0.0.1:{free_port()}")
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         try:
             yield

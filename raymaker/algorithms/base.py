@@ -238,6 +238,10 @@ class Algorithm(ABC):
         "application/json",
         "application/jsonlines",
     )
+    # Hosting: the Accept used when a request names none (or */*), and the JSON envelope key
+    # (``{"predictions": [...]}``; PCA answers ``{"projections": [...]}``).
+    default_accept: ClassVar[str] = "application/json"
+    response_envelope: ClassVar[str] = "predictions"
     metrics: ClassVar[tuple[MetricSpec, ...]]
     distributed: ClassVar[bool] = True
     incremental: ClassVar[bool] = False  # warm-starts from a ``model`` channel

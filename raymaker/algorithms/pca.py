@@ -95,6 +95,7 @@ class PCA(Algorithm):
     channels = (ChannelSpec("train", required=True), ChannelSpec("test"))
     content_types = ("application/x-recordio-protobuf", "text/csv")
     default_content_type = "application/x-recordio-protobuf"
+    response_envelope = "projections"
     metrics = (
         MetricSpec("train:explained_variance_ratio", maximize=True),
         MetricSpec("test:explained_variance_ratio", maximize=True),

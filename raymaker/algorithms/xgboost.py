@@ -195,6 +195,7 @@ class XGBoost(Algorithm):
         "application/x-recordio-protobuf",
     )
     default_content_type = "text/libsvm"
+    default_accept = "text/csv"  # the SageMaker XGBoost container's default
     inference_content_types = (
         "text/csv",
         "text/libsvm",

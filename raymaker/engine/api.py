@@ -13,9 +13,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from raymaker.engine import states
+from raymaker.engine import hosting, states
 from raymaker.engine.errors import SageMakerError, ValidationError
 from raymaker.engine.instance_types import load_instance_types
+from raymaker.engine.resources import ResourceStore
 from raymaker.engine.store import JobStore, describe_training_job, training_job_summary
 from raymaker.engine.validation import validate_request, validate_training_job
 from raymaker.io.channels import list_objects
@@ -31,13 +32,26 @@ def ensure_ray() -> None:
     # Train's controller polls worker reports at this interval (2 s by default): every checkpoint
     # report would wait that long. Set before Ray starts so every Ray process inherits it.
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
+    ray_env_for_serving(os.environ)
     ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False)
+
+
+def ray_env_for_serving(environ: Any) -> None:
+    """Serve's HAProxy ingress answers in ~1 ms where its Python proxy takes ~10 ms, but it does not
+    terminate TLS: use it unless the runtime URL is https. Read by Serve's controller when it starts,
+    so it must be in the environment Ray starts with."""
+    https = (environ.get("RAYMAKER_RUNTIME_URL") or "").startswith("https:")
+    environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "0" if https else "1")
+    # Under HAProxy a stopping replica lingers 30 s for external load balancers to notice; here the
+    # only balancer is Serve's own HAProxy, which the controller updates at once.
+    environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "2")
 
 
 class SageMakerAPI:
     def __init__(self, store: JobStore | None = None, settings: S3Settings | None = None):
         self.store = store or JobStore()
         self.settings = (settings or S3Settings()).resolve()
+        self.resources = ResourceStore(self.store)
         self._operations: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
             "CreateTrainingJob": self.create_training_job,
             "DescribeTrainingJob": self.describe_training_job,
@@ -47,6 +61,24 @@ class SageMakerAPI:
             "GetTrainingJobLogs": self.get_training_job_logs,
             "GetTrainingJobMetrics": self.get_training_job_metrics,
             "WaitForTrainingJob": self.wait_for_training_job,
+            # hosting
+            "CreateModel": lambda p: hosting.create_model(self.resources, p),
+            "DescribeModel": lambda p: hosting.describe_model(self.resources, p),
+            "DeleteModel": lambda p: self._delete("model", "DeleteModel", "ModelName", p),
+            "ListModels": lambda p: self._list("model", "ListModels", "Models", "Model", p),
+            "CreateEndpointConfig": lambda p: hosting.create_endpoint_config(self.resources, p),
+            "DescribeEndpointConfig": lambda p: hosting.describe_endpoint_config(self.resources, p),
+            "DeleteEndpointConfig": lambda p: self._delete(
+                "endpoint-config", "DeleteEndpointConfig", "EndpointConfigName", p
+            ),
+            "ListEndpointConfigs": lambda p: self._list(
+                "endpoint-config", "ListEndpointConfigs", "EndpointConfigs", "EndpointConfig", p
+            ),
+            "CreateEndpoint": self.create_endpoint,
+            "UpdateEndpoint": self.update_endpoint,
+            "DeleteEndpoint": self.delete_endpoint,
+            "DescribeEndpoint": lambda p: hosting.describe_endpoint(self.resources, p),
+            "ListEndpoints": self.list_endpoints,
         }
         # Load botocore's SageMaker model and find the job service while the caller sets up its job.
         threading.Thread(target=self._prewarm, daemon=True, name="raymaker-prewarm").start()
@@ -152,3 +184,60 @@ class SageMakerAPI:
         name = params["TrainingJobName"]
         self.store.get_training_job(name)
         return {"Metrics": self.store.metric_history(name)}
+
+    # --- hosting -------------------------------------------------------------------------------
+
+    def _apply_endpoint(self, name: str) -> None:
+        """The job service deploys (or deletes) the endpoint; this call returns at once."""
+        from raymaker.engine.runner import job_service
+
+        ensure_ray()
+        job_service(str(self.store.path)).apply_endpoint.remote(name, self.settings)
+
+    def create_endpoint(self, params: dict[str, Any]) -> dict[str, Any]:
+        out = hosting.create_endpoint(self.resources, params)
+        self._apply_endpoint(params["EndpointName"])
+        return out
+
+    def update_endpoint(self, params: dict[str, Any]) -> dict[str, Any]:
+        out = hosting.update_endpoint(self.resources, params)
+        self._apply_endpoint(params["EndpointName"])
+        return out
+
+    def delete_endpoint(self, params: dict[str, Any]) -> dict[str, Any]:
+        hosting.delete_endpoint(self.resources, params)
+        self._apply_endpoint(params["EndpointName"])
+        return {}
+
+    def list_endpoints(self, params: dict[str, Any]) -> dict[str, Any]:
+        validate_request("ListEndpoints", params)
+        records = self.resources.list(
+            "endpoint",
+            name_contains=params.get("NameContains"),
+            status=params.get("StatusEquals"),
+            sort_by=params.get("SortBy", "CreationTime"),
+            sort_order=params.get("SortOrder", "Descending"),
+            max_results=int(params.get("MaxResults", 100)),
+        )
+        return {"Endpoints": [hosting.endpoint_summary(r) for r in records]}
+
+    def _delete(self, kind: str, operation: str, key: str, params: dict[str, Any]) -> dict[str, Any]:
+        validate_request(operation, params)
+        self.resources.delete(kind, params[key])
+        return {}
+
+    def _list(self, kind: str, operation: str, out_key: str, prefix: str, params: dict[str, Any]) -> dict[str, Any]:
+        validate_request(operation, params)
+        records = self.resources.list(
+            kind,
+            name_contains=params.get("NameContains"),
+            sort_by=params.get("SortBy", "CreationTime"),
+            sort_order=params.get("SortOrder", "Descending"),
+            max_results=int(params.get("MaxResults", 100)),
+        )
+        return {
+            out_key: [
+                {f"{prefix}Name": r["name"], f"{prefix}Arn": r["arn"], "CreationTime": hosting._dt(r["creation_time"])}
+                for r in records
+            ]
+        }

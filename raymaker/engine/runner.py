@@ -445,7 +445,7 @@ def _failure_reason(exc: BaseException) -> str:
 # ------------------------------------------------------------------------------------- the service
 
 
-@ray.remote(num_cpus=0, concurrency_groups={"events": 1, "jobs": 64})
+@ray.remote(num_cpus=0, concurrency_groups={"events": 1, "jobs": 64, "hosting": 1})
 class JobService:
     """Runs every job of one job database; job code reports to it through ``JobEvents``.
 
@@ -534,6 +534,25 @@ class JobService:
             run.move(S.RESTARTING, "Restarting from the latest checkpoint after a failure")
             self.store.append_logs(job, ["Resuming from the latest checkpoint"])
         run.move(S(phase))
+
+
+    @ray.method(concurrency_group="hosting")
+    def apply_endpoint(self, name: str, settings: S3Settings) -> str:
+        """Deploy, update or delete endpoint ``name`` as its record asks. One at a time: each change
+        rewrites the runtime's routing table from all the records."""
+        from raymaker.engine.hosting import apply_endpoint
+        from raymaker.engine.resources import ResourceStore
+
+        try:
+            return apply_endpoint(ResourceStore(self.store), name, settings)
+        except Exception as e:  # noqa: BLE001 - never leave an endpoint Creating/Updating forever
+            traceback.print_exc()
+            res = ResourceStore(self.store)
+            record = res.find("endpoint", name)
+            if record is not None and record["status"] in ("Creating", "Updating"):
+                reason = f"raymaker internal error: {_failure_reason(e)}"
+                res.update("endpoint", name, status="Failed", failure_reason=reason)
+            raise
 
 
 def job_service(store_path: str) -> Any:

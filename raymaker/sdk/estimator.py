@@ -7,6 +7,8 @@ import datetime
 from typing import Any
 
 from raymaker.sdk.inputs import channels_from_inputs
+from raymaker.sdk.model import Model
+from raymaker.sdk.predictor import Predictor
 from raymaker.sdk.session import Session
 from raymaker.sdk.training_job import TrainingJob
 
@@ -127,6 +129,41 @@ class Estimator:
     def model_data(self) -> str:
         """URI of the trained ``model.tar.gz`` (``<output_path>/<job>/output/model.tar.gz``)."""
         return self._job().describe()["ModelArtifacts"]["S3ModelArtifacts"]
+
+    def create_model(self, name: str | None = None, env: dict[str, str] | None = None) -> Model:
+        """A Model of the latest training job's artifact, served by the same algorithm."""
+        return Model(
+            self.model_data,
+            algorithm=self.algorithm,
+            image_uri=self.image_uri if not self.algorithm else None,
+            role=self.role,
+            name=name or self._job().name,
+            env=env,
+            session=self.session,
+        )
+
+    def deploy(
+        self,
+        initial_instance_count: int = 1,
+        instance_type: str = "local",
+        serializer: Any = None,
+        deserializer: Any = None,
+        endpoint_name: str | None = None,
+        wait: bool = True,
+        model_name: str | None = None,
+        **kwargs: Any,
+    ) -> Predictor:
+        """Deploy the latest training job's model to an endpoint and return its Predictor."""
+        model = self.create_model(name=model_name)
+        return model.deploy(
+            initial_instance_count,
+            instance_type,
+            serializer=serializer,
+            deserializer=deserializer,
+            endpoint_name=endpoint_name,
+            wait=wait,
+            **kwargs,
+        )
 
     def _job(self) -> TrainingJob:
         if self.latest_training_job is None:

@@ -18,16 +18,60 @@ class Backend(Protocol):
 
 
 class Session:
-    def __init__(self, backend: Backend | None = None, *, default_output_path: str | None = None):
+    def __init__(
+        self,
+        backend: Backend | None = None,
+        *,
+        default_output_path: str | None = None,
+        runtime_url: str | None = None,
+        runtime_verify: str | bool | None = None,
+    ):
         if backend is None:
             from raymaker.engine.api import SageMakerAPI
 
             backend = SageMakerAPI()
         self.backend = backend
         self._default_output_path = default_output_path
+        self._runtime_url = runtime_url
+        self._runtime_verify = runtime_verify
+        self._runtime_client: Any = None
 
     def call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
         return self.backend.call(operation, params)
+
+    @property
+    def runtime_url(self) -> str:
+        """Base URL of the endpoints (SageMaker runtime's ``/endpoints/<name>/invocations``):
+        ``RAYMAKER_RUNTIME_URL``, default http://127.0.0.1:8080."""
+        return self._runtime_url or os.environ.get("RAYMAKER_RUNTIME_URL") or "http://127.0.0.1:8080"
+
+    def runtime_client(self) -> Any:
+        """boto3's ``sagemaker-runtime`` client for this session's endpoints (made once). Unsigned:
+        the runtime listener takes no AWS credentials. For https with a private CA, set
+        ``runtime_verify`` (or ``RAYMAKER_RUNTIME_CA_BUNDLE``) to the CA bundle."""
+        if self._runtime_client is None:
+            import boto3
+            from botocore import UNSIGNED
+            from botocore.config import Config
+
+            from raymaker.engine.arns import region
+
+            verify = self._runtime_verify
+            if verify is None:
+                verify = os.environ.get("RAYMAKER_RUNTIME_CA_BUNDLE") or True
+            self._runtime_client = boto3.session.Session().client(
+                "sagemaker-runtime",
+                endpoint_url=self.runtime_url,
+                region_name=region(),
+                verify=verify,
+                config=Config(
+                    signature_version=UNSIGNED,
+                    retries={"mode": "standard", "max_attempts": 3},
+                    tcp_keepalive=True,
+                    max_pool_connections=64,
+                ),
+            )
+        return self._runtime_client
 
     @property
     def default_output_path(self) -> str:

@@ -1,0 +1,1 @@
+"""Hosting on Ray Serve (endpoints, production variants, content types) and batch transform."""

@@ -1,0 +1,304 @@
+"""Endpoints end to end: a real training job, Ray Serve with its HAProxy ingress, real HTTP from boto3's
+own sagemaker-runtime client, and the records in SQLite."""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import tarfile
+import threading
+import time
+from urllib.parse import urlsplit
+
+import boto3
+import numpy as np
+import pytest
+from botocore.exceptions import ClientError
+from sklearn.datasets import load_breast_cancer
+from sklearn.model_selection import train_test_split
+
+from raymaker import Estimator, Session, TrainingInput
+from raymaker.algorithms import get_algorithm
+from raymaker.engine.errors import ValidationError
+from raymaker.io.batch import Batch
+from raymaker.sdk import UnexpectedStatusException
+from raymaker.sdk.deserializers import JSONDeserializer, RecordDeserializer
+from raymaker.sdk.model import Model
+from raymaker.sdk.predictor import Predictor
+from raymaker.sdk.serializers import CSVSerializer, JSONLinesSerializer, RecordSerializer
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def cancer():
+    x, y = load_breast_cancer(return_X_y=True)
+    return train_test_split(x.astype(np.float32), y.astype(np.float32), test_size=0.25, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def session(ray_session):
+    return Session()
+
+
+@pytest.fixture(scope="module")
+def trained(s3_server, cancer, session):
+    """One xgboost training job on the S3 server; its model, loaded locally for expected answers."""
+    x_train, x_test, y_train, _ = cancer
+    bucket = s3_server.new_bucket()
+    buf = io.StringIO()
+    np.savetxt(buf, np.column_stack([y_train, x_train]), delimiter=",", fmt="%.7g")
+    s3_server.client.put_object(Bucket=bucket, Key="train/part-0.csv", Body=buf.getvalue().encode())
+    est = Estimator(
+        "xgboost",
+        hyperparameters={"objective": "binary:logistic", "num_round": 20, "max_depth": 3},
+        output_path=f"s3://{bucket}/output",
+        session=session,
+    )
+    est.fit(TrainingInput(f"s3://{bucket}/train/", content_type="text/csv"), logs=False)
+    uri = est.model_data
+    body = s3_server.client.get_object(Bucket=bucket, Key=uri.split("/", 3)[3])["Body"].read()
+    algo = get_algorithm("xgboost")()
+    with tarfile.open(fileobj=io.BytesIO(body)) as tar, _tmpdir() as d:
+        tar.extractall(d, filter="data")
+        model = algo.load(d)
+    expected = algo.predict(model, Batch(x_test))
+    return {"estimator": est, "bucket": bucket, "model_data": uri, "expected": expected}
+
+
+class _tmpdir:
+    def __enter__(self):
+        import tempfile
+
+        self._d = tempfile.TemporaryDirectory()
+        return self._d.name
+
+    def __exit__(self, *exc):
+        self._d.cleanup()
+
+
+@pytest.fixture(scope="module")
+def predictor(trained, session):
+    p = trained["estimator"].deploy(1, "local", endpoint_name="xgb-e2e", serializer=CSVSerializer())
+    yield p
+    p.delete_endpoint()
+
+
+@pytest.fixture(scope="module")
+def runtime(session):
+    """boto3's own sagemaker-runtime client, signed with throwaway credentials, at the runtime URL."""
+    return boto3.client(
+        "sagemaker-runtime",
+        endpoint_url=session.runtime_url,
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
+
+
+def test_endpoint_is_in_service_and_listed(predictor, session):
+    desc = session.call("DescribeEndpoint", {"EndpointName": "xgb-e2e"})
+    assert desc["EndpointStatus"] == "InService"
+    assert desc["ProductionVariants"][0]["VariantName"] == "AllTraffic"
+    assert desc["ProductionVariants"][0]["CurrentInstanceCount"] == 1
+    names = [e["EndpointName"] for e in session.call("ListEndpoints", {})["Endpoints"]]
+    assert "xgb-e2e" in names
+
+
+def test_boto3_runtime_client_csv(predictor, runtime, cancer, trained):
+    x_test = cancer[1]
+    body = "\n".join(",".join(f"{v:.9g}" for v in row) for row in x_test[:20])
+    r = runtime.invoke_endpoint(EndpointName="xgb-e2e", ContentType="text/csv", Body=body)
+    assert r["ContentType"] == "text/csv"
+    assert r["InvokedProductionVariant"] == "AllTraffic"
+    scores = np.array([float(v) for v in r["Body"].read().decode().split()])
+    np.testing.assert_allclose(scores, trained["expected"]["score"][:20], rtol=1e-6)
+
+
+def test_every_content_type(predictor, runtime, cancer, trained):
+    x = cancer[1][:5]
+    want = trained["expected"]["score"][:5]
+    # JSON in, JSON out
+    r = runtime.invoke_endpoint(
+        EndpointName="xgb-e2e",
+        ContentType="application/json",
+        Accept="application/json",
+        Body=json.dumps({"instances": [{"features": row.tolist()} for row in x]}),
+    )
+    preds = json.loads(r["Body"].read())["predictions"]
+    np.testing.assert_allclose([p["score"] for p in preds], want, rtol=1e-6)
+    assert [p["predicted_label"] for p in preds] == [int(s > 0.5) for s in want]
+    # JSON lines in and out
+    r = runtime.invoke_endpoint(
+        EndpointName="xgb-e2e",
+        ContentType="application/jsonlines",
+        Accept="application/jsonlines",
+        Body=JSONLinesSerializer().serialize([{"features": row.tolist()} for row in x]),
+    )
+    lines = r["Body"].read().decode().splitlines()
+    np.testing.assert_allclose([json.loads(ln)["score"] for ln in lines], want, rtol=1e-6)
+    # RecordIO-protobuf in and out (results in the label map), through the SDK's serializers
+    rec = Predictor("xgb-e2e", serializer=RecordSerializer(), deserializer=RecordDeserializer())
+    records = rec.predict(x, initial_args={"Accept": "application/x-recordio-protobuf"})
+    np.testing.assert_allclose([r.label["score"].float32_tensor.values[0] for r in records], want, rtol=1e-6)
+    # libsvm in
+    # libsvm indices are column numbers as xgboost counts them (from 0), as in a libsvm training file
+    body = "\n".join("0 " + " ".join(f"{j}:{v:.9g}" for j, v in enumerate(row)) for row in x)
+    r = runtime.invoke_endpoint(EndpointName="xgb-e2e", ContentType="text/libsvm", Body=body)
+    np.testing.assert_allclose([float(v) for v in r["Body"].read().split()], want, rtol=1e-6)
+    # the SDK predictor: CSV in, JSON out
+    out = Predictor("xgb-e2e", serializer=CSVSerializer(), deserializer=JSONDeserializer()).predict(x)
+    np.testing.assert_allclose([p["score"] for p in out["predictions"]], want, rtol=1e-6)
+
+
+def test_custom_attributes_travel_back(predictor, runtime, cancer):
+    row = ",".join(map(str, cancer[1][0]))
+    r = runtime.invoke_endpoint(
+        EndpointName="xgb-e2e", ContentType="text/csv", Body=row, CustomAttributes="trace=42"
+    )
+    assert r["CustomAttributes"] == "trace=42"
+
+
+def _error(call) -> ClientError:
+    with pytest.raises(ClientError) as info:
+        call()
+    return info.value
+
+
+def test_error_statuses(predictor, runtime, cancer):
+    row = ",".join(map(str, cancer[1][0]))
+    e = _error(lambda: runtime.invoke_endpoint(EndpointName="nope", ContentType="text/csv", Body=row))
+    assert e.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+    assert "nope" in e.response["Error"]["Message"]
+    e = _error(
+        lambda: runtime.invoke_endpoint(EndpointName="xgb-e2e", ContentType="image/gif", Body=b"GIF89a")
+    )
+    assert e.response["ResponseMetadata"]["HTTPStatusCode"] == 415
+    assert "image/gif" in e.response["Error"]["Message"]
+    bad = f"{row}\n{row}\n1,2,oops\n"
+    e = _error(lambda: runtime.invoke_endpoint(EndpointName="xgb-e2e", ContentType="text/csv", Body=bad))
+    assert e.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert "line 3" in e.response["Error"]["Message"]
+    big = (row + "\n") * (7 * 1024 * 1024 // len(row))
+    url = urlsplit(Predictor("xgb-e2e").session.runtime_url)
+    conn = http.client.HTTPConnection(url.hostname, url.port)
+    conn.request("POST", "/endpoints/xgb-e2e/invocations", body=big, headers={"Content-Type": "text/csv"})
+    resp = conn.getresponse()
+    assert resp.status == 413
+    assert "6 MB" in json.loads(resp.read())["message"]
+    e = _error(
+        lambda: runtime.invoke_endpoint(
+            EndpointName="xgb-e2e", ContentType="text/csv", Body=row, TargetVariant="B"
+        )
+    )
+    assert e.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    # bad requests never take the replica down
+    r = runtime.invoke_endpoint(EndpointName="xgb-e2e", ContentType="text/csv", Body=row)
+    assert 0.0 <= float(r["Body"].read()) <= 1.0
+    ping = http.client.HTTPConnection(url.hostname, url.port)
+    ping.request("GET", "/endpoints/xgb-e2e/ping")
+    assert ping.getresponse().status == 200
+
+
+def test_model_that_fails_to_load_fails_the_endpoint(s3_server, trained, session):
+    s3_server.client.put_object(Bucket=trained["bucket"], Key="broken/model.tar.gz", Body=b"not a tarball")
+    model = Model(f"s3://{trained['bucket']}/broken/model.tar.gz", algorithm="xgboost", session=session)
+    with pytest.raises(UnexpectedStatusException) as info:
+        model.deploy(1, "local", endpoint_name="broken-e2e")
+    assert "tar.gz" in str(info.value)
+    desc = session.call("DescribeEndpoint", {"EndpointName": "broken-e2e"})
+    assert desc["EndpointStatus"] == "Failed"
+    assert "not a readable .tar.gz" in desc["FailureReason"]
+    session.call("DeleteEndpoint", {"EndpointName": "broken-e2e"})
+
+
+def test_two_variants_split_by_weight_and_target_variant(trained, session, runtime, cancer):
+    model = Model(trained["model_data"], algorithm="xgboost", name="xgb-variants", session=session)
+    model.create()
+    session.call(
+        "CreateEndpointConfig",
+        {
+            "EndpointConfigName": "ab-config",
+            "ProductionVariants": [
+                {
+                    "VariantName": v,
+                    "ModelName": "xgb-variants",
+                    "InitialInstanceCount": 1,
+                    "InstanceType": "local",
+                    "InitialVariantWeight": w,
+                }
+                for v, w in (("A", 3.0), ("B", 1.0))
+            ],
+        },
+    )
+    session.call("CreateEndpoint", {"EndpointName": "ab-e2e", "EndpointConfigName": "ab-config"})
+    from raymaker.sdk.predictor import wait_for_endpoint
+
+    wait_for_endpoint(session, "ab-e2e")
+    row = ",".join(map(str, cancer[1][0]))
+    seen = {"A": 0, "B": 0}
+    for _ in range(400):
+        r = runtime.invoke_endpoint(EndpointName="ab-e2e", ContentType="text/csv", Body=row)
+        seen[r["InvokedProductionVariant"]] += 1
+    # 3:1 -> 300 of 400 expected; 4 standard deviations is +-35
+    assert abs(seen["A"] - 300) < 35, seen
+    for _ in range(20):
+        r = runtime.invoke_endpoint(
+            EndpointName="ab-e2e", ContentType="text/csv", Body=row, TargetVariant="B"
+        )
+        assert r["InvokedProductionVariant"] == "B"
+    Predictor("ab-e2e", session=session).delete_endpoint()
+    with pytest.raises(ValidationError):
+        session.call("DescribeEndpoint", {"EndpointName": "ab-e2e"})
+    e = _error(lambda: runtime.invoke_endpoint(EndpointName="ab-e2e", ContentType="text/csv", Body=row))
+    assert e.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+
+
+def test_update_under_load_fails_no_request(trained, session, cancer):
+    model = Model(trained["model_data"], algorithm="xgboost", name="xgb-update", session=session)
+    predictor = model.deploy(1, "local", endpoint_name="update-e2e")
+    url = urlsplit(session.runtime_url)
+    row = ",".join(map(str, cancer[1][0])).encode()
+    stop, ok, failures, variants = threading.Event(), [0], [], set()
+
+    def load():
+        conn = http.client.HTTPConnection(url.hostname, url.port)  # keep-alive, as a client pool does
+        while not stop.is_set():
+            try:
+                conn.request(
+                    "POST",
+                    "/endpoints/update-e2e/invocations",
+                    body=row,
+                    headers={"Content-Type": "text/csv"},
+                )
+                resp = conn.getresponse()
+                body = resp.read()
+                if resp.status != 200:
+                    failures.append((resp.status, body[:200]))
+                else:
+                    ok[0] += 1
+                    variants.add(resp.getheader("x-Amzn-Invoked-Production-Variant"))
+            except Exception as e:  # noqa: BLE001 - a dropped connection is a failed request too
+                failures.append(repr(e))
+                conn = http.client.HTTPConnection(url.hostname, url.port)
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(1.0)
+        before = ok[0]
+        predictor.update_endpoint(initial_instance_count=2)
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert failures == []
+    assert ok[0] > before > 0
+    desc = session.call("DescribeEndpoint", {"EndpointName": "update-e2e"})
+    assert desc["EndpointStatus"] == "InService"
+    assert desc["EndpointConfigName"] != "update-e2e"
+    assert desc["ProductionVariants"][0]["DesiredInstanceCount"] == 2
+    predictor.delete_endpoint()
