@@ -2,6 +2,6 @@
 
 __version__ = "0.1.0"
 
-from raymaker.sdk import Estimator, Session, TrainingInput  # noqa: E402
+from raymaker.sdk import Estimator, Model, Predictor, Session, TrainingInput, Transformer  # noqa: E402
 
-__all__ = ["Estimator", "Session", "TrainingInput", "__version__"]
+__all__ = ["Estimator", "Model", "Predictor", "Session", "TrainingInput", "Transformer", "__version__"]

@@ -136,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--algorithm", default="xgboost", choices=["xgboost", "linear-learner"])
     p.set_defaults(func=cmd_quickstart)
     add_commands(sub)
+    from raymaker.cli_hosting import add_commands as add_hosting_commands
+
+    add_hosting_commands(sub)
     return parser
 
 

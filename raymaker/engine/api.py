@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from raymaker.engine import hosting, states
+from raymaker.engine import hosting, states, transform
 from raymaker.engine.errors import SageMakerError, ValidationError
 from raymaker.engine.instance_types import load_instance_types
 from raymaker.engine.resources import ResourceStore
@@ -79,6 +79,11 @@ class SageMakerAPI:
             "DeleteEndpoint": self.delete_endpoint,
             "DescribeEndpoint": lambda p: hosting.describe_endpoint(self.resources, p),
             "ListEndpoints": self.list_endpoints,
+            # batch transform
+            "CreateTransformJob": self.create_transform_job,
+            "DescribeTransformJob": lambda p: transform.describe_transform_job(self.resources, p),
+            "StopTransformJob": lambda p: transform.stop_transform_job(self.resources, p) or {},
+            "ListTransformJobs": self.list_transform_jobs,
         }
         # Load botocore's SageMaker model and find the job service while the caller sets up its job.
         threading.Thread(target=self._prewarm, daemon=True, name="raymaker-prewarm").start()
@@ -241,3 +246,25 @@ class SageMakerAPI:
                 for r in records
             ]
         }
+
+    # --- batch transform -------------------------------------------------------------------------
+
+    def create_transform_job(self, params: dict[str, Any]) -> dict[str, Any]:
+        from raymaker.engine.runner import job_service
+
+        out = transform.create_transform_job(self.resources, params, self.settings)
+        ensure_ray()
+        job_service(str(self.store.path)).run_transform.remote(params["TransformJobName"], self.settings)
+        return out
+
+    def list_transform_jobs(self, params: dict[str, Any]) -> dict[str, Any]:
+        validate_request("ListTransformJobs", params)
+        records = self.resources.list(
+            "transform-job",
+            name_contains=params.get("NameContains"),
+            status=params.get("StatusEquals"),
+            sort_by=params.get("SortBy", "CreationTime"),
+            sort_order=params.get("SortOrder", "Descending"),
+            max_results=int(params.get("MaxResults", 100)),
+        )
+        return {"TransformJobSummaries": [transform.transform_job_summary(r) for r in records]}

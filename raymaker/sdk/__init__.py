@@ -3,7 +3,19 @@ SageMaker requests and hand them to a backend (``Session``); they hold no engine
 
 from raymaker.sdk.estimator import Estimator
 from raymaker.sdk.inputs import TrainingInput
+from raymaker.sdk.model import Model
+from raymaker.sdk.predictor import Predictor
 from raymaker.sdk.session import Session
 from raymaker.sdk.training_job import TrainingJob, UnexpectedStatusException
+from raymaker.sdk.transformer import Transformer
 
-__all__ = ["Estimator", "Session", "TrainingInput", "TrainingJob", "UnexpectedStatusException"]
+__all__ = [
+    "Estimator",
+    "Model",
+    "Predictor",
+    "Session",
+    "TrainingInput",
+    "TrainingJob",
+    "Transformer",
+    "UnexpectedStatusException",
+]

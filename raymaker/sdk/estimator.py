@@ -11,6 +11,7 @@ from raymaker.sdk.model import Model
 from raymaker.sdk.predictor import Predictor
 from raymaker.sdk.session import Session
 from raymaker.sdk.training_job import TrainingJob
+from raymaker.sdk.transformer import Transformer
 
 # botocore requires a RoleArn; nothing checks it in raymaker.
 DEFAULT_ROLE = "arn:aws:iam::000000000000:role/raymaker"
@@ -164,6 +165,13 @@ class Estimator:
             wait=wait,
             **kwargs,
         )
+
+    def transformer(
+        self, instance_count: int = 1, instance_type: str = "local", model_name: str | None = None, **kwargs: Any
+    ) -> Transformer:
+        """A Transformer for the latest training job's model (``strategy``, ``assemble_with``,
+        ``output_path``, ``accept``, ``max_payload``, ``max_concurrent_transforms``, ``env``)."""
+        return self.create_model(name=model_name).transformer(instance_count, instance_type, **kwargs)
 
     def _job(self) -> TrainingJob:
         if self.latest_training_job is None:

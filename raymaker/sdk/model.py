@@ -9,6 +9,7 @@ from raymaker.sdk.deserializers import BaseDeserializer
 from raymaker.sdk.predictor import Predictor, unique_name, wait_for_endpoint
 from raymaker.sdk.serializers import BaseSerializer
 from raymaker.sdk.session import Session
+from raymaker.sdk.transformer import Transformer
 
 
 class Model:
@@ -115,6 +116,10 @@ class Model:
         return self.predictor_cls(
             self.endpoint_name, session=self.session, serializer=serializer, deserializer=deserializer
         )
+
+    def transformer(self, instance_count: int = 1, instance_type: str = "local", **kwargs: Any) -> Transformer:
+        """A Transformer that runs batch transform jobs with this model (CreateModel first)."""
+        return Transformer(self.create(), instance_count, instance_type, session=self.session, **kwargs)
 
     def delete_model(self) -> None:
         if self.name:

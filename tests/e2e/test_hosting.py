@@ -21,6 +21,7 @@ from sklearn.model_selection import train_test_split
 from raymaker import Estimator, Session, TrainingInput
 from raymaker.algorithms import get_algorithm
 from raymaker.engine.errors import ValidationError
+from raymaker.io import recordio
 from raymaker.io.batch import Batch
 from raymaker.sdk import UnexpectedStatusException
 from raymaker.sdk.deserializers import JSONDeserializer, RecordDeserializer
@@ -302,3 +303,110 @@ def test_update_under_load_fails_no_request(trained, session, cancer):
     assert desc["EndpointConfigName"] != "update-e2e"
     assert desc["ProductionVariants"][0]["DesiredInstanceCount"] == 2
     predictor.delete_endpoint()
+
+
+# --- batch transform ------------------------------------------------------------------------------
+
+
+def _csv_rows(x) -> bytes:
+    return ("\n".join(",".join(f"{v:.9g}" for v in row) for row in x) + "\n").encode()
+
+
+def _get(s3_server, bucket: str, key: str) -> bytes:
+    return s3_server.client.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def _keys(s3_server, bucket: str, prefix: str) -> list[str]:
+    listing = s3_server.client.list_objects_v2(Bucket=bucket, Prefix=prefix)
+    return sorted(o["Key"] for o in listing.get("Contents", []))
+
+
+def test_transform_csv_objects_match_the_endpoint(trained, s3_server, session, predictor, runtime, cancer):
+    bucket, x = trained["bucket"], cancer[1]
+    parts = {"in/a.csv": x[:50], "in/dataset01/b.csv": x[50:120], "in/c.csv": x[120:]}
+    for key, rows in parts.items():
+        s3_server.client.put_object(Bucket=bucket, Key=key, Body=_csv_rows(rows))
+    transformer = trained["estimator"].transformer(
+        1,
+        "local",
+        model_name="xgb-transform",
+        strategy="MultiRecord",
+        assemble_with="Line",
+        accept="text/csv",
+        max_payload=1,
+        output_path=f"s3://{bucket}/out/csv",
+        env={"RAYMAKER_TRANSFORM_UNIT_BYTES": "2000"},  # several byte-range units per object
+    )
+    transformer.transform(f"s3://{bucket}/in/", content_type="text/csv", split_type="Line")
+    desc = transformer.describe()
+    assert desc["TransformJobStatus"] == "Completed"
+    assert desc["raymaker:ObjectsWritten"] == 3
+    assert _keys(s3_server, bucket, "out/csv/") == [
+        "out/csv/a.csv.out",
+        "out/csv/c.csv.out",
+        "out/csv/dataset01/b.csv.out",
+    ]
+    for key, rows in parts.items():
+        out = _get(s3_server, bucket, "out/csv/" + key[len("in/") :] + ".out")
+        endpoint = runtime.invoke_endpoint(
+            EndpointName="xgb-e2e", ContentType="text/csv", Body=_csv_rows(rows)
+        )
+        assert out == endpoint["Body"].read()  # same bytes, same order
+        assert len(out.splitlines()) == len(rows)
+
+
+def test_transform_recordio_to_jsonlines(trained, s3_server, session, predictor, runtime, cancer):
+    bucket, x = trained["bucket"], cancer[1]
+    for i, rows in enumerate((x[:40], x[40:])):
+        buf = io.BytesIO()
+        recordio.write_numpy_to_dense_tensor(buf, rows)
+        s3_server.client.put_object(Bucket=bucket, Key=f"rec/part-{i}.rec", Body=buf.getvalue())
+    model = Model(trained["model_data"], algorithm="xgboost", name="xgb-transform-rec", session=session)
+    transformer = model.transformer(
+        1, "local", accept="application/jsonlines", assemble_with="Line", output_path=f"s3://{bucket}/out/rec"
+    )
+    transformer.transform(
+        f"s3://{bucket}/rec/", content_type="application/x-recordio-protobuf", split_type="RecordIO"
+    )
+    lines = _get(s3_server, bucket, "out/rec/part-0.rec.out").decode().splitlines()
+    lines += _get(s3_server, bucket, "out/rec/part-1.rec.out").decode().splitlines()
+    scores = [json.loads(line)["score"] for line in lines]
+    np.testing.assert_allclose(scores, trained["expected"]["score"], rtol=1e-6)
+
+
+def test_transform_join_and_filters(trained, s3_server, session, cancer):
+    bucket, x = trained["bucket"], cancer[1][:30]
+    rows = "".join(f"id-{i}," + ",".join(f"{v:.9g}" for v in row) + "\n" for i, row in enumerate(x))
+    s3_server.client.put_object(Bucket=bucket, Key="ids/rows.csv", Body=rows.encode())
+    model = Model(trained["model_data"], algorithm="xgboost", name="xgb-transform-join", session=session)
+    transformer = model.transformer(
+        1, "local", accept="text/csv", assemble_with="Line", output_path=f"s3://{bucket}/out/join"
+    )
+    transformer.transform(
+        f"s3://{bucket}/ids/",
+        content_type="text/csv",
+        split_type="Line",
+        input_filter="$[1:]",
+        join_source="Input",
+        output_filter="$[0,-1]",
+    )
+    out = _get(s3_server, bucket, "out/join/rows.csv.out").decode().splitlines()
+    assert [line.split(",")[0] for line in out] == [f"id-{i}" for i in range(30)]
+    np.testing.assert_allclose(
+        [float(line.split(",")[1]) for line in out], trained["expected"]["score"][:30], rtol=1e-6
+    )
+
+
+def test_transform_malformed_record_fails_naming_object_and_line(trained, s3_server, session, cancer):
+    bucket, x = trained["bucket"], cancer[1][:10]
+    lines = _csv_rows(x).decode().splitlines()
+    lines[4] = "1,2,not-a-number"
+    s3_server.client.put_object(Bucket=bucket, Key="bad/rows.csv", Body=("\n".join(lines) + "\n").encode())
+    model = Model(trained["model_data"], algorithm="xgboost", name="xgb-transform-bad", session=session)
+    transformer = model.transformer(1, "local", assemble_with="Line", output_path=f"s3://{bucket}/out/bad")
+    with pytest.raises(UnexpectedStatusException) as info:
+        transformer.transform(f"s3://{bucket}/bad/", content_type="text/csv", split_type="Line")
+    reason = transformer.describe()["FailureReason"]
+    assert f"s3://{bucket}/bad/rows.csv" in reason and "line 5" in reason, reason
+    assert "line 5" in str(info.value)
+    assert _keys(s3_server, bucket, "out/bad/") == []

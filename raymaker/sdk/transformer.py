@@ -1,0 +1,141 @@
+"""``Transformer``: batch transform jobs, as the SageMaker Python SDK's ``sagemaker.transformer.Transformer``
+(made by ``estimator.transformer(...)`` or ``model.transformer(...)``)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from raymaker.sdk.session import Session
+from raymaker.sdk.training_job import UnexpectedStatusException
+
+
+class Transformer:
+    def __init__(
+        self,
+        model_name: str,
+        instance_count: int = 1,
+        instance_type: str = "local",
+        strategy: str | None = None,
+        assemble_with: str | None = None,
+        output_path: str | None = None,
+        accept: str | None = None,
+        max_concurrent_transforms: int | None = None,
+        max_payload: int | None = None,
+        env: dict[str, str] | None = None,
+        base_transform_job_name: str | None = None,
+        *,
+        session: Session | None = None,
+        sagemaker_session: Session | None = None,
+    ):
+        self.model_name = model_name
+        self.instance_count = instance_count
+        self.instance_type = instance_type
+        self.strategy = strategy
+        self.assemble_with = assemble_with
+        self.output_path = output_path
+        self.accept = accept
+        self.max_concurrent_transforms = max_concurrent_transforms
+        self.max_payload = max_payload
+        self.env = dict(env or {})
+        self.base_transform_job_name = base_transform_job_name or model_name
+        self.session = session or sagemaker_session or Session()
+        self.latest_transform_job: str | None = None
+
+    def transform(
+        self,
+        data: str,
+        data_type: str = "S3Prefix",
+        content_type: str | None = None,
+        compression_type: str | None = None,
+        split_type: str | None = None,
+        job_name: str | None = None,
+        input_filter: str | None = None,
+        output_filter: str | None = None,
+        join_source: str | None = None,
+        wait: bool = True,
+        logs: bool = False,
+    ) -> None:
+        """Start a transform job over ``data`` (an S3 or local prefix, or a manifest); with ``wait``
+        block until it ends (UnexpectedStatusException if it fails)."""
+        from raymaker.sdk.predictor import unique_name
+
+        name = job_name or unique_name(self.base_transform_job_name)
+        if self.output_path is None:
+            self.output_path = f"{self.session.default_output_path.rstrip('/')}/{name}"
+        transform_input: dict[str, Any] = {
+            "DataSource": {"S3DataSource": {"S3DataType": data_type, "S3Uri": data}}
+        }
+        for key, value in (
+            ("ContentType", content_type),
+            ("CompressionType", compression_type),
+            ("SplitType", split_type),
+        ):
+            if value is not None:
+                transform_input[key] = value
+        transform_output: dict[str, Any] = {"S3OutputPath": self.output_path}
+        if self.accept:
+            transform_output["Accept"] = self.accept
+        if self.assemble_with:
+            transform_output["AssembleWith"] = self.assemble_with
+        request: dict[str, Any] = {
+            "TransformJobName": name,
+            "ModelName": self.model_name,
+            "TransformInput": transform_input,
+            "TransformOutput": transform_output,
+            "TransformResources": {"InstanceType": self.instance_type, "InstanceCount": self.instance_count},
+        }
+        if self.strategy:
+            request["BatchStrategy"] = self.strategy
+        if self.max_payload is not None:
+            request["MaxPayloadInMB"] = self.max_payload
+        if self.max_concurrent_transforms is not None:
+            request["MaxConcurrentTransforms"] = self.max_concurrent_transforms
+        if self.env:
+            request["Environment"] = self.env
+        processing = {
+            k: v
+            for k, v in (
+                ("InputFilter", input_filter),
+                ("OutputFilter", output_filter),
+                ("JoinSource", join_source),
+            )
+            if v is not None
+        }
+        if processing:
+            request["DataProcessing"] = processing
+        self.session.call("CreateTransformJob", request)
+        self.latest_transform_job = name
+        if wait:
+            self.wait()
+
+    def describe(self) -> dict[str, Any]:
+        if self.latest_transform_job is None:
+            raise ValueError("no transform job yet: call transform() first")
+        return self.session.call("DescribeTransformJob", {"TransformJobName": self.latest_transform_job})
+
+    def wait(self, timeout_s: float = 24 * 3600, poll_s: float = 0.1) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            desc = self.describe()
+            status = desc["TransformJobStatus"]
+            if status == "Completed":
+                return desc
+            if status in ("Failed", "Stopped"):
+                raise UnexpectedStatusException(
+                    f"Error for Transform job {self.latest_transform_job}: {status}. "
+                    f"Reason: {desc.get('FailureReason')}",
+                    allowed_statuses=["Completed"],
+                    actual_status=status,
+                )
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"transform job {self.latest_transform_job} is still {status}")
+            time.sleep(poll_s)
+
+    def stop_transform_job(self, wait: bool = True) -> None:
+        self.session.call("StopTransformJob", {"TransformJobName": self.latest_transform_job})
+        if wait:
+            try:
+                self.wait()
+            except UnexpectedStatusException:
+                pass
