@@ -410,3 +410,166 @@ def test_transform_malformed_record_fails_naming_object_and_line(trained, s3_ser
     assert f"s3://{bucket}/bad/rows.csv" in reason and "line 5" in reason, reason
     assert "line 5" in str(info.value)
     assert _keys(s3_server, bucket, "out/bad/") == []
+
+
+# --- autoscaling, drivers, TLS ----------------------------------------------------------------------
+
+
+def test_variant_autoscales_under_load(trained, session, cancer):
+    model = Model(trained["model_data"], algorithm="xgboost", name="xgb-autoscale", session=session)
+    predictor = model.deploy(
+        1,
+        "local",
+        endpoint_name="autoscale-e2e",
+        min_instance_count=1,
+        max_instance_count=2,
+        target_inflight_requests=1,
+    )
+    desc = session.call("DescribeEndpoint", {"EndpointName": "autoscale-e2e"})
+    assert desc["ProductionVariants"][0]["ManagedInstanceScaling"]["MaxInstanceCount"] == 2
+    url = urlsplit(session.runtime_url)
+    row = ",".join(map(str, cancer[1][0])).encode()
+    stop = threading.Event()
+
+    def load():
+        conn = http.client.HTTPConnection(url.hostname, url.port)
+        while not stop.is_set():
+            conn.request(
+                "POST", "/endpoints/autoscale-e2e/invocations", body=row, headers={"Content-Type": "text/csv"}
+            )
+            conn.getresponse().read()
+
+    threads = [threading.Thread(target=load) for _ in range(8)]
+    for t in threads:
+        t.start()
+    try:
+        deadline, count = time.monotonic() + 60, 1
+        while time.monotonic() < deadline and count < 2:
+            time.sleep(0.5)
+            desc = session.call("DescribeEndpoint", {"EndpointName": "autoscale-e2e"})
+            count = desc["ProductionVariants"][0]["CurrentInstanceCount"]
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert count == 2, desc
+    predictor.delete_endpoint()
+
+
+def test_endpoint_outlives_the_driver_that_created_it(trained, session, runtime, cancer, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    import ray
+
+    script = tmp_path / "deploy.py"
+    script.write_text(
+        "from raymaker import Model\n"
+        f"Model({trained['model_data']!r}, algorithm='xgboost', name='xgb-driver').deploy(1, 'local', "
+        "endpoint_name='driver-e2e')\n"
+        "print('DEPLOYED')\n"
+    )
+    env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "DEPLOYED" in proc.stdout
+    # The driver has exited; its endpoint still answers and is listed from the records.
+    assert "driver-e2e" in [e["EndpointName"] for e in session.call("ListEndpoints", {})["Endpoints"]]
+    row = ",".join(map(str, cancer[1][0]))
+    r = runtime.invoke_endpoint(EndpointName="driver-e2e", ContentType="text/csv", Body=row)
+    assert float(r["Body"].read()) == pytest.approx(float(trained["expected"]["score"][0]), rel=1e-6)
+    Predictor("driver-e2e", session=session).delete_endpoint()
+
+
+_TLS_DRIVER = """
+import json, os, sys, tarfile, tempfile
+import numpy as np
+from sklearn.datasets import load_breast_cancer
+from raymaker import Model, Session
+from raymaker.algorithms import get_algorithm
+from raymaker.algorithms.base import LocalContext, TrainingData
+from raymaker.io.batch import Batch
+from raymaker.sdk.serializers import CSVSerializer
+
+x, y = load_breast_cancer(return_X_y=True)
+x, y = x.astype(np.float32), y.astype(np.float32)
+algo = get_algorithm("xgboost")
+hp = algo.validate_hyperparameters({"objective": "binary:logistic", "num_round": "5"})
+work = tempfile.mkdtemp()
+model_dir = os.path.join(work, "model")
+os.makedirs(model_dir)
+algo().train(hp, TrainingData.from_batches(train=Batch(x, y)), LocalContext(), model_dir)
+with tarfile.open(os.path.join(work, "model.tar.gz"), "w:gz") as tar:
+    for name in os.listdir(model_dir):
+        tar.add(os.path.join(model_dir, name), arcname=name)
+session = Session(runtime_verify=os.environ["TLS_CA"])
+predictor = Model("file://" + os.path.join(work, "model.tar.gz"), algorithm="xgboost", session=session).deploy(
+    1, "local", endpoint_name="tls-e2e", serializer=CSVSerializer()
+)
+body = predictor.predict(x[:3]).decode()
+print("RESULT", json.dumps({"url": session.runtime_url, "scores": body.split()}))
+"""
+
+
+def _self_signed(tmp_path):
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    import ipaddress
+
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return str(cert_path), str(key_path)
+
+
+def test_https_endpoint_with_a_self_signed_certificate(tmp_path):
+    """A separate local-mode driver (its own Ray, as a laptop user runs it) with an https runtime URL."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import free_port
+
+    cert, key = _self_signed(tmp_path)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "RAYMAKER_"))}
+    env |= {
+        "RAYMAKER_HOME": str(tmp_path / "home"),
+        "RAYMAKER_RUNTIME_URL": f"https://127.0.0.1:{port}",
+        "RAYMAKER_RUNTIME_TLS_CERTFILE": cert,
+        "RAYMAKER_RUNTIME_TLS_KEYFILE": key,
+        "TLS_CA": cert,
+    }
+    script = tmp_path / "tls_driver.py"
+    script.write_text(_TLS_DRIVER)
+    proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.split("RESULT", 1)[1])
+    assert result["url"] == f"https://127.0.0.1:{port}"
+    assert len(result["scores"]) == 3 and all(0.0 <= float(s) <= 1.0 for s in result["scores"])
