@@ -363,6 +363,7 @@ def apply_endpoint(res: ResourceStore, name: str, settings: S3Settings | None) -
     state.pop("pending_config", None)
     res.update("endpoint", name, state=state)  # the table below reads the new apps from the record
     hosting.set_routes(routing_table(res))
+    hosting.wait_reachable(name)
     for app in old_apps:
         hosting.delete_app(app)
     res.update("endpoint", name, status=E.IN_SERVICE, failure_reason=None)

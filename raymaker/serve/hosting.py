@@ -88,6 +88,38 @@ def set_routes(endpoints: dict[str, list[dict[str, Any]]]) -> None:
     serve.run(app, name=RUNTIME_APP, route_prefix=ROUTE_PREFIX)
 
 
+def wait_reachable(endpoint: str, timeout_s: float = 60.0) -> None:
+    """Wait until ``GET /endpoints/<name>/ping`` answers 200 through the listener, as a client would
+    call it. Serve reports the runtime application RUNNING before HAProxy has reloaded with its route;
+    an endpoint is not InService until requests really reach it."""
+    import http.client
+    import ssl
+
+    listener = runtime_listener()
+    host = "127.0.0.1" if listener.host in ("0.0.0.0", "::") else listener.host
+    deadline = time.monotonic() + timeout_s
+    status = None
+    while time.monotonic() < deadline:
+        if listener.tls:
+            # The listener's own certificate may be self-signed: this probe checks reachability only.
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                host, listener.port, timeout=2, context=ssl._create_unverified_context()
+            )
+        else:
+            conn = http.client.HTTPConnection(host, listener.port, timeout=2)
+        try:
+            conn.request("GET", f"/endpoints/{endpoint}/ping")
+            status = conn.getresponse().status
+            if status == 200:
+                return
+        except OSError as e:
+            status = repr(e)
+        finally:
+            conn.close()
+        time.sleep(0.1)
+    raise RuntimeError(f"{listener.url}/endpoints/{endpoint}/ping did not answer 200 in {timeout_s:.0f} s ({status})")
+
+
 @dataclass(frozen=True)
 class VariantPlan:
     """One production variant as Serve will run it."""
