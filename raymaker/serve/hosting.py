@@ -82,9 +82,13 @@ def set_routes(endpoints: dict[str, list[dict[str, Any]]]) -> None:
     ``user_config`` changes, so its replicas are reconfigured in place; waits until they all are."""
     from ray import serve
 
-    from raymaker.serve.replicas import ROUTE_PREFIX, RUNTIME_APP, RuntimeIngress
+    from raymaker.serve.replicas import INGRESS_VERSION, ROUTE_PREFIX, RUNTIME_APP, RuntimeIngress
 
-    app = RuntimeIngress.options(user_config={"endpoints": endpoints}).bind()
+    # `version` is internal in Serve 2.60's options(); it is the only way to keep the replicas across
+    # serve.run calls (user_config alone is then applied in place, through reconfigure).
+    app = RuntimeIngress.options(
+        user_config={"endpoints": endpoints}, version=INGRESS_VERSION, _internal=True
+    ).bind()
     serve.run(app, name=RUNTIME_APP, route_prefix=ROUTE_PREFIX)
 
 

@@ -16,8 +16,10 @@ is cut off.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
+from pathlib import Path
 from typing import Any
 
 from ray import serve
@@ -93,6 +95,12 @@ class Route:
         if sum(self.weights) <= 0:  # all weights 0: SageMaker then splits evenly
             return random.choice(self.names)
         return random.choices(self.names, weights=self.weights)[0]
+
+
+# A fixed version (hosting.set_routes passes it): without one Serve gives every serve.run a random
+# version and restarts the ingress replicas even when only user_config changed (and HAProxy reloads
+# with them). It follows this file's code, so an upgraded raymaker does replace them.
+INGRESS_VERSION = hashlib.sha1(Path(__file__).read_bytes()).hexdigest()[:12]
 
 
 @serve.deployment(name="Ingress", ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000)
