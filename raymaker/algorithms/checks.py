@@ -177,6 +177,88 @@ def check_train_save_load_predict(algo: type[Algorithm], case: Case, seed: int =
     return out
 
 
+def _request_bodies(batch: Batch) -> dict[str, bytes]:
+    """The validation rows as a client sends them, in every request format a built-in may take."""
+    import io
+    import json
+
+    from raymaker.io import recordio
+
+    x = batch.features
+    bodies: dict[str, bytes] = {}
+    if sp.issparse(x):
+        rows = [x.getrow(i) for i in range(x.shape[0])]
+        instances = [
+            {"data": {"features": {"keys": r.indices.tolist(), "shape": [x.shape[1]], "values": r.data.tolist()}}}
+            for r in rows
+        ]
+        buf = io.BytesIO()
+        recordio.write_spmatrix_to_sparse_tensor(buf, x)
+    else:
+        instances = [{"features": row.tolist()} for row in x]
+        bodies["text/csv"] = "".join(",".join(repr(float(v)) for v in row) + "\n" for row in x).encode()
+        buf = io.BytesIO()
+        recordio.write_numpy_to_dense_tensor(buf, x)
+    bodies["application/json"] = json.dumps({"instances": instances}).encode()
+    bodies["application/jsonlines"] = "".join(json.dumps(i) + "\n" for i in instances).encode()
+    bodies["application/x-recordio-protobuf"] = buf.getvalue()
+    return bodies
+
+
+def check_hosting(algo: type[Algorithm], case: Case) -> None:
+    """The saved ``model.tar.gz`` served as an endpoint replica serves it (``serve.model.LoadedModel``):
+    every request format the algorithm declares gives the same answers as ``predict``, in every
+    response format (JSON in the algorithm's envelope, JSON lines, CSV, RecordIO's label map)."""
+    import io
+    import json
+    import tarfile
+
+    from raymaker.io import recordio
+    from raymaker.serve.model import LoadedModel, ModelSpec
+
+    train = _data(case.problem, 300, 6, 0, case.sparse)
+    validation = _data(case.problem, 40, 6, 1, case.sparse)
+    hp = algo.validate_hyperparameters(case.hyperparameters)
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = os.path.join(tmp, "model")
+        os.makedirs(model_dir)
+        algo().train(hp, TrainingData.from_batches(train=train), LocalContext(), model_dir)
+        archive = os.path.join(tmp, "model.tar.gz")
+        with tarfile.open(archive, "w:gz") as tar:
+            for name in os.listdir(model_dir):
+                tar.add(os.path.join(model_dir, name), arcname=name)
+        served = LoadedModel(ModelSpec("conformance", algo.name, "file://" + archive))
+        want = algo().predict(algo().load(model_dir), validation)
+    n = len(validation)
+    for content_type, body in _request_bodies(validation).items():
+        if content_type not in algo.inference_content_types:
+            continue
+        where = f"{algo.name}: {content_type} request"
+        out, ct = served.invoke(body, content_type, "application/json")
+        assert ct == "application/json", f"{where}: answered {ct}"
+        rows = json.loads(out)[algo.response_envelope]
+        assert len(rows) == n, f"{where}: {len(rows)} predictions for {n} rows"
+        for key, values in want.items():
+            got = np.array([r[key] for r in rows], dtype=np.float64)
+            np.testing.assert_allclose(got, np.asarray(values, np.float64), rtol=1e-5, atol=1e-6, err_msg=where)
+        lines, _ = served.invoke(body, content_type, "application/jsonlines")
+        assert len(lines.decode().splitlines()) == n, f"{where}: JSON lines answer has the wrong length"
+        csv_out, _ = served.invoke(body, content_type, "text/csv")
+        assert len(csv_out.decode().splitlines()) == n, f"{where}: CSV answer has the wrong length"
+        rec, _ = served.invoke(body, content_type, "application/x-recordio-protobuf")
+        records = recordio.read_records(io.BytesIO(rec))
+        assert len(records) == n, f"{where}: RecordIO answer has {len(records)} records for {n} rows"
+        first = next(iter(want))
+        got = [list(r.label[first].float32_tensor.values) for r in records]
+        np.testing.assert_allclose(
+            np.asarray(got, np.float64).reshape(np.shape(want[first])),
+            np.asarray(want[first], np.float64),
+            rtol=1e-5,
+            atol=1e-6,
+            err_msg=f"{where}: RecordIO label {first!r}",
+        )
+
+
 def check_deterministic(algo: type[Algorithm], case: Case) -> None:
     """The same data, hyperparameters and seed give the same model."""
     a = check_train_save_load_predict(algo, case, seed=3)
@@ -194,6 +276,7 @@ def check_algorithm(name: str) -> None:
     for case in CASES[name]:
         check_hyperparameter_validation(algo, case)
         check_train_save_load_predict(algo, case)
+        check_hosting(algo, case)
     check_deterministic(algo, CASES[name][0])
 
 
