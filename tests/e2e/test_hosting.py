@@ -573,3 +573,28 @@ def test_https_endpoint_with_a_self_signed_certificate(tmp_path):
     result = json.loads(proc.stdout.split("RESULT", 1)[1])
     assert result["url"] == f"https://127.0.0.1:{port}"
     assert len(result["scores"]) == 3 and all(0.0 <= float(s) <= 1.0 for s in result["scores"])
+
+
+def test_transform_whole_objects_and_single_records(trained, s3_server, session, predictor, runtime, cancer):
+    """SplitType None (each object one request: JSON documents) and SingleRecord (one request a line)."""
+    bucket, x = trained["bucket"], cancer[1]
+    docs = {"docs/a.json": x[:7], "docs/b.json": x[7:12]}
+    for key, rows in docs.items():
+        body = json.dumps({"instances": [{"features": r.tolist()} for r in rows]}).encode()
+        s3_server.client.put_object(Bucket=bucket, Key=key, Body=body)
+    model = Model(trained["model_data"], algorithm="xgboost", name="xgb-transform-docs", session=session)
+    model.transformer(1, "local", accept="application/json", output_path=f"s3://{bucket}/out/docs").transform(
+        f"s3://{bucket}/docs/", content_type="application/json"
+    )
+    for key in docs:
+        body = s3_server.client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        endpoint = runtime.invoke_endpoint(
+            EndpointName="xgb-e2e", ContentType="application/json", Accept="application/json", Body=body
+        )
+        assert _get(s3_server, bucket, "out/docs/" + key[len("docs/") :] + ".out") == endpoint["Body"].read()
+    s3_server.client.put_object(Bucket=bucket, Key="single/rows.csv", Body=_csv_rows(x[:25]))
+    model.transformer(
+        1, "local", strategy="SingleRecord", assemble_with="Line", output_path=f"s3://{bucket}/out/single"
+    ).transform(f"s3://{bucket}/single/", content_type="text/csv", split_type="Line")
+    out = _get(s3_server, bucket, "out/single/rows.csv.out").decode().splitlines()
+    np.testing.assert_allclose([float(v) for v in out], trained["expected"]["score"][:25], rtol=1e-6)
