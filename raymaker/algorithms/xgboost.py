@@ -308,7 +308,9 @@ class XGBoost(Algorithm):
         if sp.issparse(features) and features.shape[1] < width:
             # libsvm requests name only the columns they use; the model counts all of them
             features = sp.csr_matrix(features, shape=(features.shape[0], width))
-        raw = model.predict(xgb.DMatrix(features, nthread=os.cpu_count() or 1))
+        # Threads pay off for big batches only; for an endpoint's few rows they cost tail latency.
+        threads = (os.cpu_count() or 1) if features.shape[0] >= 4096 else 1
+        raw = model.predict(xgb.DMatrix(features, nthread=threads))
         return prediction_outputs(objective, raw)
 
 

@@ -287,6 +287,8 @@ def routing_table(res: ResourceStore) -> dict[str, list[dict[str, Any]]]:
     """Every endpoint that serves traffic now: its variants' applications and weights."""
     table = {}
     for record in res.list("endpoint", max_results=100_000):
+        # Single-variant endpoints have their own route, but stay in the table: a client connection
+        # still held by an HAProxy process from before the route existed reaches the runtime ingress.
         if record["status"] in (E.CREATING, E.IN_SERVICE, E.UPDATING) and record["state"].get("variants"):
             table[record["name"]] = [
                 {"name": v["name"], "app": v["app"], "weight": v["weight"]}
@@ -297,8 +299,12 @@ def routing_table(res: ResourceStore) -> dict[str, list[dict[str, Any]]]:
 
 def apply_endpoint(res: ResourceStore, name: str, settings: S3Settings | None) -> str:
     """Bring endpoint ``name`` to what its record asks for: deploy (Creating / Updating) or delete
-    (Deleting). New variant applications start and load their models before the routing table switches
-    to them; the previous ones are deleted only after the switch. Returns the resulting status."""
+    (Deleting). Returns the resulting status.
+
+    A single-variant endpoint is one Serve application at its own route; an update reconfigures it in
+    place (after the new model has loaded once in a probe). Variants of a multi-variant endpoint are new
+    applications per update: they start and load their models before the runtime ingress's routing
+    table switches to them, and the previous ones are deleted only after the switch."""
     from raymaker.serve import hosting
 
     record = res.find("endpoint", name)
@@ -320,13 +326,19 @@ def apply_endpoint(res: ResourceStore, name: str, settings: S3Settings | None) -
     started: list[str] = []
     try:
         plans = variant_plans(res, name, config)
+        direct = len(plans) == 1
+        if direct and state.get("direct"):
+            hosting.probe_model(plans[0].model, settings)  # the running replicas get it in place
         for plan in plans:
             started.append(
-                hosting.deploy_variant(plan, generation, settings, timeout_s=DEFAULT_STARTUP_TIMEOUT_S)
+                hosting.deploy_variant(
+                    plan, generation, settings, timeout_s=DEFAULT_STARTUP_TIMEOUT_S, direct=direct
+                )
             )
     except Exception as e:  # noqa: BLE001 - the reason goes to the record
         for app in started:
-            hosting.delete_app(app)
+            if app not in old_apps:
+                hosting.delete_app(app)
         reason = _reason(e)
         if status == E.CREATING:
             res.update("endpoint", name, status=E.FAILED, failure_reason=reason)
@@ -339,10 +351,11 @@ def apply_endpoint(res: ResourceStore, name: str, settings: S3Settings | None) -
     state.update(
         generation=generation,
         config=config,
+        direct=direct,
         variants=[
             {
                 "name": p.variant,
-                "app": p.app_name(generation),
+                "app": p.app_name(generation, direct),
                 "weight": p.weight,
                 "instance_count": p.instance_count,
                 **(
@@ -365,7 +378,8 @@ def apply_endpoint(res: ResourceStore, name: str, settings: S3Settings | None) -
     hosting.set_routes(routing_table(res))
     hosting.wait_reachable(name)
     for app in old_apps:
-        hosting.delete_app(app)
+        if app not in started:
+            hosting.delete_app(app)
     res.update("endpoint", name, status=E.IN_SERVICE, failure_reason=None)
     return E.IN_SERVICE
 

@@ -82,12 +82,12 @@ def set_routes(endpoints: dict[str, list[dict[str, Any]]]) -> None:
     ``user_config`` changes, so its replicas are reconfigured in place; waits until they all are."""
     from ray import serve
 
-    from raymaker.serve.replicas import INGRESS_VERSION, ROUTE_PREFIX, RUNTIME_APP, RuntimeIngress
+    from raymaker.serve.replicas import CODE_VERSION, ROUTE_PREFIX, RUNTIME_APP, RuntimeIngress
 
     # `version` is internal in Serve 2.60's options(); it is the only way to keep the replicas across
     # serve.run calls (user_config alone is then applied in place, through reconfigure).
     app = RuntimeIngress.options(
-        user_config={"endpoints": endpoints}, version=INGRESS_VERSION, _internal=True
+        user_config={"endpoints": endpoints}, version=CODE_VERSION, _internal=True
     ).bind()
     serve.run(app, name=RUNTIME_APP, route_prefix=ROUTE_PREFIX)
 
@@ -139,8 +139,15 @@ class VariantPlan:
     max_replicas: int | None = None
     target_inflight: float = DEFAULT_TARGET_INFLIGHT
 
-    def app_name(self, generation: int) -> str:
-        return f"ep.{self.endpoint}.{self.variant}.g{generation}"
+    def app_name(self, generation: int, direct: bool = False) -> str:
+        """A direct (single-variant) endpoint keeps one application for its life, updated in place; a
+        variant behind the runtime ingress gets a new application per deployment generation."""
+        return f"ep.{self.endpoint}" if direct else f"ep.{self.endpoint}.{self.variant}.g{generation}"
+
+    def user_config(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return {"endpoint": self.endpoint, "variant": self.variant, "model": asdict(self.model)}
 
     def deployment_options(self) -> dict[str, Any]:
         options: dict[str, Any] = {
@@ -167,23 +174,47 @@ class VariantPlan:
         return options
 
 
-def deploy_variant(plan: VariantPlan, generation: int, settings: S3Settings | None, timeout_s: float) -> str:
-    """Start the variant's application and wait until its replicas have loaded the model. Raises
-    RuntimeError with Serve's reason (e.g. the model failed to load) or on timeout, after deleting
-    the half-started application."""
+def deploy_variant(
+    plan: VariantPlan, generation: int, settings: S3Settings | None, timeout_s: float, *, direct: bool = False
+) -> str:
+    """Start (or update) the variant's application and wait until its replicas have loaded the model.
+    ``direct``: the application takes the endpoint's HTTP route itself. Raises RuntimeError with Serve's
+    reason (e.g. the model failed to load) or on timeout; a new application is deleted then."""
     from ray import serve
 
-    from raymaker.serve.replicas import VariantServer
+    from raymaker.serve.replicas import CODE_VERSION, ROUTE_PREFIX, VariantServer
 
-    name = plan.app_name(generation)
-    app = VariantServer.options(**plan.deployment_options()).bind(plan.model, settings, plan.variant)
-    serve._run(app, _blocking=False, name=name, route_prefix=None)
+    name = plan.app_name(generation, direct)
+    existed = name in serve.status().applications
+    options = plan.deployment_options() | {"user_config": plan.user_config()}
+    app = VariantServer.options(version=CODE_VERSION, _internal=True, **options).bind(settings)
+    route = f"{ROUTE_PREFIX}/{plan.endpoint}" if direct else None
+    serve._run(app, _blocking=False, name=name, route_prefix=route)
     try:
         wait_running(name, timeout_s)
     except BaseException:
-        delete_app(name)
+        if not existed:
+            delete_app(name)
         raise
     return name
+
+
+def probe_model(spec: ModelSpec, settings: S3Settings | None) -> None:
+    """Load the model once in a short-lived task: an in-place update must not hand running replicas a
+    model that cannot load. Raises the load error."""
+    import ray
+
+    @ray.remote(num_cpus=0.1, max_retries=0)
+    def load(spec: ModelSpec, settings: S3Settings | None) -> bool:
+        from raymaker.serve.model import LoadedModel
+
+        LoadedModel(spec, settings)
+        return True
+
+    try:
+        ray.get(load.remote(spec, settings))
+    except ray.exceptions.RayTaskError as e:
+        raise RuntimeError(str(e.cause) if e.cause is not None else str(e)) from None
 
 
 def wait_running(app: str, timeout_s: float) -> None:

@@ -1,17 +1,20 @@
-"""The two Ray Serve deployments behind every endpoint.
+"""The Ray Serve deployments behind the endpoints.
 
-- ``VariantServer`` (one Serve application per production variant and deployment generation): its
-  replicas load the variant's model once and answer ``invoke`` calls. It has no HTTP route of its own.
-- ``RuntimeIngress`` (one application, ``raymaker-runtime``, at ``/endpoints``): SageMaker runtime's
-  HTTP face. It parses ``/endpoints/<name>/invocations`` and ``/ping``, picks a variant by weight (or
-  the ``X-Amzn-SageMaker-Target-Variant`` header) and calls that variant's replicas.
+- ``VariantServer``: its replicas load one production variant's model once and answer requests. An
+  endpoint with a single variant (the usual case) is one Serve application at ``/endpoints/<name>``
+  whose replicas take the HTTP requests themselves: Serve's HAProxy ingress sends each request straight
+  to a replica, with no second hop. A variant of a multi-variant endpoint is an application without a
+  route, called by ``RuntimeIngress``.
+- ``RuntimeIngress`` (one application, ``raymaker-runtime``, at ``/endpoints``): picks a variant by
+  weight (or the ``X-Amzn-SageMaker-Target-Variant`` header) for multi-variant endpoints, and answers
+  404 for names no endpoint has. The longest route prefix wins, so single-variant endpoints reach it
+  only from a client connection still held by an HAProxy process from before their route existed;
+  it then calls their replicas through a handle, so those requests succeed too.
 
-Why one shared ingress rather than one per endpoint: with HAProxy in front (Serve's fast ingress), any
-change in the set of ingress replicas reloads HAProxy, which drops idle keep-alive connections of
-every client. Here the ingress replicas never change when endpoints come, go or update: their routing
-table arrives as ``user_config``, which Serve applies to the running replicas in place. Variants change
-by starting new applications, switching the table, then deleting the old ones, so nothing in flight
-is cut off.
+Updates keep requests flowing. Both deployments get their configuration (routing table; model) as
+``user_config`` under a fixed version, so Serve applies a change to the running replicas in place:
+a replica loads the new model first and then swaps it in, and HAProxy never reloads for it. Changes
+of replica count or resources go through Serve's own rolling update (new replicas first).
 """
 
 from __future__ import annotations
@@ -39,23 +42,10 @@ TARGET_VARIANT = "x-amzn-sagemaker-target-variant"
 CUSTOM_ATTRIBUTES = "x-amzn-sagemaker-custom-attributes"
 INVOKED_VARIANT = "x-Amzn-Invoked-Production-Variant"
 
-
-@serve.deployment(name=VARIANT_DEPLOYMENT)
-class VariantServer:
-    def __init__(self, spec: ModelSpec, settings: S3Settings | None, variant: str):
-        self.variant = variant
-        self.model = LoadedModel(spec, settings)
-
-    def invoke(
-        self, body: bytes, content_type: str | None, accept: str | None
-    ) -> tuple[int, bytes, str, str]:
-        """(status, body, content type, error type); errors are values, not exceptions, so a bad
-        request never counts against (or takes down) the replica."""
-        try:
-            out, ct = self.model.invoke(body, content_type, accept)
-        except InvocationError as e:
-            return e.status, e.message.encode(), "", e.error_type
-        return 200, out, ct, ""
+# A fixed version (hosting passes it with the options): without one Serve gives every serve.run a
+# random version and restarts the replicas even when only user_config changed (and HAProxy reloads
+# with them). It follows this file's code, so an upgraded raymaker does replace them.
+CODE_VERSION = hashlib.sha1(Path(__file__).read_bytes()).hexdigest()[:12]
 
 
 def error_response(status: int, error_type: str, message: str) -> Response:
@@ -69,8 +59,107 @@ def error_response(status: int, error_type: str, message: str) -> Response:
     )
 
 
+def _too_large(size: int) -> Response:
+    return error_response(
+        413,
+        "ValidationError",
+        f"The request body is {size} bytes; InvokeEndpoint takes at most {MAX_PAYLOAD_BYTES} bytes (6 MB): "
+        "split it into smaller requests or use a batch transform job",
+    )
+
+
+def parse_path(path: str) -> tuple[str, str] | Response:
+    """``/endpoints/<name>/invocations|ping`` -> (name, action), or the 404 response."""
+    parts = path[len(ROUTE_PREFIX) :].strip("/").split("/") if path.startswith(ROUTE_PREFIX) else []
+    if len(parts) != 2 or parts[1] not in ("invocations", "ping"):
+        return error_response(
+            404, "NotFound", f"{path} is not a SageMaker runtime path: use /endpoints/<name>/invocations"
+        )
+    return parts[0], parts[1]
+
+
+async def read_body(request: Request) -> bytes | Response:
+    if request.method != "POST":
+        return error_response(405, "ValidationError", "invocations takes POST")
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > MAX_PAYLOAD_BYTES:
+        return _too_large(int(length))
+    body = await request.body()
+    if len(body) > MAX_PAYLOAD_BYTES:
+        return _too_large(len(body))
+    return body
+
+
+def answer(request: Request, variant: str, result: tuple[int, bytes, str, str]) -> Response:
+    status, out, ct, error_type = result
+    if status != 200:
+        return error_response(status, error_type, out.decode(errors="replace"))
+    # Content-Type as the model gave it: Starlette's media_type would append "; charset=utf-8".
+    headers = {"content-type": ct, INVOKED_VARIANT: variant}
+    if CUSTOM_ATTRIBUTES in request.headers:  # opaque to SageMaker: forwarded to the model and back
+        headers["X-Amzn-SageMaker-Custom-Attributes"] = request.headers[CUSTOM_ATTRIBUTES]
+    return Response(out, status_code=200, headers=headers)
+
+
+def _no_variant(endpoint: str, target: str, names: list[str]) -> Response:
+    return error_response(
+        400,
+        "ValidationError",
+        f"Endpoint {endpoint} has no production variant {target!r} (TargetVariant); its variants are "
+        f"{', '.join(names)}",
+    )
+
+
+@serve.deployment(name=VARIANT_DEPLOYMENT)
+class VariantServer:
+    """``user_config``: {"endpoint", "variant", "model": ModelSpec fields}."""
+
+    def __init__(self, settings: S3Settings | None):
+        self.settings = settings
+        self.endpoint = self.variant = ""
+        self.spec: ModelSpec | None = None
+        self.model: LoadedModel | None = None
+
+    def reconfigure(self, config: dict[str, Any]) -> None:
+        spec = ModelSpec(
+            **{**config["model"], "environment": tuple(map(tuple, config["model"]["environment"]))}
+        )
+        if spec != self.spec:
+            model = LoadedModel(spec, self.settings)  # load first: the old model serves meanwhile
+            self.model, self.spec = model, spec
+        self.endpoint, self.variant = config["endpoint"], config["variant"]
+
+    def invoke(
+        self, body: bytes, content_type: str | None, accept: str | None
+    ) -> tuple[int, bytes, str, str]:
+        """(status, body, content type, error type); errors are values, not exceptions, so a bad
+        request never counts against (or takes down) the replica."""
+        try:
+            out, ct = self.model.invoke(body, content_type, accept)
+        except InvocationError as e:
+            return e.status, e.message.encode(), "", e.error_type
+        return 200, out, ct, ""
+
+    async def __call__(self, request: Request) -> Response:
+        """The endpoint's HTTP face when this variant is the endpoint's only one."""
+        parsed = parse_path(request.url.path)
+        if isinstance(parsed, Response):
+            return parsed
+        _, action = parsed
+        if action == "ping":
+            return Response(b"", status_code=200)
+        body = await read_body(request)
+        if isinstance(body, Response):
+            return body
+        target = request.headers.get(TARGET_VARIANT)
+        if target and target.lower() != self.variant.lower():
+            return _no_variant(self.endpoint, target, [self.variant])
+        h = request.headers
+        return answer(request, self.variant, self.invoke(body, h.get("content-type"), h.get("accept")))
+
+
 class Route:
-    """One endpoint's variants: name -> (Serve application, weight)."""
+    """One multi-variant endpoint: variant name -> (Serve application, weight)."""
 
     def __init__(self, endpoint: str, variants: list[dict[str, Any]]):
         self.endpoint = endpoint
@@ -79,17 +168,9 @@ class Route:
         self.weights = [float(v["weight"]) for v in variants]
         self.lower = {n.lower(): n for n in self.names}
 
-    def pick(self, target: str | None) -> str:
+    def pick(self, target: str | None) -> str | None:
         if target:
-            name = self.lower.get(target.lower())
-            if name is None:
-                raise InvocationError(
-                    400,
-                    "ValidationError",
-                    f"Endpoint {self.endpoint} has no production variant {target!r} "
-                    f"(TargetVariant); its variants are {', '.join(self.names)}",
-                )
-            return name
+            return self.lower.get(target.lower())
         if len(self.names) == 1:
             return self.names[0]
         if sum(self.weights) <= 0:  # all weights 0: SageMaker then splits evenly
@@ -97,14 +178,10 @@ class Route:
         return random.choices(self.names, weights=self.weights)[0]
 
 
-# A fixed version (hosting.set_routes passes it): without one Serve gives every serve.run a random
-# version and restarts the ingress replicas even when only user_config changed (and HAProxy reloads
-# with them). It follows this file's code, so an upgraded raymaker does replace them.
-INGRESS_VERSION = hashlib.sha1(Path(__file__).read_bytes()).hexdigest()[:12]
-
-
 @serve.deployment(name="Ingress", ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000)
 class RuntimeIngress:
+    """``user_config``: {"endpoints": {name: [{name, app, weight}]}} for the multi-variant endpoints."""
+
     def __init__(self) -> None:
         self.routes: dict[str, Route] = {}  # endpoint name, lower case (names are case-insensitive)
         self.handles: dict[str, Any] = {}
@@ -120,42 +197,25 @@ class RuntimeIngress:
         self.routes = routes
 
     async def __call__(self, request: Request) -> Response:
-        path = request.url.path
-        # /endpoints/<name>/invocations | /endpoints/<name>/ping
-        parts = path[len(ROUTE_PREFIX) :].strip("/").split("/") if path.startswith(ROUTE_PREFIX) else []
-        if len(parts) != 2 or parts[1] not in ("invocations", "ping"):
-            return error_response(
-                404, "NotFound", f"{path} is not a SageMaker runtime path: use /endpoints/<name>/invocations"
-            )
-        name, action = parts
+        parsed = parse_path(request.url.path)
+        if isinstance(parsed, Response):
+            return parsed
+        name, action = parsed
         route = self.routes.get(name.lower())
         if route is None:
             return error_response(404, "ValidationError", f"Endpoint {name} not found (is it InService?)")
         if action == "ping":
             return Response(b"", status_code=200)
-        if request.method != "POST":
-            return error_response(405, "ValidationError", "invocations takes POST")
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > MAX_PAYLOAD_BYTES:
-            return _too_large(int(length))
-        body = await request.body()
-        if len(body) > MAX_PAYLOAD_BYTES:
-            return _too_large(len(body))
-        headers = request.headers
-        try:
-            variant = route.pick(headers.get(TARGET_VARIANT))
-        except InvocationError as e:
-            return error_response(e.status, e.error_type, e.message)
-        status, out, ct, error_type = await self._invoke(
-            route, variant, body, headers.get("content-type"), headers.get("accept")
-        )
-        if status != 200:
-            return error_response(status, error_type, out.decode(errors="replace"))
-        # Content-Type as the model gave it: Starlette's media_type would append "; charset=utf-8".
-        response_headers = {"content-type": ct, INVOKED_VARIANT: variant}
-        if CUSTOM_ATTRIBUTES in headers:  # opaque to SageMaker: forwarded to the model and back
-            response_headers["X-Amzn-SageMaker-Custom-Attributes"] = headers[CUSTOM_ATTRIBUTES]
-        return Response(out, status_code=200, headers=response_headers)
+        body = await read_body(request)
+        if isinstance(body, Response):
+            return body
+        h = request.headers
+        target = h.get(TARGET_VARIANT)
+        variant = route.pick(target)
+        if variant is None:
+            return _no_variant(route.endpoint, target, route.names)
+        result = await self._invoke(route, variant, body, h.get("content-type"), h.get("accept"))
+        return answer(request, variant, result)
 
     async def _invoke(
         self, route: Route, variant: str, body: bytes, ct: str | None, accept: str | None
@@ -171,12 +231,3 @@ class RuntimeIngress:
             if successor and successor != app:
                 return await self.handles[successor].invoke.remote(body, ct, accept)
             return 500, f"InternalFailure: {type(first).__name__}: {first}".encode(), "", "InternalFailure"
-
-
-def _too_large(size: int) -> Response:
-    return error_response(
-        413,
-        "ValidationError",
-        f"The request body is {size} bytes; InvokeEndpoint takes at most {MAX_PAYLOAD_BYTES} bytes (6 MB): "
-        "split it into smaller requests or use a batch transform job",
-    )
