@@ -455,6 +455,9 @@ class JobService:
     def __init__(self, store_path: str):
         self.store = JobStore(store_path)
         self.pool = WarmPool(self.store)
+        from raymaker.engine.transform import TransformPool
+
+        self.transform_pool = TransformPool()
         self.runs: dict[str, JobRun] = {}
         self.me = ray.get_runtime_context().current_actor
         self.id = ray.get_runtime_context().get_actor_id()
@@ -489,6 +492,7 @@ class JobService:
             time.sleep(2.0)
             try:
                 self.pool.reap()
+                self.transform_pool.reap()
             except Exception:  # noqa: BLE001 - keep reaping; a failed kill is retried next time
                 traceback.print_exc()
 
@@ -497,6 +501,7 @@ class JobService:
 
     @ray.method(concurrency_group="jobs")
     def run_job(self, spec: TrainingJobSpec, settings: S3Settings) -> str:
+        self.transform_pool.clear()  # idle transform actors give their CPUs to the training job
         run = self.runs[spec.name] = JobRun(spec, settings, self.store, self.me, self.pool)
         self.store.update_training_job(spec.name, runner_id=self.id)
         try:
@@ -543,7 +548,7 @@ class JobService:
 
         res = ResourceStore(self.store)
         try:
-            return run_transform_job(res, name, settings)
+            return run_transform_job(res, name, settings, self.transform_pool)
         except Exception as e:  # noqa: BLE001 - never leave a record InProgress
             traceback.print_exc()
             reason = f"raymaker internal error: {_failure_reason(e)}"

@@ -1,9 +1,9 @@
 """Batch transform's data path: one input object (or one byte range of a large line-split object) in,
 the model's output bytes for it out, in record order.
 
-The engine cuts the input into ``WorkUnit``s and streams them through Ray Data to a pool of
-``TransformWorker`` actors, each holding the model loaded once; it writes ``<relative key>.out`` when
-every unit of an object has succeeded. The request bodies the model sees are exactly SageMaker's:
+The engine cuts the input into ``WorkUnit``s and streams them to a pool of ``TransformWorker`` actors
+(one per instance, two units in flight each, the model loaded once and kept warm between jobs); it
+writes ``<relative key>.out`` when every unit of an object has succeeded. The request bodies the model sees are exactly SageMaker's:
 SplitType records, packed per BatchStrategy within MaxPayloadInMB, after the InputFilter."""
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from raymaker.serve.dataprocessing import DataProcessing
 from raymaker.serve.model import LoadedModel, ModelSpec
 from raymaker.serve.splitting import assemble, join_payload, mini_batches, split_records
 
-UNIT_BYTES = 32 << 20  # line-split objects larger than this are cut into units run in parallel
+UNIT_BYTES = 32 << 20  # line-split objects are cut into units of at most this, run in parallel
+MIN_UNIT_BYTES = 4 << 20  # below this a unit's fixed costs outweigh the overlap it buys
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,10 @@ class TransformPlan:
     join_source: str = "None"
     output_filter: str = "$"
     unit_bytes: int = UNIT_BYTES  # Environment RAYMAKER_TRANSFORM_UNIT_BYTES overrides it
+
+    def data_processing_key(self) -> tuple:
+        """What a warm worker depends on besides the model (it may serve another job with these)."""
+        return (self.input_filter, self.join_source, self.output_filter, self.content_type, self.accept)
 
     def data_processing(self) -> DataProcessing:
         return DataProcessing(
@@ -62,13 +67,17 @@ class WorkUnit:
     end: int
 
 
-def work_units(objects: list[Any], plan: TransformPlan, unit_bytes: int = UNIT_BYTES) -> list[WorkUnit]:
-    """Units for listed objects (``ObjectInfo``): large uncompressed Line-split objects in byte ranges,
-    everything else whole (RecordIO frames and gzip streams cannot be entered mid-way)."""
+def work_units(
+    objects: list[Any], plan: TransformPlan, unit_bytes: int = UNIT_BYTES, instances: int = 1
+) -> list[WorkUnit]:
+    """Units for listed objects (``ObjectInfo``): uncompressed Line-split objects in byte ranges,
+    everything else whole (RecordIO frames and gzip streams cannot be entered mid-way). A large object
+    gets at least two units per instance, so each instance reads one while it transforms another."""
     units = []
     for obj in objects:
-        if plan.split_type == "Line" and plan.compression != "Gzip" and obj.size > unit_bytes:
-            bounds = list(range(0, obj.size, unit_bytes)) + [obj.size]
+        size = min(unit_bytes, max(MIN_UNIT_BYTES, -(-obj.size // (2 * instances))))
+        if plan.split_type == "Line" and plan.compression != "Gzip" and obj.size > size:
+            bounds = list(range(0, obj.size, size)) + [obj.size]
             n = len(bounds) - 1
             units += [WorkUnit(obj.uri, obj.relative, i, n, bounds[i], bounds[i + 1]) for i in range(n)]
         else:
@@ -77,7 +86,8 @@ def work_units(objects: list[Any], plan: TransformPlan, unit_bytes: int = UNIT_B
 
 
 class TransformWorker:
-    """A Ray Data actor: loads the model once, then turns units into output bytes."""
+    """One instance of a transform job (a Ray actor): loads the model once, then turns units into
+    output bytes; kept warm between jobs on the same model."""
 
     def __init__(self, plan: TransformPlan, settings: S3Settings | None):
         import pyarrow as pa
@@ -90,32 +100,12 @@ class TransformWorker:
         self.dp = plan.data_processing()
         self.accept = choose_accept(plan.accept, self.model.default_accept)
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
-        out: dict[str, list[Any]] = {
-            "uri": [],
-            "relative": [],
-            "index": [],
-            "count": [],
-            "output": [],
-            "records": [],
-        }
-        for i in range(len(batch["uri"])):
-            unit = WorkUnit(
-                *(batch[k][i].item() if hasattr(batch[k][i], "item") else batch[k][i] for k in _FIELDS)
-            )
-            data, records = self.run(unit)
-            for k, v in (
-                ("uri", unit.uri),
-                ("relative", unit.relative),
-                ("index", unit.index),
-                ("count", unit.count),
-            ):
-                out[k].append(v)
-            out["output"].append(data)
-            out["records"].append(records)
-        return out
-
-    def run(self, unit: WorkUnit) -> tuple[bytes, int]:
+    def run(self, unit: WorkUnit, plan: TransformPlan | None = None) -> tuple[bytes, int]:
+        """One unit's output bytes and record count. ``plan``: the job's (a warm worker serves later
+        jobs on the same model, whose batching and assembly settings may differ)."""
+        if plan is not None and plan != self.plan:
+            self.plan, self.dp = plan, plan.data_processing()
+            self.accept = choose_accept(plan.accept, self.model.default_accept)
         data = self._read(unit)
         try:
             return self._transform(data, unit.uri)
@@ -140,21 +130,20 @@ class TransformWorker:
             return data
         # Lines belong to the unit their first byte falls in: skip the partial line at the start,
         # read past the end to finish the last line.
-        with storage.open_seekable(unit.uri) as f:
-            begin = max(unit.start - 1, 0)
-            f.seek(begin)
-            data = f.read(unit.end - begin)
-            tail = b""
-            if not data.endswith(b"\n"):
-                while True:
-                    chunk = f.read(1 << 16)
-                    if not chunk:
-                        break
-                    cut = chunk.find(b"\n")
-                    if cut >= 0:
-                        tail += chunk[: cut + 1]
-                        break
-                    tail += chunk
+        begin = max(unit.start - 1, 0)
+        data = storage.read_range(unit.uri, begin, unit.end)
+        tail, at = b"", unit.end
+        if not data.endswith(b"\n"):
+            while True:
+                chunk = storage.read_range(unit.uri, at, at + (1 << 16))
+                if not chunk:
+                    break
+                cut = chunk.find(b"\n")
+                if cut >= 0:
+                    tail += chunk[: cut + 1]
+                    break
+                tail += chunk
+                at += len(chunk)
         data += tail
         if unit.start > 0:
             first = data.find(b"\n")  # data[0] is the byte before start
@@ -243,7 +232,6 @@ class TransformWorker:
         return parts
 
 
-_FIELDS = ("uri", "relative", "index", "count", "start", "end")
 _LINE = re.compile(r"\bline (\d+)")
 
 

@@ -42,6 +42,12 @@ class Storage(ABC):
         with self.open(uri) as f:
             return f.read()
 
+    def read_range(self, uri: str, start: int, end: int) -> bytes:
+        """Bytes ``[start, end)`` of the object (fewer at its end)."""
+        with self.open_seekable(uri) as f:
+            f.seek(start)
+            return f.read(max(end - start, 0))
+
     @abstractmethod
     def download(
         self, uri: str, local_path: str | os.PathLike, *, size: int | None = None, etag: str | None = None
