@@ -290,7 +290,11 @@ def test_update_under_load_fails_no_request(trained, session, cancer):
     try:
         time.sleep(1.0)
         before = ok[0]
-        predictor.update_endpoint(initial_instance_count=2)
+        predictor.update_endpoint(initial_instance_count=2)  # more replicas (Serve adds them)
+        time.sleep(1.0)
+        # a new model on the same replicas: loaded in a probe, then swapped in place
+        Model(trained["model_data"], algorithm="xgboost", name="xgb-update-2", session=session).create()
+        predictor.update_endpoint(model_name="xgb-update-2")
         time.sleep(1.0)
     finally:
         stop.set()
