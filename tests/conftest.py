@@ -119,6 +119,9 @@ def ray_session(s3_server: S3Server) -> Iterator[None]:
             mp.setenv(k, v)
         # Endpoints listen on a free port, never on a raymaker the developer may be running on 8080.
         mp.setenv("RAYMAKER_RUNTIME_URL", f"http://127.0.0.1:{free_port()}")
+        # HAProxy's stats and metrics listeners default to fixed ports (8404, 9101): move them too.
+        mp.setenv("RAY_SERVE_HAPROXY_STATS_PORT", str(free_port()))
+        mp.setenv("RAY_SERVE_HAPROXY_METRICS_PORT", str(free_port()))
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         try:
             yield
