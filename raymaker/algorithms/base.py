@@ -262,7 +262,8 @@ class Algorithm(ABC):
     def validate_hyperparameters(cls, raw: Mapping[str, Any]) -> dict[str, Any]:
         """Typed hyperparameters with defaults filled in; HyperparameterError naming the first problem.
 
-        Keys SageMaker itself adds (``_tuning_objective_metric``, ``sagemaker_*``) are passed over."""
+        Keys SageMaker itself adds (``_tuning_objective_metric``, ``sagemaker_*``) are not the
+        algorithm's to check; ``_tuning_objective_metric`` is kept in the result."""
         known = {hp.name: hp for hp in cls.hyperparameters}
         unknown = sorted(k for k in raw if k not in known and not _reserved(k))
         if unknown:
@@ -279,6 +280,9 @@ class Algorithm(ABC):
             else:
                 values[name] = hp.default
         cls.check_hyperparameters(values)
+        if "_tuning_objective_metric" in raw:
+            # The tuner's objective travels on, so an algorithm can make sure it computes it.
+            values["_tuning_objective_metric"] = str(raw["_tuning_objective_metric"])
         return values
 
     @classmethod

@@ -142,9 +142,10 @@ def check_hyperparameter_validation(algo: type[Algorithm], case: Case) -> None:
                     hp.name,
                 )
     # SageMaker's own additions are not the algorithm's concern
-    algo.validate_hyperparameters(
+    typed = algo.validate_hyperparameters(
         {**case.hyperparameters, "_tuning_objective_metric": "x", "sagemaker_region": "y"}
     )
+    assert typed.get("_tuning_objective_metric") == "x", f"{algo.name}: the tuning objective was dropped"
 
 
 def check_train_save_load_predict(algo: type[Algorithm], case: Case, seed: int = 0) -> dict[str, np.ndarray]:

@@ -256,3 +256,22 @@ def test_exact_tree_method_refused_when_distributed(tmp_path, cancer):
     ctx.world_size = 2
     with pytest.raises(HyperparameterError, match="hist"):
         _train(tmp_path, {"num_round": "2", "tree_method": "exact"}, ctx=ctx, train=_channel(Xtr, ytr))
+
+
+def test_the_tuning_objective_is_computed_without_eval_metric():
+    """SageMaker's tuner adds _tuning_objective_metric; xgboost must report it even if eval_metric
+    names nothing (here validation:auc for a binary objective whose default metric is logloss)."""
+    import tempfile
+
+    from raymaker.algorithms.base import LocalContext, TrainingData
+    from raymaker.io.batch import Batch
+
+    x, y = load_breast_cancer(return_X_y=True)
+    x, y = x.astype(np.float32), y.astype(np.float32)
+    hp = XGBoost.validate_hyperparameters(
+        {"objective": "binary:logistic", "num_round": "3", "_tuning_objective_metric": "validation:auc"}
+    )
+    data = TrainingData.from_batches(train=Batch(x[:400], y[:400]), validation=Batch(x[400:], y[400:]))
+    with tempfile.TemporaryDirectory() as model_dir:
+        final = XGBoost().train(hp, data, LocalContext(), model_dir)
+    assert "validation:auc" in final and final["validation:auc"] > 0.9
