@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from raymaker.engine import hosting, states, transform
+from raymaker.engine import hosting, states, transform, tuning
 from raymaker.engine.errors import SageMakerError, ValidationError
 from raymaker.engine.instance_types import load_instance_types
 from raymaker.engine.resources import ResourceStore
@@ -84,6 +84,16 @@ class SageMakerAPI:
             "DescribeTransformJob": lambda p: transform.describe_transform_job(self.resources, p),
             "StopTransformJob": lambda p: transform.stop_transform_job(self.resources, p) or {},
             "ListTransformJobs": self.list_transform_jobs,
+            # automatic model tuning
+            "CreateHyperParameterTuningJob": self.create_tuning_job,
+            "DescribeHyperParameterTuningJob": lambda p: tuning.describe_tuning_job(
+                self.resources, self.store, p
+            ),
+            "StopHyperParameterTuningJob": lambda p: tuning.stop_tuning_job(self.resources, p),
+            "ListHyperParameterTuningJobs": self.list_tuning_jobs,
+            "ListTrainingJobsForHyperParameterTuningJob": lambda p: tuning.list_training_jobs_for_tuning_job(
+                self.resources, self.store, p
+            ),
         }
         # Load botocore's SageMaker model and find the job service while the caller sets up its job.
         threading.Thread(target=self._prewarm, daemon=True, name="raymaker-prewarm").start()
@@ -231,7 +241,9 @@ class SageMakerAPI:
         self.resources.delete(kind, params[key])
         return {}
 
-    def _list(self, kind: str, operation: str, out_key: str, prefix: str, params: dict[str, Any]) -> dict[str, Any]:
+    def _list(
+        self, kind: str, operation: str, out_key: str, prefix: str, params: dict[str, Any]
+    ) -> dict[str, Any]:
         validate_request(operation, params)
         records = self.resources.list(
             kind,
@@ -242,7 +254,11 @@ class SageMakerAPI:
         )
         return {
             out_key: [
-                {f"{prefix}Name": r["name"], f"{prefix}Arn": r["arn"], "CreationTime": hosting._dt(r["creation_time"])}
+                {
+                    f"{prefix}Name": r["name"],
+                    f"{prefix}Arn": r["arn"],
+                    "CreationTime": hosting._dt(r["creation_time"]),
+                }
                 for r in records
             ]
         }
@@ -268,3 +284,27 @@ class SageMakerAPI:
             max_results=int(params.get("MaxResults", 100)),
         )
         return {"TransformJobSummaries": [transform.transform_job_summary(r) for r in records]}
+
+    # --- automatic model tuning ----------------------------------------------------------------
+
+    def create_tuning_job(self, params: dict[str, Any]) -> dict[str, Any]:
+        from raymaker.engine.runner import job_service
+
+        out = tuning.create_tuning_job(self.resources, params, self.settings)
+        ensure_ray()
+        job_service(str(self.store.path)).run_tuning.remote(
+            params["HyperParameterTuningJobName"], self.settings
+        )
+        return out
+
+    def list_tuning_jobs(self, params: dict[str, Any]) -> dict[str, Any]:
+        validate_request("ListHyperParameterTuningJobs", params)
+        records = self.resources.list(
+            tuning.KIND,
+            name_contains=params.get("NameContains"),
+            status=params.get("StatusEquals"),
+            sort_by=params.get("SortBy", "CreationTime"),
+            sort_order=params.get("SortOrder", "Descending"),
+            max_results=int(params.get("MaxResults", 100)),
+        )
+        return {"HyperParameterTuningJobSummaries": [tuning.tuning_job_summary(r) for r in records]}

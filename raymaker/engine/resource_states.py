@@ -26,6 +26,14 @@ class TransformJobStatus(StrEnum):
     STOPPED = "Stopped"
 
 
+class TuningJobStatus(StrEnum):
+    IN_PROGRESS = "InProgress"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+    STOPPING = "Stopping"
+    STOPPED = "Stopped"
+
+
 E = EndpointStatus
 T = TransformJobStatus
 
@@ -49,6 +57,7 @@ TRANSFORM_ALLOWED: dict[str, frozenset[str]] = {
 TABLES: dict[str, dict[str, frozenset[str]]] = {
     "endpoint": ENDPOINT_ALLOWED,
     "transform-job": TRANSFORM_ALLOWED,
+    "hyper-parameter-tuning-job": TRANSFORM_ALLOWED,  # tuning jobs move as transform jobs do
 }
 
 

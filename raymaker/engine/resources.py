@@ -39,6 +39,7 @@ _NOUNS = {
     "endpoint-config": "endpoint configuration",
     "endpoint": "endpoint",
     "transform-job": "transform job",
+    "hyper-parameter-tuning-job": "hyperparameter tuning job",
 }
 _JSON = ("request", "state")
 
@@ -160,6 +161,20 @@ class ResourceStore:
             )
             row = c.execute("SELECT * FROM resources WHERE kind = ? AND name = ?", (kind, name)).fetchone()
         return _decode(row)
+
+    def next_number(self, kind: str, name: str, counter: str) -> int:
+        """Atomically add one to the counter ``counter`` in the record's state and return it (1, 2, ...):
+        parallel callers each get their own number."""
+        with self.store._write() as c:
+            row = c.execute("SELECT state FROM resources WHERE kind = ? AND name = ?", (kind, name)).fetchone()
+            if row is None:
+                raise ValidationError(f"Could not find {_NOUNS[kind]} \"{arn(kind, name)}\".")
+            state = json.loads(row["state"])
+            state[counter] = int(state.get(counter, 0)) + 1
+            c.execute(
+                "UPDATE resources SET state = ? WHERE kind = ? AND name = ?", (json.dumps(state), kind, name)
+            )
+        return state[counter]
 
     def delete(self, kind: str, name: str) -> None:
         with self.store._write() as c:

@@ -555,6 +555,20 @@ class JobService:
             res.update("transform-job", name, status="Failed", failure_reason=reason, end_time=time.time())
             return "Failed"
 
+    @ray.method(concurrency_group="jobs")
+    def run_tuning(self, name: str, settings: S3Settings) -> str:
+        from raymaker.engine.resources import ResourceStore
+        from raymaker.engine.tuning import KIND, run_tuning_job
+
+        res = ResourceStore(self.store)
+        try:
+            return run_tuning_job(res, str(self.store.path), name, settings)
+        except Exception as e:  # noqa: BLE001 - never leave a record InProgress
+            traceback.print_exc()
+            reason = f"raymaker internal error: {_failure_reason(e)}"
+            res.update(KIND, name, status="Failed", failure_reason=reason, end_time=time.time())
+            return "Failed"
+
     @ray.method(concurrency_group="hosting")
     def apply_endpoint(self, name: str, settings: S3Settings) -> str:
         """Deploy, update or delete endpoint ``name`` as its record asks. One at a time: each change

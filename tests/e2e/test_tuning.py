@@ -1,0 +1,168 @@
+"""Hyperparameter tuning jobs end to end on real Ray Tune: every trial a real training job (record,
+metrics, artifacts), the tuning job's record, counters and best job (issue 5, first part)."""
+
+from __future__ import annotations
+
+import itertools
+import re
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_breast_cancer
+from sklearn.model_selection import train_test_split
+
+from raymaker import Session
+from raymaker.engine.errors import ValidationError
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def channels(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tuning-data")
+    x, y = load_breast_cancer(return_X_y=True)
+    xt, xv, yt, yv = train_test_split(x, y, test_size=0.3, random_state=0)
+    for name, (a, b) in {"train": (xt, yt), "validation": (xv, yv)}.items():
+        (d / name).mkdir()
+        np.savetxt(d / name / "part.csv", np.column_stack([b, a]), delimiter=",", fmt="%.7g")
+    return d
+
+
+@pytest.fixture(scope="module")
+def session(ray_session):
+    return Session()
+
+
+def _request(
+    name,
+    channels,
+    strategy,
+    ranges,
+    *,
+    algorithm="xgboost",
+    static=None,
+    metric=("Maximize", "validation:auc"),
+    max_jobs=4,
+    parallel=2,
+):
+    config = {
+        "Strategy": strategy,
+        "HyperParameterTuningJobObjective": {"Type": metric[0], "MetricName": metric[1]},
+        "ResourceLimits": {
+            "MaxParallelTrainingJobs": parallel,
+            **({"MaxNumberOfTrainingJobs": max_jobs} if max_jobs else {}),
+        },
+        "ParameterRanges": ranges,
+        "TrainingJobEarlyStoppingType": "Off",
+        "RandomSeed": 7,
+    }
+    return {
+        "HyperParameterTuningJobName": name,
+        "HyperParameterTuningJobConfig": config,
+        "TrainingJobDefinition": {
+            "StaticHyperParameters": static or {"num_round": "15", "objective": "binary:logistic"},
+            "AlgorithmSpecification": {"AlgorithmName": algorithm, "TrainingInputMode": "File"},
+            "RoleArn": "arn:aws:iam::000000000000:role/raymaker",
+            "InputDataConfig": [
+                {
+                    "ChannelName": c,
+                    "ContentType": "text/csv",
+                    "DataSource": {
+                        "S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": f"file://{channels}/{c}/"}
+                    },
+                }
+                for c in ("train", "validation")
+            ],
+            "OutputDataConfig": {"S3OutputPath": f"file://{channels}/output"},
+            "ResourceConfig": {"InstanceType": "local", "InstanceCount": 1, "VolumeSizeInGB": 1},
+            "StoppingCondition": {"MaxRuntimeInSeconds": 600},
+        },
+    }
+
+
+def _run(session, request):
+    import time
+
+    name = request["HyperParameterTuningJobName"]
+    session.call("CreateHyperParameterTuningJob", request)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        desc = session.call("DescribeHyperParameterTuningJob", {"HyperParameterTuningJobName": name})
+        if desc["HyperParameterTuningJobStatus"] not in ("InProgress", "Stopping"):
+            break
+        time.sleep(0.2)
+    trials = session.call("ListTrainingJobsForHyperParameterTuningJob", {"HyperParameterTuningJobName": name})
+    return desc, trials["TrainingJobSummaries"]
+
+
+def test_random_search_runs_each_trial_as_a_training_job(session, channels):
+    ranges = {
+        "ContinuousParameterRanges": [
+            {"Name": "eta", "MinValue": "0.05", "MaxValue": "0.5", "ScalingType": "Logarithmic"}
+        ],
+        "IntegerParameterRanges": [
+            {"Name": "max_depth", "MinValue": "2", "MaxValue": "6", "ScalingType": "Linear"}
+        ],
+    }
+    desc, trials = _run(session, _request("tune-random", channels, "Random", ranges))
+    assert desc["HyperParameterTuningJobStatus"] == "Completed", desc.get("FailureReason")
+    assert desc["TrainingJobStatusCounters"]["Completed"] == 4
+    assert desc["ObjectiveStatusCounters"]["Succeeded"] == 4
+    assert len(trials) == 4
+    for t in trials:
+        assert re.fullmatch(r"tune-random-\d{3}-[0-9a-f]{8}", t["TrainingJobName"]), t["TrainingJobName"]
+        job = session.call("DescribeTrainingJob", {"TrainingJobName": t["TrainingJobName"]})
+        assert job["HyperParameters"]["_tuning_objective_metric"] == "validation:auc"
+        assert job["TuningJobArn"] == desc["HyperParameterTuningJobArn"]
+        assert 0.05 <= float(t["TunedHyperParameters"]["eta"]) <= 0.5
+        assert 2 <= int(t["TunedHyperParameters"]["max_depth"]) <= 6
+    best = max(trials, key=lambda t: t["FinalHyperParameterTuningJobObjectiveMetric"]["Value"])
+    assert desc["BestTrainingJob"]["TrainingJobName"] == best["TrainingJobName"]
+
+
+def test_grid_enumerates_exactly_the_categorical_product(session, channels):
+    ranges = {
+        "CategoricalParameterRanges": [
+            {"Name": "max_depth", "Values": ["2", "4"]},
+            {"Name": "eta", "Values": ["0.1", "0.3"]},
+        ]
+    }
+    desc, trials = _run(session, _request("tune-grid", channels, "Grid", ranges, max_jobs=None))
+    assert desc["HyperParameterTuningJobStatus"] == "Completed", desc.get("FailureReason")
+    combos = sorted(
+        (t["TunedHyperParameters"]["max_depth"], t["TunedHyperParameters"]["eta"]) for t in trials
+    )
+    assert combos == sorted(itertools.product(["2", "4"], ["0.1", "0.3"]))
+
+
+def test_bayesian_search_on_linear_learner(session, channels):
+    ranges = {
+        "ContinuousParameterRanges": [
+            {"Name": "learning_rate", "MinValue": "0.001", "MaxValue": "0.5", "ScalingType": "Logarithmic"}
+        ]
+    }
+    static = {"predictor_type": "binary_classifier", "epochs": "3", "mini_batch_size": "100"}
+    request = _request(
+        "tune-bayes-ll",
+        channels,
+        "Bayesian",
+        ranges,
+        algorithm="linear-learner",
+        static=static,
+        metric=("Minimize", "validation:objective_loss"),
+        max_jobs=3,
+        parallel=1,
+    )
+    desc, trials = _run(session, request)
+    assert desc["HyperParameterTuningJobStatus"] == "Completed", desc.get("FailureReason")
+    assert len(trials) == 3
+    best = min(trials, key=lambda t: t["FinalHyperParameterTuningJobObjectiveMetric"]["Value"])
+    assert desc["BestTrainingJob"]["TrainingJobName"] == best["TrainingJobName"]
+
+
+def test_bad_ranges_fail_at_create_and_store_nothing(session, channels):
+    ranges = {"ContinuousParameterRanges": [{"Name": "no_such_thing", "MinValue": "0", "MaxValue": "1"}]}
+    with pytest.raises(ValidationError, match="no_such_thing"):
+        session.call("CreateHyperParameterTuningJob", _request("tune-bad", channels, "Random", ranges))
+    with pytest.raises(ValidationError):
+        session.call("DescribeHyperParameterTuningJob", {"HyperParameterTuningJobName": "tune-bad"})
