@@ -2,6 +2,29 @@
 
 __version__ = "0.1.0"
 
-from raymaker.sdk import Estimator, Model, Predictor, Session, TrainingInput, Transformer  # noqa: E402
+from raymaker.sdk import (  # noqa: E402
+    CategoricalParameter,
+    ContinuousParameter,
+    Estimator,
+    HyperparameterTuner,
+    IntegerParameter,
+    Model,
+    Predictor,
+    Session,
+    TrainingInput,
+    Transformer,
+)
 
-__all__ = ["Estimator", "Model", "Predictor", "Session", "TrainingInput", "Transformer", "__version__"]
+__all__ = [
+    "CategoricalParameter",
+    "ContinuousParameter",
+    "Estimator",
+    "HyperparameterTuner",
+    "IntegerParameter",
+    "Model",
+    "Predictor",
+    "Session",
+    "TrainingInput",
+    "Transformer",
+    "__version__",
+]

@@ -8,9 +8,23 @@ from raymaker.sdk.predictor import Predictor
 from raymaker.sdk.session import Session
 from raymaker.sdk.training_job import TrainingJob, UnexpectedStatusException
 from raymaker.sdk.transformer import Transformer
+from raymaker.sdk.tuner import (
+    CategoricalParameter,
+    ContinuousParameter,
+    HyperparameterTuner,
+    HyperparameterTuningJobAnalytics,
+    IntegerParameter,
+    WarmStartConfig,
+    WarmStartTypes,
+)
 
 __all__ = [
+    "CategoricalParameter",
+    "ContinuousParameter",
     "Estimator",
+    "HyperparameterTuner",
+    "HyperparameterTuningJobAnalytics",
+    "IntegerParameter",
     "Model",
     "Predictor",
     "Session",
@@ -18,4 +32,6 @@ __all__ = [
     "TrainingJob",
     "Transformer",
     "UnexpectedStatusException",
+    "WarmStartConfig",
+    "WarmStartTypes",
 ]
