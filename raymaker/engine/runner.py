@@ -328,6 +328,9 @@ class JobRun:
             self.move(S.TRAINING)
             self.move(S.UPLOADING)
             self.move(S.COMPLETED, model_artifacts=model_uri(spec), **done)
+        if store.get_training_job(self.name)["secondary_status"] == S.STOPPING:
+            # A stop arrived as the code ended (too late to interrupt it): the stop still wins.
+            self.move(S.STOPPED, **done)
         return str(store.get_training_job(self.name)["status"])
 
     # --- single instance ------------------------------------------------------------------------

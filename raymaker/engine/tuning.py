@@ -5,7 +5,7 @@ artifacts and billing, named ``<tuning job>-<NNN>-<hash>``) through the engine, 
 objective metric to Tune as the algorithm emits it, step by step, so Tune's schedulers (HyperBand,
 median stopping) can stop poor trials early; a trial stopped by Tune stops its training job.
 Strategies: Random and Grid with Tune's own generators, Bayesian with Optuna's TPE (OptunaSearch),
-Hyperband with Tune's HyperBandScheduler. A failed trial does not fail the tuning job; it fails only
+Hyperband with Tune's asynchronous HyperBand (ASHA). A failed trial does not fail the tuning job; it fails only
 when every trial failed.
 """
 
@@ -252,9 +252,18 @@ def run_tuning_job(res: ResourceStore, store_path: str, name: str, settings: S3S
 
         search_alg = BasicVariantGenerator(random_state=spec.random_seed)
     if spec.strategy == "Hyperband":
-        from ray.tune.schedulers import HyperBandScheduler
+        from ray.tune.schedulers import ASHAScheduler
 
-        scheduler = HyperBandScheduler(time_attr="iteration", max_t=spec.hyperband_max_resource or 100)
+        # Asynchronous successive halving (Hyperband's asynchronous form, as SageMaker runs it): a
+        # trial below the top 1/3 at a rung stops there, without waiting for a whole bracket, and
+        # without Tune's pause/resume (a training job cannot be paused).
+        scheduler = ASHAScheduler(
+            time_attr="iteration",
+            max_t=spec.hyperband_max_resource or 100,
+            grace_period=spec.hyperband_min_resource or 1,
+            reduction_factor=3,
+            stop_last_trials=False,  # a trial at MaxResource finishes its job (uploads its model)
+        )
     elif spec.early_stopping == "Auto":
         from ray.tune.schedulers import MedianStoppingRule
 
@@ -305,6 +314,14 @@ def run_tuning_job(res: ResourceStore, store_path: str, name: str, settings: S3S
             end_time=time.time(),
         )
         return TS.FAILED
+    # Trials stopped early (by a scheduler or a stop) end their training jobs asynchronously: the
+    # tuning job ends only when they have.
+    deadline = time.monotonic() + 120
+    store = JobStore(store_path)
+    while time.monotonic() < deadline and any(
+        not states.is_terminal(t["secondary_status"]) for t in _trials(store, arn)
+    ):
+        time.sleep(POLL_S)
     stopping = res.get(KIND, name)["status"] == TS.STOPPING
     if stopping:
         status, reason = TS.STOPPED, None

@@ -166,3 +166,77 @@ def test_bad_ranges_fail_at_create_and_store_nothing(session, channels):
         session.call("CreateHyperParameterTuningJob", _request("tune-bad", channels, "Random", ranges))
     with pytest.raises(ValidationError):
         session.call("DescribeHyperParameterTuningJob", {"HyperParameterTuningJobName": "tune-bad"})
+
+
+def test_sdk_tuner_fit_analytics_best_estimator_attach(session, channels):
+    from raymaker import ContinuousParameter, Estimator, HyperparameterTuner, IntegerParameter, TrainingInput
+
+    est = Estimator(
+        "xgboost",
+        hyperparameters={"num_round": 10, "objective": "binary:logistic"},
+        output_path=f"file://{channels}/sdk-output",
+        session=session,
+    )
+    tuner = HyperparameterTuner(
+        est,
+        "validation:auc",
+        {"eta": ContinuousParameter(0.05, 0.5, "Logarithmic"), "max_depth": IntegerParameter(2, 5)},
+        strategy="Random",
+        max_jobs=3,
+        max_parallel_jobs=2,
+        random_seed=3,
+    )
+    tuner.fit(
+        {
+            "train": TrainingInput(f"file://{channels}/train/", content_type="text/csv"),
+            "validation": TrainingInput(f"file://{channels}/validation/", content_type="text/csv"),
+        }
+    )
+    desc = tuner.describe()
+    assert desc["HyperParameterTuningJobStatus"] == "Completed"
+    df = tuner.analytics().dataframe()
+    assert len(df) == 3
+    assert {"eta", "max_depth", "TrainingJobName", "TrainingJobStatus", "FinalObjectiveValue"} <= set(
+        df.columns
+    )
+    assert {"TrainingStartTime", "TrainingEndTime", "TrainingElapsedTimeSeconds"} <= set(df.columns)
+    best = tuner.best_training_job()
+    assert best == df.loc[df["FinalObjectiveValue"].idxmax(), "TrainingJobName"]
+    best_est = tuner.best_estimator()
+    assert best_est.model_data.endswith("model.tar.gz")
+    again = HyperparameterTuner.attach(desc["HyperParameterTuningJobName"], session=session)
+    assert again.best_training_job() == best
+
+
+def test_hyperband_stops_poor_trials_before_their_last_iteration(session, tmp_path):
+    """Slow enough trials (a few seconds each) that Tune's HyperBand decisions land while they run:
+    the stopped trials' training jobs are Stopped, with fewer rounds than num_round."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40_000, 20)).astype(np.float32)
+    y = (x[:, :5].sum(axis=1) + rng.normal(scale=2.0, size=len(x)) > 0).astype(np.float32)
+    for name, rows in {"train": slice(0, 30_000), "validation": slice(30_000, None)}.items():
+        (tmp_path / name).mkdir()
+        np.savetxt(
+            tmp_path / name / "part.csv", np.column_stack([y[rows], x[rows]]), delimiter=",", fmt="%.5g"
+        )
+    ranges = {
+        "ContinuousParameterRanges": [
+            {"Name": "eta", "MinValue": "0.001", "MaxValue": "0.3", "ScalingType": "Logarithmic"}
+        ],
+        "IntegerParameterRanges": [{"Name": "max_depth", "MinValue": "1", "MaxValue": "8"}],
+    }
+    static = {"num_round": "60", "objective": "binary:logistic", "tree_method": "exact"}
+    request = _request("tune-hyperband", tmp_path, "Hyperband", ranges, static=static, max_jobs=6, parallel=2)
+    request["HyperParameterTuningJobConfig"]["StrategyConfig"] = {
+        "HyperbandStrategyConfig": {"MinResource": 5, "MaxResource": 60}
+    }
+    desc, trials = _run(session, request)
+    assert desc["HyperParameterTuningJobStatus"] == "Completed", desc.get("FailureReason")
+    rounds = {}
+    for t in trials:
+        history = session.call("GetTrainingJobMetrics", {"TrainingJobName": t["TrainingJobName"]})["Metrics"]
+        auc = [m for m in history if m["metric"] == "validation:auc"]
+        rounds[t["TrainingJobName"]] = (t["TrainingJobStatus"], len(auc))
+    # at least one trial was stopped early, and its record says so; the best ran to the end
+    assert any(status == "Stopped" and 0 < n < 60 for status, n in rounds.values()), rounds
+    assert any(status == "Completed" and n == 60 for status, n in rounds.values()), rounds
