@@ -240,3 +240,52 @@ def test_hyperband_stops_poor_trials_before_their_last_iteration(session, tmp_pa
     # at least one trial was stopped early, and its record says so; the best ran to the end
     assert any(status == "Stopped" and 0 < n < 60 for status, n in rounds.values()), rounds
     assert any(status == "Completed" and n == 60 for status, n in rounds.values()), rounds
+
+
+def test_every_trial_failing_fails_the_tuning_job_with_the_reason(session, tmp_path):
+    for name in ("train", "validation"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "part.csv").write_text("1,0.5,0.25\n0,oops,0.5\n")
+    ranges = {"IntegerParameterRanges": [{"Name": "max_depth", "MinValue": "2", "MaxValue": "4"}]}
+    desc, trials = _run(
+        session, _request("tune-all-fail", tmp_path, "Random", ranges, max_jobs=2, parallel=1)
+    )
+    assert desc["HyperParameterTuningJobStatus"] == "Failed"
+    assert desc["FailureReason"].startswith("Every training job failed")
+    assert "line 2" in desc["FailureReason"], desc["FailureReason"]
+    assert [t["TrainingJobStatus"] for t in trials] == ["Failed", "Failed"]
+
+
+def test_stop_mid_way_stops_the_running_trial(session, channels):
+    import time
+
+    ranges = {"IntegerParameterRanges": [{"Name": "max_depth", "MinValue": "2", "MaxValue": "8"}]}
+    static = {"num_round": "400", "objective": "binary:logistic", "eta": "0.01", "tree_method": "exact"}
+    request = _request("tune-stop", channels, "Random", ranges, static=static, max_jobs=6, parallel=1)
+    session.call("CreateHyperParameterTuningJob", request)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        trials = session.call(
+            "ListTrainingJobsForHyperParameterTuningJob", {"HyperParameterTuningJobName": "tune-stop"}
+        )
+        if trials["TrainingJobSummaries"]:
+            break
+        time.sleep(0.1)
+    session.call("StopHyperParameterTuningJob", {"HyperParameterTuningJobName": "tune-stop"})
+    desc, trials = _run_wait(session, "tune-stop")
+    assert desc["HyperParameterTuningJobStatus"] == "Stopped"
+    assert 1 <= len(trials) < 6
+    assert all(t["TrainingJobStatus"] in ("Stopped", "Completed") for t in trials)
+
+
+def _run_wait(session, name):
+    import time
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        desc = session.call("DescribeHyperParameterTuningJob", {"HyperParameterTuningJobName": name})
+        if desc["HyperParameterTuningJobStatus"] not in ("InProgress", "Stopping"):
+            break
+        time.sleep(0.2)
+    trials = session.call("ListTrainingJobsForHyperParameterTuningJob", {"HyperParameterTuningJobName": name})
+    return desc, trials["TrainingJobSummaries"]
