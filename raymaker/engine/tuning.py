@@ -151,10 +151,53 @@ def describe_tuning_job(res: ResourceStore, store: JobStore, params: dict[str, A
     if record.get("failure_reason"):
         out["FailureReason"] = record["failure_reason"]
     objective = request["HyperParameterTuningJobConfig"].get("HyperParameterTuningJobObjective") or {}
-    best = best_of(summaries, objective.get("Type", "Maximize") == "Maximize")
+    maximize = objective.get("Type", "Maximize") == "Maximize"
+    best = best_of(summaries, maximize)
     if best:
         out["BestTrainingJob"] = best
+    parents = [
+        p["HyperParameterTuningJobName"]
+        for p in (request.get("WarmStartConfig") or {}).get("ParentHyperParameterTuningJobs", [])
+    ]
+    if parents:
+        inherited = [s for p in parents for s in _summaries(res, store, res.get(KIND, p))]
+        overall = best_of(summaries + inherited, maximize)
+        if overall:
+            out["OverallBestTrainingJob"] = overall
     return out
+
+
+def parent_results(
+    res: ResourceStore, store: JobStore, spec: TuningJobSpec
+) -> tuple[list[dict], list[float]]:
+    """The warm-start parents' evaluated points (in this job's search space) and their objective
+    values, for the searcher to learn from without running them again."""
+    points, rewards = [], []
+    for parent in (spec.warm_start or {}).get("parents", []):
+        for s in _summaries(res, store, res.get(KIND, parent)):
+            metric = s.get("FinalHyperParameterTuningJobObjectiveMetric")
+            tuned = s["TunedHyperParameters"]
+            if metric is None or any(r.name not in tuned for r in spec.ranges):
+                continue
+            point = {}
+            for r in spec.ranges:
+                value = tuned[r.name]
+                if r.kind == "categorical":
+                    if value not in r.values:
+                        break
+                    point[r.name] = value
+                else:
+                    number = float(value)
+                    if not (r.min_value <= number <= r.max_value):
+                        break
+                    if r.kind == "integer":
+                        point[r.name] = int(round(number))
+                    else:
+                        point[r.name] = 1 - number if r.scaling == "ReverseLogarithmic" else number
+            else:
+                points.append(point)
+                rewards.append(float(metric["Value"]))
+    return points, rewards
 
 
 def list_training_jobs_for_tuning_job(
@@ -246,7 +289,13 @@ def run_tuning_job(res: ResourceStore, store_path: str, name: str, settings: S3S
         from ray.tune.search import ConcurrencyLimiter
         from ray.tune.search.optuna import OptunaSearch
 
-        search_alg = ConcurrencyLimiter(OptunaSearch(seed=spec.random_seed), max_concurrent=spec.max_parallel)
+        points, rewards = parent_results(res, JobStore(store_path), spec)
+        optuna = OptunaSearch(
+            seed=spec.random_seed,
+            points_to_evaluate=points or None,
+            evaluated_rewards=rewards or None,  # warm start: learned from, not run again
+        )
+        search_alg = ConcurrencyLimiter(optuna, max_concurrent=spec.max_parallel)
     elif spec.strategy in ("Random", "Hyperband"):
         from ray.tune.search.basic_variant import BasicVariantGenerator
 

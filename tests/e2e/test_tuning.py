@@ -289,3 +289,30 @@ def _run_wait(session, name):
         time.sleep(0.2)
     trials = session.call("ListTrainingJobsForHyperParameterTuningJob", {"HyperParameterTuningJobName": name})
     return desc, trials["TrainingJobSummaries"]
+
+
+def test_warm_start_learns_from_the_parent_job(session, channels):
+    ranges = {
+        "ContinuousParameterRanges": [
+            {"Name": "eta", "MinValue": "0.05", "MaxValue": "0.5", "ScalingType": "Logarithmic"}
+        ],
+        "IntegerParameterRanges": [{"Name": "max_depth", "MinValue": "2", "MaxValue": "6"}],
+    }
+    parent, parent_trials = _run(
+        session, _request("tune-parent", channels, "Random", ranges, max_jobs=3, parallel=2)
+    )
+    assert parent["HyperParameterTuningJobStatus"] == "Completed"
+    child_request = _request("tune-child", channels, "Bayesian", ranges, max_jobs=2, parallel=1)
+    child_request["WarmStartConfig"] = {
+        "ParentHyperParameterTuningJobs": [{"HyperParameterTuningJobName": "tune-parent"}],
+        "WarmStartType": "IdenticalDataAndAlgorithm",
+    }
+    child, child_trials = _run(session, child_request)
+    assert child["HyperParameterTuningJobStatus"] == "Completed", child.get("FailureReason")
+    assert len(child_trials) == 2  # the parent's 3 results are reused, not run again
+    parent_points = {tuple(sorted(t["TunedHyperParameters"].items())) for t in parent_trials}
+    assert not parent_points & {tuple(sorted(t["TunedHyperParameters"].items())) for t in child_trials}
+    everything = parent_trials + child_trials
+    best = max(everything, key=lambda t: t["FinalHyperParameterTuningJobObjectiveMetric"]["Value"])
+    overall = child["OverallBestTrainingJob"]["FinalHyperParameterTuningJobObjectiveMetric"]["Value"]
+    assert overall == best["FinalHyperParameterTuningJobObjectiveMetric"]["Value"]
