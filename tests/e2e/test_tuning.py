@@ -206,6 +206,13 @@ def test_sdk_tuner_fit_analytics_best_estimator_attach(session, channels):
     assert best_est.model_data.endswith("model.tar.gz")
     again = HyperparameterTuner.attach(desc["HyperParameterTuningJobName"], session=session)
     assert again.best_training_job() == best
+    predictor = tuner.deploy(1, "local", endpoint_name="tuned-best")
+    try:
+        row = np.loadtxt(channels / "validation" / "part.csv", delimiter=",")[0, 1:]
+        score = float(predictor.predict(",".join(map(str, row)), initial_args={"ContentType": "text/csv"}))
+        assert 0.0 <= score <= 1.0
+    finally:
+        predictor.delete_endpoint()
 
 
 def test_hyperband_stops_poor_trials_before_their_last_iteration(session, tmp_path):
@@ -316,3 +323,36 @@ def test_warm_start_learns_from_the_parent_job(session, channels):
     best = max(everything, key=lambda t: t["FinalHyperParameterTuningJobObjectiveMetric"]["Value"])
     overall = child["OverallBestTrainingJob"]["FinalHyperParameterTuningJobObjectiveMetric"]["Value"]
     assert overall == best["FinalHyperParameterTuningJobObjectiveMetric"]["Value"]
+
+
+@pytest.mark.parametrize("strategy", ["Random", "Grid", "Hyperband"])
+def test_linear_learner_with_every_strategy(session, channels, strategy):
+    if strategy == "Grid":
+        ranges = {"CategoricalParameterRanges": [{"Name": "learning_rate", "Values": ["0.01", "0.1"]}]}
+    else:
+        ranges = {
+            "ContinuousParameterRanges": [
+                {
+                    "Name": "learning_rate",
+                    "MinValue": "0.001",
+                    "MaxValue": "0.5",
+                    "ScalingType": "Logarithmic",
+                }
+            ]
+        }
+    static = {"predictor_type": "binary_classifier", "epochs": "4", "mini_batch_size": "100"}
+    request = _request(
+        f"tune-ll-{strategy.lower()}",
+        channels,
+        strategy,
+        ranges,
+        algorithm="linear-learner",
+        static=static,
+        metric=("Minimize", "validation:objective_loss"),
+        max_jobs=None if strategy == "Grid" else 3,
+        parallel=2,
+    )
+    desc, trials = _run(session, request)
+    assert desc["HyperParameterTuningJobStatus"] == "Completed", desc.get("FailureReason")
+    assert len(trials) == (2 if strategy == "Grid" else 3)
+    assert desc["BestTrainingJob"]["TrainingJobStatus"] in ("Completed", "Stopped")
