@@ -139,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     from raymaker.cli_hosting import add_commands as add_hosting_commands
 
     add_hosting_commands(sub)
+    from raymaker.cli_tuning import add_commands as add_tuning_commands
+
+    add_tuning_commands(sub)
     return parser
 
 

@@ -12,6 +12,7 @@ when every trial failed.
 from __future__ import annotations
 
 import math
+import shutil
 import tempfile
 import time
 from typing import Any
@@ -290,8 +291,15 @@ def run_tuning_job(res: ResourceStore, store_path: str, name: str, settings: S3S
         from ray.tune.search.optuna import OptunaSearch
 
         points, rewards = parent_results(res, JobStore(store_path), spec)
+        import optuna as optuna_lib
+
+        # TPE's default is 10 random trials before the model is used: at a budget of 20 that is half
+        # the budget. A quarter of it (at least 2) leaves the model most of the trials.
+        sampler = optuna_lib.samplers.TPESampler(
+            n_startup_trials=max(2, spec.max_jobs // 4), seed=spec.random_seed
+        )
         optuna = OptunaSearch(
-            seed=spec.random_seed,
+            sampler=sampler,
             points_to_evaluate=points or None,
             evaluated_rewards=rewards or None,  # warm start: learned from, not run again
         )
@@ -299,7 +307,8 @@ def run_tuning_job(res: ResourceStore, store_path: str, name: str, settings: S3S
     elif spec.strategy in ("Random", "Hyperband"):
         from ray.tune.search.basic_variant import BasicVariantGenerator
 
-        search_alg = BasicVariantGenerator(random_state=spec.random_seed)
+        # max_concurrent here: Tune ignores max_concurrent_trials when given a search algorithm.
+        search_alg = BasicVariantGenerator(random_state=spec.random_seed, max_concurrent=spec.max_parallel)
     if spec.strategy == "Hyperband":
         from ray.tune.schedulers import ASHAScheduler
 
@@ -330,6 +339,7 @@ def run_tuning_job(res: ResourceStore, store_path: str, name: str, settings: S3S
         def stop_all(self) -> bool:
             return res.get(KIND, name)["status"] == TS.STOPPING
 
+    storage = tempfile.mkdtemp(prefix=f"raymaker-tune-{name}-")
     tuner = tune.Tuner(
         tune.with_resources(trial, {"cpu": 0.01}),
         param_space=_space(spec),
@@ -344,7 +354,7 @@ def run_tuning_job(res: ResourceStore, store_path: str, name: str, settings: S3S
         ),
         run_config=tune.RunConfig(
             name=name,
-            storage_path=tempfile.mkdtemp(prefix=f"raymaker-tune-{name}-"),
+            storage_path=storage,
             stop=_StopAll(),
             verbose=0,
             failure_config=tune.FailureConfig(max_failures=0),
@@ -354,6 +364,7 @@ def run_tuning_job(res: ResourceStore, store_path: str, name: str, settings: S3S
         results = tuner.fit()
         errors = results.num_errors
         total = len(results)
+        shutil.rmtree(storage, ignore_errors=True)  # Tune's own files: the records hold the results
     except Exception as e:  # noqa: BLE001 - the reason goes to the record
         res.update(
             KIND,
