@@ -218,6 +218,37 @@ def test_sdk_tuner_fit_analytics_best_estimator_attach(session, channels):
         predictor.delete_endpoint()
 
 
+@pytest.fixture(scope="module")
+def slow_channels(tmp_path_factory):
+    """Data on which a trial takes a few seconds, so schedulers' decisions land while trials run."""
+    d = tmp_path_factory.mktemp("slow-data")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40_000, 20)).astype(np.float32)
+    y = (x[:, :5].sum(axis=1) + rng.normal(scale=2.0, size=len(x)) > 0).astype(np.float32)
+    for name, rows in {"train": slice(0, 30_000), "validation": slice(30_000, None)}.items():
+        (d / name).mkdir()
+        np.savetxt(d / name / "part.csv", np.column_stack([y[rows], x[rows]]), delimiter=",", fmt="%.5g")
+    return d
+
+
+def test_early_stopping_auto_stops_trials_worse_than_the_median(session, slow_channels):
+    ranges = {
+        "ContinuousParameterRanges": [
+            {"Name": "eta", "MinValue": "0.0005", "MaxValue": "0.3", "ScalingType": "Logarithmic"}
+        ],
+        "IntegerParameterRanges": [{"Name": "max_depth", "MinValue": "1", "MaxValue": "8"}],
+    }
+    static = {"num_round": "60", "objective": "binary:logistic", "tree_method": "exact"}
+    request = _request(
+        "tune-early-stop", slow_channels, "Random", ranges, static=static, max_jobs=8, parallel=1
+    )
+    request["HyperParameterTuningJobConfig"]["TrainingJobEarlyStoppingType"] = "Auto"
+    desc, trials = _run(session, request)
+    assert desc["HyperParameterTuningJobStatus"] == "Completed", desc.get("FailureReason")
+    statuses = [t["TrainingJobStatus"] for t in trials]
+    assert "Stopped" in statuses and "Completed" in statuses, statuses
+
+
 def test_hyperband_stops_poor_trials_before_their_last_iteration(session, tmp_path):
     """Slow enough trials (a few seconds each) that Tune's HyperBand decisions land while they run:
     the stopped trials' training jobs are Stopped, with fewer rounds than num_round."""
