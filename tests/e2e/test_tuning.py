@@ -390,3 +390,20 @@ def test_linear_learner_with_every_strategy(session, channels, strategy):
     assert desc["HyperParameterTuningJobStatus"] == "Completed", desc.get("FailureReason")
     assert len(trials) == (2 if strategy == "Grid" else 3)
     assert desc["BestTrainingJob"]["TrainingJobStatus"] in ("Completed", "Stopped")
+
+
+def test_a_failed_trial_does_not_fail_the_tuning_job(session, channels):
+    # reg:gamma needs positive labels: on 0/1 labels its trial fails while training; the other succeeds
+    ranges = {
+        "CategoricalParameterRanges": [{"Name": "objective", "Values": ["binary:logistic", "reg:gamma"]}]
+    }
+    request = _request(
+        "tune-one-fails", channels, "Grid", ranges, static={"num_round": "5"}, max_jobs=None, parallel=1
+    )
+    desc, trials = _run(session, request)
+    assert desc["HyperParameterTuningJobStatus"] == "Completed", desc.get("FailureReason")
+    by_objective = {t["TunedHyperParameters"]["objective"]: t for t in trials}
+    assert by_objective["reg:gamma"]["TrainingJobStatus"] == "Failed"
+    assert by_objective["binary:logistic"]["TrainingJobStatus"] == "Completed"
+    assert desc["TrainingJobStatusCounters"]["NonRetryableError"] == 1
+    assert desc["BestTrainingJob"]["TrainingJobName"] == by_objective["binary:logistic"]["TrainingJobName"]
