@@ -81,18 +81,8 @@ def _request(
 
 
 def _run(session, request):
-    import time
-
-    name = request["HyperParameterTuningJobName"]
     session.call("CreateHyperParameterTuningJob", request)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        desc = session.call("DescribeHyperParameterTuningJob", {"HyperParameterTuningJobName": name})
-        if desc["HyperParameterTuningJobStatus"] not in ("InProgress", "Stopping"):
-            break
-        time.sleep(0.2)
-    trials = session.call("ListTrainingJobsForHyperParameterTuningJob", {"HyperParameterTuningJobName": name})
-    return desc, trials["TrainingJobSummaries"]
+    return _run_wait(session, request["HyperParameterTuningJobName"])
 
 
 def test_random_search_runs_each_trial_as_a_training_job(session, channels):
