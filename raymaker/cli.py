@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from raymaker.engine.errors import SageMakerError
+    from raymaker.protocol.errors import SageMakerError
 
     args = build_parser().parse_args(argv)
     try:

@@ -24,7 +24,7 @@ def _invocation_url(session, name: str) -> str:
 
 def _describe(session, name: str) -> dict[str, Any]:
     """DescribeEndpoint; an unknown name says where to find the ones there are."""
-    from raymaker.engine.errors import ValidationError
+    from raymaker.protocol.errors import ValidationError
 
     try:
         return session.call("DescribeEndpoint", {"EndpointName": name})
@@ -35,7 +35,7 @@ def _describe(session, name: str) -> dict[str, Any]:
 
 
 def _exists(session, operation: str, key: str, name: str) -> dict[str, Any] | None:
-    from raymaker.engine.errors import ValidationError
+    from raymaker.protocol.errors import ValidationError
 
     try:
         return session.call(operation, {key: name})
@@ -82,7 +82,7 @@ def _from_training_job(session, name: str, use: str = "deploy") -> tuple[str, st
 
 def cmd_deploy(args: argparse.Namespace) -> int:
     from raymaker.algorithms import algorithm_names
-    from raymaker.engine.errors import SageMakerError
+    from raymaker.protocol.errors import SageMakerError
     from raymaker.sdk import UnexpectedStatusException
     from raymaker.sdk.model import Model
 
@@ -150,7 +150,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 def _undo(session, model) -> None:
     """A deploy refused part way (a bad instance type, say) removes the records it made; an endpoint that
     was created is kept, for ``endpoints describe`` to explain."""
-    from raymaker.engine.errors import SageMakerError
+    from raymaker.protocol.errors import SageMakerError
 
     if model.endpoint_name is None or _exists(
         session, "DescribeEndpoint", "EndpointName", model.endpoint_name
@@ -274,7 +274,7 @@ def _local_uri(path: str) -> str:
 
 def _describe_transform_job(session, name: str) -> dict[str, Any]:
     """DescribeTransformJob; an unknown name says where to find the ones there are."""
-    from raymaker.engine.errors import ValidationError
+    from raymaker.protocol.errors import ValidationError
 
     try:
         return session.call("DescribeTransformJob", {"TransformJobName": name})
@@ -288,7 +288,7 @@ def _describe_transform_job(session, name: str) -> dict[str, Any]:
 
 def cmd_transform(args: argparse.Namespace) -> int:
     from raymaker.algorithms import algorithm_names
-    from raymaker.engine.errors import SageMakerError
+    from raymaker.protocol.errors import SageMakerError
     from raymaker.sdk import UnexpectedStatusException
     from raymaker.sdk.model import Model
     from raymaker.sdk.transformer import Transformer

@@ -158,7 +158,7 @@ def _counts(desc: dict[str, Any]) -> str:
 
 def _describe(session, name: str) -> dict[str, Any]:
     """DescribeHyperParameterTuningJob; an unknown name says where to find the ones there are."""
-    from raymaker.engine.errors import ValidationError
+    from raymaker.protocol.errors import ValidationError
 
     try:
         return session.call("DescribeHyperParameterTuningJob", {"HyperParameterTuningJobName": name})

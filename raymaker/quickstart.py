@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-from raymaker.engine.store import raymaker_home
+from raymaker.protocol.environment import raymaker_home
 
 
 def write_dataset(directory: str, seed: int = 0) -> tuple[str, str]:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from raymaker.engine import hosting, states, transform, tuning
-from raymaker.engine.errors import SageMakerError, ValidationError
+from raymaker.protocol.errors import SageMakerError, ValidationError
 from raymaker.engine.instance_types import load_instance_types
 from raymaker.engine.resources import ResourceStore
 from raymaker.engine.store import JobStore, describe_training_job, training_job_summary

@@ -7,25 +7,7 @@ is lower-cased, as SageMaker writes it in ARNs (its resource names are case-inse
 
 from __future__ import annotations
 
-import os
-import re
-
-DEFAULT_ACCOUNT_ID = "000000000000"
-DEFAULT_REGION = "us-east-1"
-
-
-def region() -> str:
-    for var in ("RAYMAKER_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"):
-        if os.environ.get(var):
-            return os.environ[var]
-    return DEFAULT_REGION
-
-
-def account_id() -> str:
-    account = os.environ.get("RAYMAKER_ACCOUNT_ID") or DEFAULT_ACCOUNT_ID
-    if not re.fullmatch(r"\d{12}", account):
-        raise ValueError(f"RAYMAKER_ACCOUNT_ID {account!r} must be 12 digits")
-    return account
+from raymaker.protocol.environment import account_id, region
 
 
 def arn(resource_type: str, name: str) -> str:

@@ -12,7 +12,7 @@ import traceback
 from typing import Any
 
 from raymaker.algorithms import algorithm_names
-from raymaker.engine.errors import ValidationError
+from raymaker.protocol.errors import ValidationError
 from raymaker.engine.instance_types import get_instance_type, load_instance_types
 from raymaker.engine.resource_states import EndpointStatus as E
 from raymaker.engine.resources import ResourceStore
@@ -20,8 +20,8 @@ from raymaker.engine.validation import JOB_NAME_RE, algorithm_from_image, valida
 from raymaker.io.storage import S3Settings, parse_uri
 from raymaker.serve.hosting import DEFAULT_TARGET_INFLIGHT, VariantPlan
 from raymaker.serve.model import ModelSpec
+from raymaker.protocol.service_model import TARGET_INFLIGHT_TAG
 
-TARGET_INFLIGHT_TAG = "raymaker:TargetInflightRequestsPerReplica"
 LOCAL_SERVING_CPUS = 0.1  # a replica of the "local" type: mostly idle, must not crowd out training
 DEFAULT_STARTUP_TIMEOUT_S = 600  # SageMaker's ContainerStartupHealthCheckTimeoutInSeconds default range top
 

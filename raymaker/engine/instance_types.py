@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from raymaker.engine.errors import ValidationError
+from raymaker.protocol.errors import ValidationError
 
 CLUSTER_CONFIG_ENV = "RAYMAKER_CLUSTER_CONFIG"
 DEFAULT_CLUSTER_CONFIG = Path(__file__).with_name("cluster_local.yaml")

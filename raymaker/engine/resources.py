@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from raymaker.engine.arns import arn
-from raymaker.engine.errors import ResourceInUse, ValidationError
+from raymaker.protocol.errors import ResourceInUse, ValidationError
 from raymaker.engine.resource_states import check_transition
 from raymaker.engine.store import JobStore
 

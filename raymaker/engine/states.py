@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from typing import Any
 
-from raymaker.engine.errors import ValidationError
+from raymaker.protocol.errors import ValidationError
 
 
 class TrainingJobStatus(StrEnum):

@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from raymaker.engine import states
-from raymaker.engine.arns import region, training_job_arn
-from raymaker.engine.errors import ConflictException, ResourceInUse, ResourceNotFound, SageMakerError
+from raymaker.engine.arns import training_job_arn
+from raymaker.protocol.environment import raymaker_home, region
+from raymaker.protocol.errors import ConflictException, ResourceInUse, ResourceNotFound, SageMakerError
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_S = 30.0
@@ -120,10 +121,6 @@ UPDATABLE_FIELDS = frozenset(
         "heartbeat_time",
     }
 )
-
-
-def raymaker_home() -> Path:
-    return Path(os.environ.get("RAYMAKER_HOME") or os.path.join(os.path.expanduser("~"), ".raymaker"))
 
 
 def default_db_path() -> Path:
@@ -551,7 +548,7 @@ def describe_training_job(record: Mapping[str, Any]) -> dict[str, Any]:
     """The DescribeTrainingJob response for a job record (datetimes for timestamps, as boto3 returns
     them; the HTTP layer writes them as epoch seconds). Request members that DescribeTrainingJob also
     returns are copied through, per botocore's output shape."""
-    from raymaker.engine.api_model import output_shape
+    from raymaker.protocol.service_model import output_shape
 
     request = record["request"]
     members = output_shape("DescribeTrainingJob").members

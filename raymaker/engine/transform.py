@@ -16,7 +16,7 @@ from collections import defaultdict
 from dataclasses import replace
 from typing import Any
 
-from raymaker.engine.errors import ValidationError
+from raymaker.protocol.errors import ValidationError
 from raymaker.engine.hosting import _check_name, _dt, model_spec
 from raymaker.engine.instance_types import get_instance_type, load_instance_types, worker_resources
 from raymaker.engine.resource_states import TransformJobStatus as T
@@ -100,7 +100,7 @@ def create_transform_job(res: ResourceStore, params: dict[str, Any], settings: S
 
 
 def describe_transform_job(res: ResourceStore, params: dict[str, Any]) -> dict[str, Any]:
-    from raymaker.engine.api_model import output_shape
+    from raymaker.protocol.service_model import output_shape
 
     validate_request("DescribeTransformJob", params)
     record = res.get("transform-job", params["TransformJobName"])

@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from raymaker.engine import states
-from raymaker.engine.errors import ValidationError
+from raymaker.protocol.errors import ValidationError
 from raymaker.engine.hosting import _dt
 from raymaker.engine.instance_types import load_instance_types
 from raymaker.engine.resource_states import TuningJobStatus as TS

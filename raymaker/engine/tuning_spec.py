@@ -40,8 +40,8 @@ from typing import Any
 
 from raymaker.algorithms import Algorithm, get_algorithm
 from raymaker.algorithms.base import Hyperparameter, HyperparameterError
-from raymaker.engine.api_model import input_shape, service_model
-from raymaker.engine.errors import ValidationError
+from raymaker.protocol.service_model import input_shape, service_model
+from raymaker.protocol.errors import ValidationError
 from raymaker.engine.instance_types import InstanceType
 from raymaker.engine.validation import _resolve_algorithm, validate_request, validate_training_job
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from raymaker.algorithms import Algorithm, algorithm_names, get_algorithm
-from raymaker.engine.api_model import service_model
-from raymaker.engine.errors import ValidationError
+from raymaker.protocol.service_model import service_model
+from raymaker.protocol.errors import ValidationError
 from raymaker.engine.instance_types import InstanceType, get_instance_type, load_instance_types
 from raymaker.io.channels import Channel, parse_channels
 from raymaker.io.formats import parse_content_type

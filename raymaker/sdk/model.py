@@ -57,7 +57,7 @@ class Model:
         return self.name
 
     def _exists(self) -> bool:
-        from raymaker.engine.errors import ValidationError
+        from raymaker.protocol.errors import ValidationError
 
         try:
             self.session.call("DescribeModel", {"ModelName": self.name})
@@ -102,7 +102,7 @@ class Model:
         config: dict[str, Any] = {"EndpointConfigName": self.endpoint_name, "ProductionVariants": [variant]}
         tags = list(tags or [])
         if target_inflight_requests is not None:
-            from raymaker.engine.hosting import TARGET_INFLIGHT_TAG
+            from raymaker.protocol.service_model import TARGET_INFLIGHT_TAG
 
             tags.append({"Key": TARGET_INFLIGHT_TAG, "Value": str(target_inflight_requests)})
         if tags:

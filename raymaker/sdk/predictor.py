@@ -153,7 +153,7 @@ def wait_for_endpoint(
 
 
 def wait_for_deleted(session: Session, name: str, timeout_s: float = 300.0) -> None:
-    from raymaker.engine.errors import ValidationError
+    from raymaker.protocol.errors import ValidationError
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

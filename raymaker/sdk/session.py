@@ -7,12 +7,12 @@ from __future__ import annotations
 import os
 from typing import Any, Protocol
 
-from raymaker.engine.store import raymaker_home
+from raymaker.protocol.environment import raymaker_home
 
 
 class Backend(Protocol):
     """The one seam between the SDK and the engine: a SageMaker operation name and its request dict,
-    answered with the response dict (errors raise ``raymaker.engine.errors.SageMakerError``)."""
+    answered with the response dict (errors raise ``raymaker.protocol.errors.SageMakerError``)."""
 
     def call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]: ...
 
@@ -54,7 +54,7 @@ class Session:
             from botocore import UNSIGNED
             from botocore.config import Config
 
-            from raymaker.engine.arns import region
+            from raymaker.protocol.environment import region
 
             verify = self._runtime_verify
             if verify is None:

@@ -691,7 +691,7 @@ class _TuningJob:
 
 
 def _definition_shape() -> Any:
-    from raymaker.engine.api_model import input_shape
+    from raymaker.protocol.service_model import input_shape
 
     return input_shape("CreateHyperParameterTuningJob").members["TrainingJobDefinition"]
 

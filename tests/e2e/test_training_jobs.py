@@ -13,7 +13,7 @@ from sklearn.model_selection import train_test_split
 
 from raymaker import Estimator, Session, TrainingInput
 from raymaker.algorithms import get_algorithm
-from raymaker.engine.errors import ResourceInUse, ValidationError
+from raymaker.protocol.errors import ResourceInUse, ValidationError
 from raymaker.io import recordio
 from raymaker.io.batch import Batch
 from raymaker.sdk import UnexpectedStatusException

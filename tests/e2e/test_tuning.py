@@ -12,7 +12,7 @@ from sklearn.datasets import load_breast_cancer
 from sklearn.model_selection import train_test_split
 
 from raymaker import Session
-from raymaker.engine.errors import ValidationError
+from raymaker.protocol.errors import ValidationError
 
 pytestmark = pytest.mark.e2e
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from raymaker.engine.errors import ValidationError
+from raymaker.protocol.errors import ValidationError
 from raymaker.engine.instance_types import (
     DEFAULT_CLUSTER_CONFIG,
     InstanceType,

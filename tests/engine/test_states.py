@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from raymaker.engine import states
-from raymaker.engine.errors import ValidationError
+from raymaker.protocol.errors import ValidationError
 from raymaker.engine.policies import (
     DEFAULT_INFRASTRUCTURE_RETRIES,
     FailureDecision,
@@ -47,7 +47,7 @@ def test_primary_status_mapping_is_sagemakers() -> None:
 
 
 def test_values_are_botocores_enums() -> None:
-    from raymaker.engine.api_model import service_model
+    from raymaker.protocol.service_model import service_model
 
     model = service_model()
     assert {str(s) for s in S} <= set(model.shape_for("SecondaryStatus").enum)

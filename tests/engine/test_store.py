@@ -14,8 +14,8 @@ import pytest
 from botocore.validate import ParamValidator
 
 from raymaker.engine import metering
-from raymaker.engine.api_model import output_shape
-from raymaker.engine.errors import ConflictException, ResourceInUse, ResourceNotFound, ValidationError
+from raymaker.protocol.service_model import output_shape
+from raymaker.protocol.errors import ConflictException, ResourceInUse, ResourceNotFound, ValidationError
 from raymaker.engine.instance_types import InstanceType
 from raymaker.engine.states import IllegalTransition
 from raymaker.engine.store import JobStore, default_db_path, describe_training_job, training_job_summary

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from raymaker.engine.errors import ValidationError
+from raymaker.protocol.errors import ValidationError
 from raymaker.engine.instance_types import InstanceType
 from raymaker.engine.tuning_spec import (
     OBJECTIVE_HYPERPARAMETER,

@@ -7,7 +7,7 @@ import copy
 
 import pytest
 
-from raymaker.engine.errors import ValidationError
+from raymaker.protocol.errors import ValidationError
 from raymaker.engine.instance_types import InstanceType
 from raymaker.engine.validation import (
     DEFAULT_MAX_RUNTIME_SECONDS,

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from botocore.validate import ParamValidator
 
-from raymaker.engine.api_model import output_shape
-from raymaker.engine.errors import ValidationError
+from raymaker.protocol.service_model import output_shape
+from raymaker.protocol.errors import ValidationError
 from raymaker.engine.store import JobStore, describe_training_job
 from raymaker.engine.tuning_spec import (
     OBJECTIVE_HYPERPARAMETER,

@@ -22,3 +22,8 @@ def input_shape(operation: str) -> Any:
 
 def output_shape(operation: str) -> Any:
     return service_model().operation_model(operation).output_shape
+
+
+# An endpoint config tag (tags are SageMaker's own extension point): the target in-flight requests per
+# replica that variant autoscaling keeps.
+TARGET_INFLIGHT_TAG = "raymaker:TargetInflightRequestsPerReplica"

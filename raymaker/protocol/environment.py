@@ -1,0 +1,32 @@
+"""Local settings both sides of the seam read from the environment: where raymaker keeps its files
+(``RAYMAKER_HOME``), and the region and account that ARNs name."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+DEFAULT_ACCOUNT_ID = "000000000000"
+DEFAULT_REGION = "us-east-1"
+
+
+def raymaker_home() -> Path:
+    """``RAYMAKER_HOME``, default ``~/.raymaker``: the job database, caches, local outputs."""
+    return Path(os.environ.get("RAYMAKER_HOME") or os.path.join(os.path.expanduser("~"), ".raymaker"))
+
+
+def region() -> str:
+    """RAYMAKER_REGION, AWS_REGION, AWS_DEFAULT_REGION or us-east-1."""
+    for var in ("RAYMAKER_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"):
+        if os.environ.get(var):
+            return os.environ[var]
+    return DEFAULT_REGION
+
+
+def account_id() -> str:
+    """raymaker has no AWS account: a 12-digit placeholder, ``RAYMAKER_ACCOUNT_ID`` (default zeros)."""
+    account = os.environ.get("RAYMAKER_ACCOUNT_ID") or DEFAULT_ACCOUNT_ID
+    if not re.fullmatch(r"\d{12}", account):
+        raise ValueError(f"RAYMAKER_ACCOUNT_ID {account!r} must be 12 digits")
+    return account
