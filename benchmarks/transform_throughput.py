@@ -346,7 +346,7 @@ def main() -> None:
         import xgboost
 
         from raymaker.algorithms import get_algorithm
-        from raymaker.engine.api import ensure_ray
+        from raymaker.engine.cluster import ensure_ray
         from raymaker.sdk.model import Model
         from raymaker.sdk.session import Session
 
@@ -416,7 +416,10 @@ def main() -> None:
                     raise SystemExit(
                         f"{label}: output differs from the baseline's ({len(got)} vs {len(expected)} bytes)"
                     )
-                records = int(desc.get("raymaker:RecordsTransformed", -1))
+                progress = model.session.call(
+                    "GetTransformJobProgress", {"TransformJobName": desc["TransformJobName"]}
+                )
+                records = int(progress["RecordsTransformed"])
                 if records != args.rows:
                     raise SystemExit(f"{label}: RecordsTransformed {records}, expected {args.rows}")
                 created = desc["CreationTime"].timestamp()

@@ -1,26 +1,28 @@
-"""Models, endpoint configs and endpoints: request checks, records, Describe shapes, and the deployment
-of an endpoint onto Ray Serve (run by the job service, so it outlives the caller).
+"""Model, endpoint config and endpoint operations: request checks, records, the Describe / List
+shapes, and the plans (``variant_plans``) that ``deployment`` carries out in the job service.
 
 An endpoint's record keeps, in ``state``: the deployment ``generation`` and, per variant, the Serve
-application serving it now. CreateEndpoint and UpdateEndpoint only write the record and hand the work
-to the job service; DescribeEndpoint reads the record (plus live replica counts).
+application serving it now. CreateEndpoint, UpdateEndpoint and DeleteEndpoint only write the record and
+hand the work to the job service; DescribeEndpoint reads the record (plus live replica counts).
 """
 
 from __future__ import annotations
 
-import traceback
 from typing import Any
 
 from raymaker.algorithms import algorithm_names
-from raymaker.protocol.errors import ValidationError
+from raymaker.engine.context import Engine
 from raymaker.engine.instance_types import get_instance_type, load_instance_types
+from raymaker.engine.kinds import Kind
 from raymaker.engine.resource_states import EndpointStatus as E
 from raymaker.engine.resources import ResourceStore
-from raymaker.engine.validation import JOB_NAME_RE, algorithm_from_image, validate_request
-from raymaker.io.storage import S3Settings, parse_uri
+from raymaker.engine.store import as_datetime
+from raymaker.engine.validation import JOB_NAME_RE, algorithm_from_image
+from raymaker.io.storage import parse_uri
+from raymaker.protocol.errors import ValidationError
+from raymaker.protocol.service_model import TARGET_INFLIGHT_TAG
 from raymaker.serve.hosting import DEFAULT_TARGET_INFLIGHT, VariantPlan
 from raymaker.serve.model import ModelSpec
-from raymaker.protocol.service_model import TARGET_INFLIGHT_TAG
 
 LOCAL_SERVING_CPUS = 0.1  # a replica of the "local" type: mostly idle, must not crowd out training
 DEFAULT_STARTUP_TIMEOUT_S = 600  # SageMaker's ContainerStartupHealthCheckTimeoutInSeconds default range top
@@ -83,23 +85,23 @@ def model_algorithm(request: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 
 
 def create_model(res: ResourceStore, params: dict[str, Any]) -> dict[str, Any]:
-    validate_request("CreateModel", params)
     _check_name(params["ModelName"], "ModelName")
     model_algorithm(params)
-    record = res.create("model", params["ModelName"], params)
+    record = res.create(Kind.MODEL, params["ModelName"], params)
     return {"ModelArn": record["arn"]}
 
 
 def describe_model(res: ResourceStore, params: dict[str, Any]) -> dict[str, Any]:
-    validate_request("DescribeModel", params)
-    record = res.get("model", params["ModelName"])
+    record = res.get(Kind.MODEL, params["ModelName"])
     out = {k: v for k, v in record["request"].items() if k not in ("Tags",)}
-    out.update(ModelName=record["name"], ModelArn=record["arn"], CreationTime=_dt(record["creation_time"]))
+    out.update(
+        ModelName=record["name"], ModelArn=record["arn"], CreationTime=as_datetime(record["creation_time"])
+    )
     return out
 
 
 def model_spec(res: ResourceStore, name: str) -> ModelSpec:
-    record = res.get("model", name)
+    record = res.get(Kind.MODEL, name)
     algorithm, container = model_algorithm(record["request"])
     env = tuple(sorted((container.get("Environment") or {}).items()))
     return ModelSpec(record["name"], algorithm, container["ModelDataUrl"], env)
@@ -109,7 +111,6 @@ def model_spec(res: ResourceStore, name: str) -> ModelSpec:
 
 
 def create_endpoint_config(res: ResourceStore, params: dict[str, Any]) -> dict[str, Any]:
-    validate_request("CreateEndpointConfig", params)
     _check_name(params["EndpointConfigName"], "EndpointConfigName")
     variants = params["ProductionVariants"]
     names = [v["VariantName"].lower() for v in variants]
@@ -125,7 +126,7 @@ def create_endpoint_config(res: ResourceStore, params: dict[str, Any]) -> dict[s
             )
         if not v.get("ModelName"):
             raise ValidationError(f"{where}.ModelName is required")
-        res.get("model", v["ModelName"])  # must exist
+        res.get(Kind.MODEL, v["ModelName"])  # must exist
         if "InstanceType" not in v or "InitialInstanceCount" not in v:
             raise ValidationError(f"{where}: InstanceType and InitialInstanceCount are required")
         get_instance_type(v["InstanceType"], types)
@@ -145,18 +146,17 @@ def create_endpoint_config(res: ResourceStore, params: dict[str, Any]) -> dict[s
             raise ValidationError(
                 f"tag {TARGET_INFLIGHT_TAG} must be a positive number, not {target!r}"
             ) from None
-    record = res.create("endpoint-config", params["EndpointConfigName"], params)
+    record = res.create(Kind.ENDPOINT_CONFIG, params["EndpointConfigName"], params)
     return {"EndpointConfigArn": record["arn"]}
 
 
 def describe_endpoint_config(res: ResourceStore, params: dict[str, Any]) -> dict[str, Any]:
-    validate_request("DescribeEndpointConfig", params)
-    record = res.get("endpoint-config", params["EndpointConfigName"])
+    record = res.get(Kind.ENDPOINT_CONFIG, params["EndpointConfigName"])
     out = {k: v for k, v in record["request"].items() if k != "Tags"}
     out.update(
         EndpointConfigName=record["name"],
         EndpointConfigArn=record["arn"],
-        CreationTime=_dt(record["creation_time"]),
+        CreationTime=as_datetime(record["creation_time"]),
     )
     return out
 
@@ -169,7 +169,7 @@ def _tag(request: dict[str, Any], key: str) -> str | None:
 
 
 def variant_plans(res: ResourceStore, endpoint: str, config_name: str) -> list[VariantPlan]:
-    config = res.get("endpoint-config", config_name)["request"]
+    config = res.get(Kind.ENDPOINT_CONFIG, config_name)["request"]
     types = load_instance_types()
     target = float(_tag(config, TARGET_INFLIGHT_TAG) or DEFAULT_TARGET_INFLIGHT)
     plans = []
@@ -199,38 +199,34 @@ def variant_plans(res: ResourceStore, endpoint: str, config_name: str) -> list[V
 
 
 def create_endpoint(res: ResourceStore, params: dict[str, Any]) -> dict[str, Any]:
-    validate_request("CreateEndpoint", params)
     _check_name(params["EndpointName"], "EndpointName")
     variant_plans(res, params["EndpointName"], params["EndpointConfigName"])  # config and models exist
-    record = res.create("endpoint", params["EndpointName"], params, status=E.CREATING)
+    record = res.create(Kind.ENDPOINT, params["EndpointName"], params, status=E.CREATING)
     res.update(
-        "endpoint", record["name"], state={"generation": 0, "pending_config": params["EndpointConfigName"]}
+        Kind.ENDPOINT, record["name"], state={"generation": 0, "pending_config": params["EndpointConfigName"]}
     )
     return {"EndpointArn": record["arn"]}
 
 
 def update_endpoint(res: ResourceStore, params: dict[str, Any]) -> dict[str, Any]:
-    validate_request("UpdateEndpoint", params)
     name = params["EndpointName"]
     variant_plans(res, name, params["EndpointConfigName"])
-    record = res.get("endpoint", name)
+    record = res.get(Kind.ENDPOINT, name)
     if record["status"] not in (E.IN_SERVICE, E.FAILED):
         raise ValidationError(
             f"Cannot update endpoint {name!r} while it is {record['status']}: wait until it is InService"
         )
     state = dict(record["state"], pending_config=params["EndpointConfigName"])
-    record = res.update("endpoint", name, status=E.UPDATING, state=state, failure_reason=None)
+    record = res.update(Kind.ENDPOINT, name, status=E.UPDATING, state=state, failure_reason=None)
     return {"EndpointArn": record["arn"]}
 
 
 def delete_endpoint(res: ResourceStore, params: dict[str, Any]) -> None:
-    validate_request("DeleteEndpoint", params)
-    res.update("endpoint", params["EndpointName"], status=E.DELETING)
+    res.update(Kind.ENDPOINT, params["EndpointName"], status=E.DELETING)
 
 
 def describe_endpoint(res: ResourceStore, params: dict[str, Any], live: bool = True) -> dict[str, Any]:
-    validate_request("DescribeEndpoint", params)
-    record = res.get("endpoint", params["EndpointName"])
+    record = res.get(Kind.ENDPOINT, params["EndpointName"])
     state = record["state"]
     config_name = state.get("config") or record["request"]["EndpointConfigName"]
     out: dict[str, Any] = {
@@ -238,8 +234,8 @@ def describe_endpoint(res: ResourceStore, params: dict[str, Any], live: bool = T
         "EndpointArn": record["arn"],
         "EndpointConfigName": config_name,
         "EndpointStatus": record["status"],
-        "CreationTime": _dt(record["creation_time"]),
-        "LastModifiedTime": _dt(record["last_modified_time"]),
+        "CreationTime": as_datetime(record["creation_time"]),
+        "LastModifiedTime": as_datetime(record["last_modified_time"]),
     }
     if record.get("failure_reason"):
         out["FailureReason"] = record["failure_reason"]
@@ -268,124 +264,88 @@ def endpoint_summary(record: dict[str, Any]) -> dict[str, Any]:
     return {
         "EndpointName": record["name"],
         "EndpointArn": record["arn"],
-        "CreationTime": _dt(record["creation_time"]),
-        "LastModifiedTime": _dt(record["last_modified_time"]),
+        "CreationTime": as_datetime(record["creation_time"]),
+        "LastModifiedTime": as_datetime(record["last_modified_time"]),
         "EndpointStatus": record["status"],
     }
 
 
-def _dt(t: float | None) -> Any:
-    from datetime import UTC, datetime
-
-    return None if t is None else datetime.fromtimestamp(t, UTC)
-
-
-# --- deployment (runs in the job service) --------------------------------------------------------
-
-
-def routing_table(res: ResourceStore) -> dict[str, list[dict[str, Any]]]:
-    """Every endpoint that serves traffic now: its variants' applications and weights."""
-    table = {}
-    for record in res.list("endpoint", max_results=100_000):
-        # Single-variant endpoints have their own route, but stay in the table: a client connection
-        # still held by an HAProxy process from before the route existed reaches the runtime ingress.
-        if record["status"] in (E.CREATING, E.IN_SERVICE, E.UPDATING) and record["state"].get("variants"):
-            table[record["name"]] = [
-                {"name": v["name"], "app": v["app"], "weight": v["weight"]}
-                for v in record["state"]["variants"]
-            ]
-    return table
-
-
-def apply_endpoint(res: ResourceStore, name: str, settings: S3Settings | None) -> str:
-    """Bring endpoint ``name`` to what its record asks for: deploy (Creating / Updating) or delete
-    (Deleting). Returns the resulting status.
-
-    A single-variant endpoint is one Serve application at its own route; an update reconfigures it in
-    place (after the new model has loaded once in a probe). Variants of a multi-variant endpoint are new
-    applications per update: they start and load their models before the runtime ingress's routing
-    table switches to them, and the previous ones are deleted only after the switch."""
-    from raymaker.serve import hosting
-
-    record = res.find("endpoint", name)
-    if record is None:
-        return "Deleted"
-    status, state = record["status"], dict(record["state"])
-    hosting.start_serve()
-    old_apps = [v["app"] for v in state.get("variants") or []]
-    if status == E.DELETING:
-        hosting.set_routes({k: v for k, v in routing_table(res).items() if k.lower() != name.lower()})
-        for app in old_apps:
-            hosting.delete_app(app)
-        res.delete("endpoint", name)
-        return "Deleted"
-    if status not in (E.CREATING, E.UPDATING):
-        return status
-    config = state.get("pending_config") or record["request"]["EndpointConfigName"]
-    generation = int(state.get("generation", 0)) + 1
-    started: list[str] = []
-    try:
-        plans = variant_plans(res, name, config)
-        direct = len(plans) == 1
-        if direct and state.get("direct"):
-            hosting.probe_model(plans[0].model, settings)  # the running replicas get it in place
-        for plan in plans:
-            started.append(
-                hosting.deploy_variant(
-                    plan, generation, settings, timeout_s=DEFAULT_STARTUP_TIMEOUT_S, direct=direct
-                )
-            )
-    except Exception as e:  # noqa: BLE001 - the reason goes to the record
-        for app in started:
-            if app not in old_apps:
-                hosting.delete_app(app)
-        reason = _reason(e)
-        if status == E.CREATING:
-            res.update("endpoint", name, status=E.FAILED, failure_reason=reason)
-            return E.FAILED
-        # A failed update leaves the endpoint serving its previous config, as SageMaker rolls back.
-        back = E.IN_SERVICE if old_apps else E.FAILED
-        state.pop("pending_config", None)
-        res.update("endpoint", name, status=back, failure_reason=f"Update failed: {reason}", state=state)
-        return back
-    state.update(
-        generation=generation,
-        config=config,
-        direct=direct,
-        variants=[
-            {
-                "name": p.variant,
-                "app": p.app_name(generation, direct),
-                "weight": p.weight,
-                "instance_count": p.instance_count,
-                **(
-                    {
-                        "scaling": {
-                            "Status": "ENABLED",
-                            "MinInstanceCount": p.min_replicas,
-                            "MaxInstanceCount": p.max_replicas,
-                        }
-                    }
-                    if p.min_replicas is not None
-                    else {}
-                ),
-            }
-            for p in plans
-        ],
+def list_resources(engine: Engine, kind: Kind, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """Records filtered and sorted as SageMaker's List* operations do."""
+    return engine.resources.list(
+        kind,
+        name_contains=params.get("NameContains"),
+        status=params.get("StatusEquals"),
+        sort_by=params.get("SortBy", "CreationTime"),
+        sort_order=params.get("SortOrder", "Descending"),
+        max_results=int(params.get("MaxResults", 100)),
     )
-    state.pop("pending_config", None)
-    res.update("endpoint", name, state=state)  # the table below reads the new apps from the record
-    hosting.set_routes(routing_table(res))
-    hosting.wait_reachable(name)
-    for app in old_apps:
-        if app not in started:
-            hosting.delete_app(app)
-    res.update("endpoint", name, status=E.IN_SERVICE, failure_reason=None)
-    return E.IN_SERVICE
 
 
-def _reason(e: BaseException) -> str:
-    text = str(e) or type(e).__name__
-    if not str(e):
-        text += ": " + traceback.format_exc(limit=2)
-    return f"Model failed to load or start: {text}"[:1024]
+def _summary(prefix: str, record: dict[str, Any]) -> dict[str, Any]:
+    return {
+        f"{prefix}Name": record["name"],
+        f"{prefix}Arn": record["arn"],
+        "CreationTime": as_datetime(record["creation_time"]),
+    }
+
+
+# --- the operations ----------------------------------------------------------------------------------
+
+
+def _hand_to_service(engine: Engine, endpoint: str) -> None:
+    """The job service deploys (or deletes) the endpoint, so it outlives the caller; this returns at once."""
+    engine.service().apply_endpoint.remote(endpoint, engine.settings)
+
+
+def _create_endpoint(engine: Engine, params: dict[str, Any]) -> dict[str, Any]:
+    service = engine.service()
+    out = create_endpoint(engine.resources, params)
+    service.apply_endpoint.remote(params["EndpointName"], engine.settings)
+    return out
+
+
+def _update_endpoint(engine: Engine, params: dict[str, Any]) -> dict[str, Any]:
+    out = update_endpoint(engine.resources, params)
+    _hand_to_service(engine, params["EndpointName"])
+    return out
+
+
+def _delete_endpoint(engine: Engine, params: dict[str, Any]) -> dict[str, Any]:
+    delete_endpoint(engine.resources, params)
+    _hand_to_service(engine, params["EndpointName"])
+    return {}
+
+
+def _delete(kind: Kind, key: str) -> Any:
+    def handler(engine: Engine, params: dict[str, Any]) -> dict[str, Any]:
+        engine.resources.delete(kind, params[key])
+        return {}
+
+    return handler
+
+
+def _list(kind: Kind, out_key: str, summary: Any) -> Any:
+    def handler(engine: Engine, params: dict[str, Any]) -> dict[str, Any]:
+        return {out_key: [summary(r) for r in list_resources(engine, kind, params)]}
+
+    return handler
+
+
+OPERATIONS = {
+    "CreateModel": lambda engine, p: create_model(engine.resources, p),
+    "DescribeModel": lambda engine, p: describe_model(engine.resources, p),
+    "DeleteModel": _delete(Kind.MODEL, "ModelName"),
+    "ListModels": _list(Kind.MODEL, "Models", lambda r: _summary("Model", r)),
+    "CreateEndpointConfig": lambda engine, p: create_endpoint_config(engine.resources, p),
+    "DescribeEndpointConfig": lambda engine, p: describe_endpoint_config(engine.resources, p),
+    "DeleteEndpointConfig": _delete(Kind.ENDPOINT_CONFIG, "EndpointConfigName"),
+    "ListEndpointConfigs": _list(
+        Kind.ENDPOINT_CONFIG, "EndpointConfigs", lambda r: _summary("EndpointConfig", r)
+    ),
+    "CreateEndpoint": _create_endpoint,
+    "UpdateEndpoint": _update_endpoint,
+    "DeleteEndpoint": _delete_endpoint,
+    "DescribeEndpoint": lambda engine, p: describe_endpoint(engine.resources, p),
+    "ListEndpoints": _list(Kind.ENDPOINT, "Endpoints", endpoint_summary),
+}

@@ -1,5 +1,6 @@
-"""Lifecycles of the hosting and transform resources, as explicit transition tables over SageMaker's
-own statuses (``EndpointStatus``, ``TransformJobStatus``). The runners decide *when* to move; these
+"""Lifecycles of endpoints, transform jobs and tuning jobs, as explicit transition tables over
+SageMaker's own statuses (``EndpointStatus``, ``TransformJobStatus``, ``HyperParameterTuningJobStatus``;
+training jobs have theirs in ``states``). The runners decide *when* to move; these
 tables decide *whether* a move is legal. Models and endpoint configs have no status: they are
 immutable records, created and deleted."""
 
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from raymaker.engine.kinds import Kind
 from raymaker.engine.states import IllegalTransition
 
 
@@ -54,10 +56,29 @@ TRANSFORM_ALLOWED: dict[str, frozenset[str]] = {
     T.STOPPED: frozenset(),
 }
 
+U = TuningJobStatus
+
+TUNING_ALLOWED: dict[str, frozenset[str]] = {
+    # A tuning job whose trials have all ended may still be Stopping (a stop arrived at the end).
+    U.IN_PROGRESS: frozenset({U.COMPLETED, U.FAILED, U.STOPPING}),
+    U.STOPPING: frozenset({U.STOPPED, U.FAILED}),
+    U.COMPLETED: frozenset(),
+    U.FAILED: frozenset(),
+    U.STOPPED: frozenset(),
+}
+
+# Models and endpoint configs have no status: they are created and deleted, never moved.
 TABLES: dict[str, dict[str, frozenset[str]]] = {
-    "endpoint": ENDPOINT_ALLOWED,
-    "transform-job": TRANSFORM_ALLOWED,
-    "hyper-parameter-tuning-job": TRANSFORM_ALLOWED,  # tuning jobs move as transform jobs do
+    Kind.ENDPOINT: ENDPOINT_ALLOWED,
+    Kind.TRANSFORM_JOB: TRANSFORM_ALLOWED,
+    Kind.TUNING_JOB: TUNING_ALLOWED,
+}
+
+# Statuses in which a resource still needs its runner (the job service) to move it on.
+ACTIVE: dict[str, frozenset[str]] = {
+    Kind.ENDPOINT: frozenset({E.CREATING, E.UPDATING, E.DELETING}),
+    Kind.TRANSFORM_JOB: frozenset({T.IN_PROGRESS, T.STOPPING}),
+    Kind.TUNING_JOB: frozenset({U.IN_PROGRESS, U.STOPPING}),
 }
 
 
@@ -67,5 +88,5 @@ def check_transition(kind: str, name: str, current: str, new: str) -> None:
     if new not in allowed:
         can = ", ".join(sorted(allowed)) or "nothing (it has ended)"
         raise IllegalTransition(
-            f"{kind} {name!r} is {current}: it cannot become {new}; from {current} it can become {can}"
+            f"{Kind(kind).noun} {name!r} is {current}: it cannot become {new}; from {current} it can become {can}"
         )

@@ -9,17 +9,19 @@ the runner keeps, e.g. which Serve applications serve an endpoint now). Status m
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from typing import Any
 
 from raymaker.engine.arns import arn
-from raymaker.protocol.errors import ResourceInUse, ValidationError
-from raymaker.engine.resource_states import check_transition
+from raymaker.engine.kinds import Kind
+from raymaker.engine.resource_states import ACTIVE, check_transition
 from raymaker.engine.store import JobStore
+from raymaker.protocol.errors import ResourceInUse, ValidationError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS resources (
-    kind               TEXT NOT NULL,                    -- model | endpoint-config | endpoint | transform-job
+    kind               TEXT NOT NULL,                    -- a Kind: model, endpoint, transform-job, ...
     name               TEXT NOT NULL COLLATE NOCASE,
     arn                TEXT NOT NULL,
     request            TEXT NOT NULL,                    -- the Create* request, JSON
@@ -30,17 +32,10 @@ CREATE TABLE IF NOT EXISTS resources (
     last_modified_time REAL NOT NULL,
     start_time         REAL,
     end_time           REAL,
+    runner_id          TEXT,                             -- the job service running it now
     PRIMARY KEY (kind, name)
 )"""
 
-# SageMaker's words for each kind, for messages ("Could not find endpoint ...").
-_NOUNS = {
-    "model": "model",
-    "endpoint-config": "endpoint configuration",
-    "endpoint": "endpoint",
-    "transform-job": "transform job",
-    "hyper-parameter-tuning-job": "hyperparameter tuning job",
-}
 _JSON = ("request", "state")
 
 
@@ -49,8 +44,11 @@ class ResourceStore:
 
     def __init__(self, store: JobStore):
         self.store = store
-        with store._write() as c:
+        with store.transaction() as c:
             c.execute(SCHEMA)
+            columns = {r["name"] for r in c.execute("PRAGMA table_info(resources)")}
+            if "runner_id" not in columns:  # a database from before runners were recorded
+                c.execute("ALTER TABLE resources ADD COLUMN runner_id TEXT")
 
     def create(
         self, kind: str, name: str, request: dict[str, Any], status: str | None = None
@@ -65,24 +63,22 @@ class ResourceStore:
             "creation_time": now,
             "last_modified_time": now,
         }
-        import sqlite3
-
         try:
-            with self.store._write() as c:
+            with self.store.transaction() as c:
                 c.execute(
                     f"INSERT INTO resources ({', '.join(row)}) VALUES ({', '.join('?' for _ in row)})",
                     list(row.values()),
                 )
         except sqlite3.IntegrityError:
             raise ResourceInUse(
-                f'Cannot create already existing {_NOUNS[kind]} "{arn(kind, name)}": choose another name '
-                f"or delete the existing {_NOUNS[kind]} first"
+                f'Cannot create already existing {Kind(kind).noun} "{arn(kind, name)}": choose another name '
+                f"or delete the existing {Kind(kind).noun} first"
             ) from None
         return self.get(kind, name)
 
     def find(self, kind: str, name: str) -> dict[str, Any] | None:
         row = (
-            self.store._conn()
+            self.store.connection()
             .execute("SELECT * FROM resources WHERE kind = ? AND name = ?", (kind, name))
             .fetchone()
         )
@@ -93,7 +89,7 @@ class ResourceStore:
         (boto3's waiters rely on that code)."""
         record = self.find(kind, name)
         if record is None:
-            raise ValidationError(f'Could not find {_NOUNS[kind]} "{arn(kind, name)}".')
+            raise ValidationError(f'Could not find {Kind(kind).noun} "{arn(kind, name)}".')
         return record
 
     def list(
@@ -118,7 +114,7 @@ class ResourceStore:
         )
         order = "ASC" if sort_order == "Ascending" else "DESC"
         rows = (
-            self.store._conn()
+            self.store.connection()
             .execute(
                 f"SELECT * FROM resources WHERE {' AND '.join(where)} ORDER BY {column} {order} LIMIT ?",
                 [*args, int(max_results)],
@@ -140,13 +136,13 @@ class ResourceStore:
         if given, checking the move against the kind's lifecycle (and that the status is one of
         ``expect``) in the same transaction."""
         now = time.time()
-        with self.store._write() as c:
+        with self.store.transaction() as c:
             row = c.execute("SELECT * FROM resources WHERE kind = ? AND name = ?", (kind, name)).fetchone()
             if row is None:
-                raise ValidationError(f'Could not find {_NOUNS[kind]} "{arn(kind, name)}".')
+                raise ValidationError(f'Could not find {Kind(kind).noun} "{arn(kind, name)}".')
             if expect is not None and row["status"] not in expect:
                 raise ValidationError(
-                    f"{_NOUNS[kind]} {name!r} is {row['status']}, not {' or '.join(expect)}: "
+                    f"{Kind(kind).noun} {name!r} is {row['status']}, not {' or '.join(expect)}: "
                     "wait for it to settle and retry"
                 )
             values = {"last_modified_time": now}
@@ -165,10 +161,10 @@ class ResourceStore:
     def next_number(self, kind: str, name: str, counter: str) -> int:
         """Atomically add one to the counter ``counter`` in the record's state and return it (1, 2, ...):
         parallel callers each get their own number."""
-        with self.store._write() as c:
+        with self.store.transaction() as c:
             row = c.execute("SELECT state FROM resources WHERE kind = ? AND name = ?", (kind, name)).fetchone()
             if row is None:
-                raise ValidationError(f"Could not find {_NOUNS[kind]} \"{arn(kind, name)}\".")
+                raise ValidationError(f'Could not find {Kind(kind).noun} "{arn(kind, name)}".')
             state = json.loads(row["state"])
             state[counter] = int(state.get(counter, 0)) + 1
             c.execute(
@@ -176,11 +172,24 @@ class ResourceStore:
             )
         return state[counter]
 
+    def active(self) -> list[dict[str, Any]]:
+        """Every record whose status says its runner still has work to do (``resource_states.ACTIVE``):
+        what a job service that starts must resume or end."""
+        out = []
+        for kind, statuses in ACTIVE.items():
+            marks = ", ".join("?" for _ in statuses)
+            rows = self.store.connection().execute(
+                f"SELECT * FROM resources WHERE kind = ? AND status IN ({marks}) ORDER BY creation_time",
+                [kind, *statuses],
+            )
+            out += [_decode(r) for r in rows]
+        return out
+
     def delete(self, kind: str, name: str) -> None:
-        with self.store._write() as c:
+        with self.store.transaction() as c:
             n = c.execute("DELETE FROM resources WHERE kind = ? AND name = ?", (kind, name)).rowcount
         if n == 0:
-            raise ValidationError(f'Could not find {_NOUNS[kind]} "{arn(kind, name)}".')
+            raise ValidationError(f'Could not find {Kind(kind).noun} "{arn(kind, name)}".')
 
 
 def _decode(row: Any) -> dict[str, Any]:

@@ -5,7 +5,7 @@ mapping; ``ALLOWED`` is the whole transition table. ``transition`` is the only w
 the table and maintains ``SecondaryStatusTransitions`` (closing the open entry's EndTime). The runner
 decides *when* to move (with ``policies``) but never *whether* a move is legal.
 
-Times in records are epoch seconds (floats, UTC); ``store.describe_training_job`` turns them into
+Times in records are epoch seconds (floats, UTC); ``training_jobs.describe_training_job`` turns them into
 datetimes for the API response.
 """
 

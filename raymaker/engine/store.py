@@ -6,17 +6,15 @@ Concurrency: one connection per thread (and per process: a forked child opens it
 timeout, and short ``BEGIN IMMEDIATE`` write transactions, so API servers, drivers and runners may
 share one file. Uniqueness of job names is the table's constraint, never a read-then-write check.
 
-Records are plain dicts with snake_case keys; times are epoch seconds (UTC floats).
-``describe_training_job(record)`` turns one into the DescribeTrainingJob response.
+Records are plain dicts with snake_case keys; times are epoch seconds (UTC floats). The API shapes
+built from them live beside their operations (``training_jobs.describe_training_job``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import getpass
 import json
-import math
 import os
 import sqlite3
 import threading
@@ -32,7 +30,7 @@ from raymaker.engine.arns import training_job_arn
 from raymaker.protocol.environment import raymaker_home, region
 from raymaker.protocol.errors import ConflictException, ResourceInUse, ResourceNotFound, SageMakerError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_S = 30.0
 
 _SCHEMA = """
@@ -94,7 +92,21 @@ CREATE TABLE IF NOT EXISTS audit_events (
     region             TEXT
 );
 CREATE INDEX IF NOT EXISTS audit_events_name ON audit_events(event_name, event_time);
+CREATE INDEX IF NOT EXISTS audit_events_time ON audit_events(event_time);
+
+CREATE TABLE IF NOT EXISTS services (
+    id             TEXT PRIMARY KEY,                     -- the job service's Ray actor id
+    pid            INTEGER,
+    started_time   REAL NOT NULL,
+    heartbeat_time REAL NOT NULL
+);
 """
+# Columns added after version 1, for databases made by an older raymaker.
+_ADDED_COLUMNS = (("audit_events", "request_id", "TEXT"),)
+SERVICE_HEARTBEAT_S = 2.0  # how often the job service says it is alive
+SERVICE_STALE_S = 15.0  # a heartbeat older than this: the service is gone
+AUDIT_RETENTION_ENV = "RAYMAKER_AUDIT_RETENTION_DAYS"
+DEFAULT_AUDIT_RETENTION_DAYS = 90.0  # CloudTrail's event history keeps 90 days
 
 _JSON_FIELDS = ("request", "transitions", "final_metrics", "warm_pool_status")
 # Columns update_training_job may set (name, arn and creation_time never change).
@@ -141,14 +153,18 @@ class JobStore:
         self._lock = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
         self._pid = os.getpid()
-        conn = self._conn()
+        conn = self.connection()
         # journal_mode=WAL is persistent in the file; setting it again is a no-op.
         conn.execute("PRAGMA journal_mode=WAL")
-        with self._write() as c:
+        with self.transaction() as c:
             if c.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
                 for statement in _SCHEMA.split(";\n"):  # no ";" + newline inside a statement
                     if statement.strip():
                         c.execute(statement)
+                for table, column, kind in _ADDED_COLUMNS:
+                    have = {r["name"] for r in c.execute(f"PRAGMA table_info({table})")}
+                    if column not in have:
+                        c.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
                 c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -159,7 +175,8 @@ class JobStore:
 
     # --- connections ---------------------------------------------------------------------------
 
-    def _conn(self) -> sqlite3.Connection:
+    def connection(self) -> sqlite3.Connection:
+        """This thread's connection, for reads (autocommit: each statement sees the latest commit)."""
         if os.getpid() != self._pid:  # forked: the parent's connections must not be used here
             self._local = threading.local()
             self._connections = []
@@ -181,10 +198,10 @@ class JobStore:
         return conn
 
     @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """A short write transaction; IMMEDIATE takes the write lock up front so two writers never
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A short write transaction, the one way records change; IMMEDIATE takes the write lock up front so two writers never
         both read and then deadlock upgrading."""
-        conn = self._conn()
+        conn = self.connection()
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
@@ -232,7 +249,7 @@ class JobStore:
         cols = ", ".join(row)
         marks = ", ".join("?" for _ in row)
         try:
-            with self._write() as c:
+            with self.transaction() as c:
                 c.execute(f"INSERT INTO training_jobs ({cols}) VALUES ({marks})", _encode_values(row))
         except sqlite3.IntegrityError:
             raise ResourceInUse(
@@ -242,10 +259,10 @@ class JobStore:
         return self.get_training_job(name)
 
     def get_training_job(self, name: str) -> dict[str, Any]:
-        row = self._conn().execute("SELECT * FROM training_jobs WHERE name = ?", (name,)).fetchone()
+        row = self.connection().execute("SELECT * FROM training_jobs WHERE name = ?", (name,)).fetchone()
         if row is None:
             raise _not_found(name)
-        return _decode(row)
+        return decode_row(row)
 
     def update_training_job(
         self,
@@ -272,7 +289,7 @@ class JobStore:
             if expected is not None:
                 where += f" AND {column} = ?"
                 args.append(str(expected))
-        with self._write() as c:
+        with self.transaction() as c:
             n = c.execute(f"UPDATE training_jobs SET {sets} WHERE {where}", [*_encode_values(fields), *args])
             row = c.execute("SELECT * FROM training_jobs WHERE name = ?", (name,)).fetchone()
         if row is None:
@@ -282,7 +299,7 @@ class JobStore:
                 f"training job {name!r} is {row['status']} ({row['secondary_status']}), not "
                 f"{expected_status or expected_secondary_status}: it changed meanwhile; re-read it"
             )
-        return _decode(row)
+        return decode_row(row)
 
     def transition_training_job(
         self,
@@ -302,11 +319,11 @@ class JobStore:
         if unknown:
             raise ValueError(f"cannot update {sorted(unknown)}; updatable: {sorted(UPDATABLE_FIELDS)}")
         now = time.time() if now is None else now
-        with self._write() as c:
+        with self.transaction() as c:
             row = c.execute("SELECT * FROM training_jobs WHERE name = ?", (name,)).fetchone()
             if row is None:
                 raise _not_found(name)
-            record = _decode(row)
+            record = decode_row(row)
             transitions = states.transition(
                 record["transitions"], record["secondary_status"], new, message, now=now
             )
@@ -320,7 +337,22 @@ class JobStore:
             sets = ", ".join(f"{k} = ?" for k in values)
             c.execute(f"UPDATE training_jobs SET {sets} WHERE name = ?", [*_encode_values(values), name])
             row = c.execute("SELECT * FROM training_jobs WHERE name = ?", (name,)).fetchone()
-        return _decode(row)
+        return decode_row(row)
+
+    def set_status_message(self, name: str, message: str) -> None:
+        """Say what the job's current SecondaryStatus is doing (its open transition's StatusMessage),
+        e.g. what resources it waits for."""
+        with self.transaction() as c:
+            row = c.execute("SELECT transitions FROM training_jobs WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise _not_found(name)
+            transitions = json.loads(row["transitions"])
+            if transitions:
+                transitions[-1]["StatusMessage"] = message
+                c.execute(
+                    "UPDATE training_jobs SET transitions = ?, last_modified_time = ? WHERE name = ?",
+                    (json.dumps(transitions), time.time(), name),
+                )
 
     def list_training_jobs(
         self,
@@ -332,9 +364,11 @@ class JobStore:
         creation_time_before: float | None = None,
         sort_by: str = "CreationTime",
         sort_order: str = "Descending",
+        tuning_job_arn: str | None = None,
     ) -> list[dict[str, Any]]:
         """Jobs filtered as ListTrainingJobs filters them (StatusEquals, NameContains, case-insensitive;
-        CreationTimeAfter/Before), sorted by CreationTime, Name or Status."""
+        CreationTimeAfter/Before; the tuning job that launched them), sorted by CreationTime, Name or
+        Status."""
         order_col = {"CreationTime": "creation_time", "Name": "name", "Status": "status"}.get(sort_by)
         if order_col is None or sort_order not in ("Ascending", "Descending"):
             raise ValueError(
@@ -347,6 +381,9 @@ class JobStore:
         if name_contains:
             where.append("instr(lower(name), lower(?)) > 0")
             args.append(name_contains)
+        if tuning_job_arn is not None:
+            where.append("tuning_job_arn = ?")
+            args.append(tuning_job_arn)
         if creation_time_after is not None:
             where.append("creation_time > ?")
             args.append(creation_time_after)
@@ -354,12 +391,12 @@ class JobStore:
             where.append("creation_time < ?")
             args.append(creation_time_before)
         direction = "DESC" if sort_order == "Descending" else "ASC"
-        rows = self._conn().execute(
+        rows = self.connection().execute(
             f"SELECT * FROM training_jobs WHERE {' AND '.join(where)} "
             f"ORDER BY {order_col} {direction}, name {direction} LIMIT ?",
             [*args, int(max_results)],
         )
-        return [_decode(r) for r in rows]
+        return [decode_row(r) for r in rows]
 
     # --- metrics -------------------------------------------------------------------------------
 
@@ -371,7 +408,7 @@ class JobStore:
             metric, value, step, ts = (*r, None, None)[:4]
             values.append((name, str(metric), float(value), step, now if ts is None else float(ts)))
         if values:
-            with self._write() as c:
+            with self.transaction() as c:
                 c.executemany(
                     "INSERT INTO metrics (job, metric, value, step, timestamp) VALUES (?, ?, ?, ?, ?)",
                     values,
@@ -385,7 +422,7 @@ class JobStore:
         if metric is not None:
             sql += " AND metric = ?"
             args.append(metric)
-        rows = self._conn().execute(sql + " ORDER BY timestamp, rowid", args)
+        rows = self.connection().execute(sql + " ORDER BY timestamp, rowid", args)
         return [dict(r) for r in rows]
 
     def latest_metrics(self, name: str) -> list[dict[str, Any]]:
@@ -405,7 +442,7 @@ class JobStore:
         """Append log lines (numbered 1, 2, ... per job); returns the last sequence number."""
         text = [str(line).rstrip("\r\n") for line in lines]
         now = time.time() if now is None else now
-        with self._write() as c:
+        with self.transaction() as c:
             last = c.execute("SELECT COALESCE(MAX(seq), 0) FROM logs WHERE job = ?", (name,)).fetchone()[0]
             c.executemany(
                 "INSERT INTO logs (job, seq, time, line) VALUES (?, ?, ?, ?)",
@@ -415,7 +452,7 @@ class JobStore:
 
     def logs(self, name: str, after_seq: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
         """Log lines after ``after_seq`` (pass the last seq seen to tail): ``{"seq", "time", "line"}``."""
-        rows = self._conn().execute(
+        rows = self.connection().execute(
             "SELECT seq, time, line FROM logs WHERE job = ? AND seq > ? ORDER BY seq LIMIT ?",
             (name, after_seq, -1 if limit is None else limit),
         )
@@ -432,11 +469,14 @@ class JobStore:
         caller: str | Mapping[str, Any] | None = None,
         source_ip: str | None = None,
         user_agent: str | None = None,
+        request_id: str | None = None,
         now: float | None = None,
     ) -> str:
-        """Record one API call, CloudTrail-style; returns its eventID. ``error`` is the exception the
+        """Record one API call, CloudTrail-style; returns its request id. ``error`` is the exception the
         call raised (its SageMaker code, else its class name) or a ``(code, message)`` pair. ``caller``
-        defaults to the local OS user (the in-process backend); the API server passes its client."""
+        defaults to the local OS user (the in-process backend); the API server passes its client.
+        Events older than the retention (``RAYMAKER_AUDIT_RETENTION_DAYS``, default 90) are dropped
+        now and then, so the trail does not grow without end."""
         if isinstance(error, SageMakerError):
             code, message = error.code, error.message
         elif isinstance(error, BaseException):
@@ -451,15 +491,17 @@ class JobStore:
             identity = {"type": "IAMUser", "userName": caller}
         else:
             identity = caller
+        now = time.time() if now is None else now
         event_id = str(uuid.uuid4())
-        with self._write() as c:
-            c.execute(
+        request_id = request_id or str(uuid.uuid4())
+        with self.transaction() as c:
+            cur = c.execute(
                 "INSERT INTO audit_events (event_id, event_time, event_name, request_parameters, "
-                "error_code, error_message, user_identity, source_ip, user_agent, region) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "error_code, error_message, user_identity, source_ip, user_agent, region, request_id) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     event_id,
-                    time.time() if now is None else now,
+                    now,
                     event_name,
                     None if params is None else json.dumps(params, default=str),
                     code,
@@ -468,35 +510,53 @@ class JobStore:
                     source_ip,
                     user_agent,
                     region(),
+                    request_id,
                 ),
             )
-        return event_id
+            if cur.lastrowid % 1000 == 0:  # pruning is an index range delete: cheap, but not every call
+                c.execute("DELETE FROM audit_events WHERE event_time < ?", (now - audit_retention_s(),))
+        return request_id
+
+    def prune_audit_events(self, *, now: float | None = None) -> int:
+        """Drop events older than the retention; returns how many went."""
+        now = time.time() if now is None else now
+        with self.transaction() as c:
+            return c.execute(
+                "DELETE FROM audit_events WHERE event_time < ?", (now - audit_retention_s(),)
+            ).rowcount
 
     def audit_events(
         self,
         event_name: str | None = None,
         *,
         since: float | None = None,
+        until: float | None = None,
         errors_only: bool = False,
+        after_id: int = 0,
         limit: int = 1000,
     ) -> list[dict[str, Any]]:
         """Recorded calls, oldest first, as CloudTrail records (eventTime ISO 8601 UTC, eventName,
-        eventSource, requestParameters, errorCode, errorMessage, userIdentity, ...)."""
-        where, args = ["1"], []
+        eventSource, requestParameters, errorCode, errorMessage, userIdentity, requestID, ...), each
+        with its row number under ``"_id"`` for paging (``after_id``)."""
+        where, args = ["id > ?"], [after_id]
         if event_name is not None:
             where.append("event_name = ?")
             args.append(event_name)
         if since is not None:
             where.append("event_time >= ?")
             args.append(since)
+        if until is not None:
+            where.append("event_time <= ?")
+            args.append(until)
         if errors_only:
             where.append("error_code IS NOT NULL")
-        rows = self._conn().execute(
+        rows = self.connection().execute(
             f"SELECT * FROM audit_events WHERE {' AND '.join(where)} ORDER BY id LIMIT ?", [*args, limit]
         )
         out = []
         for r in rows:
             event = {
+                "_id": r["id"],
                 "eventVersion": "1.08",
                 "eventID": r["event_id"],
                 "eventTime": datetime.fromtimestamp(r["event_time"], UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -507,12 +567,62 @@ class JobStore:
                 "sourceIPAddress": r["source_ip"],
                 "userAgent": r["user_agent"],
                 "requestParameters": json.loads(r["request_parameters"]) if r["request_parameters"] else None,
+                "requestID": r["request_id"],
+                "eventType": "AwsApiCall",
             }
             if r["error_code"]:
                 event["errorCode"] = r["error_code"]
                 event["errorMessage"] = r["error_message"]
             out.append(event)
         return out
+
+    # --- job services --------------------------------------------------------------------------
+
+    def service_heartbeat(self, service_id: str, *, pid: int | None = None, now: float | None = None) -> None:
+        """The job service ``service_id`` is alive now (it writes this every few seconds)."""
+        now = time.time() if now is None else now
+        with self.transaction() as c:
+            c.execute(
+                "INSERT INTO services (id, pid, started_time, heartbeat_time) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(id) DO UPDATE SET heartbeat_time = excluded.heartbeat_time",
+                (service_id, pid, now, now),
+            )
+
+    def service_last_seen(self, service_id: str) -> float | None:
+        """When the job service ``service_id`` last wrote its heartbeat (None: never)."""
+        row = self.connection().execute(
+            "SELECT heartbeat_time FROM services WHERE id = ?", (service_id,)
+        ).fetchone()
+        return None if row is None else float(row[0])
+
+    def service_gone_message(self, stale_s: float = SERVICE_STALE_S) -> str | None:
+        """If no job service has written its heartbeat for ``stale_s`` seconds, a sentence saying so,
+        for the Describe of anything still in progress (None while one is alive)."""
+        latest = self.latest_service()
+        if latest is None or time.time() - latest["heartbeat_time"] <= stale_s:
+            return None
+        when = datetime.fromtimestamp(latest["heartbeat_time"], UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return (
+            f"raymaker's job service has not been heard from since {when} (its Ray cluster may have "
+            "stopped): this resumes or ends when the service starts again, with the next raymaker call"
+        )
+
+    def latest_service(self) -> dict[str, Any] | None:
+        """The job service that wrote a heartbeat last: ``{"id", "pid", "started_time", "heartbeat_time"}``."""
+        row = self.connection().execute(
+            "SELECT * FROM services ORDER BY heartbeat_time DESC LIMIT 1"
+        ).fetchone()
+        return None if row is None else dict(row)
+
+
+def audit_retention_s() -> float:
+    """How long audit events are kept: ``RAYMAKER_AUDIT_RETENTION_DAYS`` (default 90), in seconds."""
+    text = os.environ.get(AUDIT_RETENTION_ENV) or str(DEFAULT_AUDIT_RETENTION_DAYS)
+    try:
+        days = float(text)
+    except ValueError:
+        raise ValueError(f"{AUDIT_RETENTION_ENV} must be a number of days, not {text!r}") from None
+    return days * 86400.0
 
 
 def _os_user() -> str:
@@ -529,7 +639,7 @@ def _encode_values(values: Mapping[str, Any]) -> list[Any]:
     ]
 
 
-def _decode(row: sqlite3.Row) -> dict[str, Any]:
+def decode_row(row: sqlite3.Row) -> dict[str, Any]:
     record = dict(row)
     for k in _JSON_FIELDS:
         if record.get(k) is not None:
@@ -537,85 +647,6 @@ def _decode(row: sqlite3.Row) -> dict[str, Any]:
     return record
 
 
-# ---------------------------------------------------------------------------------------- responses
-
-
-def _dt(t: float | None) -> datetime | None:
+def as_datetime(t: float | None) -> datetime | None:
+    """A record's epoch seconds as the aware datetime boto3 returns (None stays None)."""
     return None if t is None else datetime.fromtimestamp(t, UTC)
-
-
-def describe_training_job(record: Mapping[str, Any]) -> dict[str, Any]:
-    """The DescribeTrainingJob response for a job record (datetimes for timestamps, as boto3 returns
-    them; the HTTP layer writes them as epoch seconds). Request members that DescribeTrainingJob also
-    returns are copied through, per botocore's output shape."""
-    from raymaker.protocol.service_model import output_shape
-
-    request = record["request"]
-    members = output_shape("DescribeTrainingJob").members
-    out: dict[str, Any] = {k: copy.deepcopy(v) for k, v in request.items() if k in members}
-
-    resources = request.get("ResourceConfig") or {}
-    instance_count = max(int(resources.get("InstanceCount", 1)), 1)
-    out.update(
-        TrainingJobName=record["name"],
-        TrainingJobArn=record["arn"],
-        ModelArtifacts={"S3ModelArtifacts": record.get("model_artifacts") or ""},
-        TrainingJobStatus=record["status"],
-        SecondaryStatus=record["secondary_status"],
-        StoppingCondition={"MaxRuntimeInSeconds": 86400, **(request.get("StoppingCondition") or {})},
-        CreationTime=_dt(record["creation_time"]),
-        LastModifiedTime=_dt(record["last_modified_time"]),
-        SecondaryStatusTransitions=[
-            {k: (_dt(v) if k in ("StartTime", "EndTime") else v) for k, v in t.items() if v is not None}
-            for t in record.get("transitions") or []
-        ],
-        EnableNetworkIsolation=bool(request.get("EnableNetworkIsolation", False)),
-        EnableInterContainerTrafficEncryption=bool(
-            request.get("EnableInterContainerTrafficEncryption", False)
-        ),
-        EnableManagedSpotTraining=bool(request.get("EnableManagedSpotTraining", False)),
-    )
-    if "InputDataConfig" in out:  # SageMaker echoes channels with their defaults filled in
-        for channel in out["InputDataConfig"]:
-            s3 = channel.get("DataSource", {}).get("S3DataSource")
-            if s3 is not None:
-                s3.setdefault("S3DataDistributionType", "FullyReplicated")
-            channel.setdefault("CompressionType", "None")
-            channel.setdefault("RecordWrapperType", "None")
-    optional = {
-        "TuningJobArn": record.get("tuning_job_arn"),
-        "FailureReason": (record.get("failure_reason") or "")[:1024] or None,
-        "TrainingStartTime": _dt(record.get("training_start_time")),
-        "TrainingEndTime": _dt(record.get("training_end_time")),
-        "WarmPoolStatus": record.get("warm_pool_status"),
-    }
-    out.update({k: v for k, v in optional.items() if v is not None})
-    if record.get("final_metrics"):
-        out["FinalMetricDataList"] = [
-            {**m, "Timestamp": _dt(m["Timestamp"])} if m.get("Timestamp") is not None else dict(m)
-            for m in record["final_metrics"]
-        ][:40]
-    # Both are >= 1 in the model: absent until the job has run.
-    if record.get("training_seconds"):
-        out["TrainingTimeInSeconds"] = int(record["training_seconds"])
-    if record.get("billable_seconds"):
-        # Per instance, as SageMaker reports it; the record keeps instance-seconds for cost.
-        out["BillableTimeInSeconds"] = math.ceil(record["billable_seconds"] / instance_count)
-    return out
-
-
-def training_job_summary(record: Mapping[str, Any]) -> dict[str, Any]:
-    """One ListTrainingJobs ``TrainingJobSummaries`` entry."""
-    out = {
-        "TrainingJobName": record["name"],
-        "TrainingJobArn": record["arn"],
-        "CreationTime": _dt(record["creation_time"]),
-        "LastModifiedTime": _dt(record["last_modified_time"]),
-        "TrainingJobStatus": record["status"],
-        "SecondaryStatus": record["secondary_status"],
-    }
-    if record.get("training_end_time") is not None:
-        out["TrainingEndTime"] = _dt(record["training_end_time"])
-    if record.get("warm_pool_status"):
-        out["WarmPoolStatus"] = record["warm_pool_status"]
-    return out

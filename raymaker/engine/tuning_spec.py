@@ -40,10 +40,10 @@ from typing import Any
 
 from raymaker.algorithms import Algorithm, get_algorithm
 from raymaker.algorithms.base import Hyperparameter, HyperparameterError
-from raymaker.protocol.service_model import input_shape, service_model
-from raymaker.protocol.errors import ValidationError
 from raymaker.engine.instance_types import InstanceType
 from raymaker.engine.validation import _resolve_algorithm, validate_request, validate_training_job
+from raymaker.protocol.errors import ValidationError
+from raymaker.protocol.service_model import input_shape, service_model
 
 # botocore's HyperParameterTuningJobName pattern (botocore does not enforce patterns, so raymaker does).
 TUNING_JOB_NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,31}$")

@@ -11,12 +11,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from raymaker.algorithms import Algorithm, algorithm_names, get_algorithm
-from raymaker.protocol.service_model import service_model
-from raymaker.protocol.errors import ValidationError
 from raymaker.engine.instance_types import InstanceType, get_instance_type, load_instance_types
 from raymaker.io.channels import Channel, parse_channels
 from raymaker.io.formats import parse_content_type
 from raymaker.io.storage import parse_uri
+from raymaker.protocol.errors import ValidationError
+from raymaker.protocol.service_model import operation_model
 
 DEFAULT_MAX_RUNTIME_SECONDS = 86400  # SageMaker's default StoppingCondition: one day
 DEFAULT_CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints/"
@@ -32,14 +32,14 @@ _IMAGE_REPOSITORIES = {"sagemaker-xgboost": "xgboost"}
 
 
 def validate_request(operation: str, request: Mapping[str, Any]) -> None:
-    """Check ``request`` against the input shape of SageMaker operation ``operation`` (e.g.
-    "CreateTrainingJob"): required members, types, unknown keys, minimum lengths and values (what
+    """Check ``request`` against the input shape of operation ``operation`` (SageMaker's, e.g.
+    "CreateTrainingJob", or one of raymaker's own from its service-model extension): required members, types, unknown keys, minimum lengths and values (what
     botocore checks), plus the maximum lengths, sizes and values the model declares."""
     from botocore.model import OperationNotFoundError
     from botocore.validate import ParamValidator
 
     try:
-        shape = service_model().operation_model(operation).input_shape
+        shape = operation_model(operation).input_shape
     except OperationNotFoundError:
         raise ValidationError(f"unknown SageMaker operation {operation!r}") from None
     if shape is None:
@@ -99,6 +99,7 @@ class TrainingJobSpec:
     max_retry_attempts: int | None = None  # RetryStrategy.MaximumRetryAttempts
     environment: dict[str, str] = field(default_factory=dict)
     request: dict[str, Any] = field(default_factory=dict, repr=False)
+    assumed_content_types: frozenset[str] = frozenset()  # channels given no ContentType
 
     @property
     def algorithm_class(self) -> type[Algorithm]:
@@ -214,6 +215,7 @@ def validate_training_job(
         channels = parse_channels(request.get("InputDataConfig") or [], default_input_mode=input_mode)
     except ValueError as e:
         raise ValidationError(f"InputDataConfig: {e}") from None
+    assumed = frozenset(c.name for c in channels if not c.content_type)
     channels = _check_channels(algo, channels)
 
     output_path = _uri(request["OutputDataConfig"]["S3OutputPath"], "OutputDataConfig.S3OutputPath")
@@ -264,4 +266,5 @@ def validate_training_job(
         max_retry_attempts=(request.get("RetryStrategy") or {}).get("MaximumRetryAttempts"),
         environment=dict(request.get("Environment") or {}),
         request=request,
+        assumed_content_types=assumed,
     )

@@ -15,15 +15,33 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from raymaker.algorithms import get_algorithm
 from raymaker.algorithms.base import TrainContext, TrainingData
 from raymaker.engine.channel_data import worker_training_data
+from raymaker.io.batch import DataFormatError
 from raymaker.io.channels import Channel
 from raymaker.io.storage import S3Settings, storage_for
 
 MODEL_CHANNEL = "model"  # SageMaker's channel for incremental training: an earlier model.tar.gz
+
+
+@dataclass(frozen=True)
+class WorkerJob:
+    """What the code running a job receives: the validated request, already parsed (typed
+    hyperparameters with defaults, channels with their content types), so workers never re-validate."""
+
+    name: str
+    algorithm: str
+    hyperparameters: dict[str, Any]
+    channels: tuple[Channel, ...]
+    model_uri: str
+    seed: int = 0
+    # Channels whose ContentType the request left out (the algorithm's default was assumed): a parse
+    # error on them says so, and how to set another.
+    assumed_content_types: frozenset[str] = field(default_factory=frozenset)
 
 
 class JobEvents:
@@ -219,7 +237,7 @@ def upload_tar_gz(directory: str, uri: str, settings: S3Settings | None) -> int:
 
 
 def run_training(
-    job: dict[str, Any],
+    job: WorkerJob,
     ctx: RayTrainContext | InstanceContext,
     settings: S3Settings | None,
     *,
@@ -227,12 +245,10 @@ def run_training(
     resumed: bool,
 ) -> dict[str, float]:
     """The body of every training job on one worker: channels, the algorithm, and (rank 0) the model."""
-    algo_cls = get_algorithm(job["algorithm"])
-    hp = algo_cls.validate_hyperparameters(job["hyperparameters"])
-    channels = [Channel.from_request(c, default_input_mode=job["input_mode"]) for c in job["channels"]]
-    root = tempfile.mkdtemp(prefix=f"raymaker-{job['name']}-")
+    algo_cls = get_algorithm(job.algorithm)
+    root = tempfile.mkdtemp(prefix=f"raymaker-{job.name}-")
     try:
-        data_channels = [c for c in channels if c.name != MODEL_CHANNEL]
+        data_channels = [c for c in job.channels if c.name != MODEL_CHANNEL]
         data = worker_training_data(
             data_channels,
             {c.name: c.content_type or algo_cls.default_content_type for c in data_channels},
@@ -242,23 +258,26 @@ def run_training(
             settings=settings,
             shard_for=shard_for,
         )
-        model_channel = next((c for c in channels if c.name == MODEL_CHANNEL), None)
+        model_channel = next((c for c in job.channels if c.name == MODEL_CHANNEL), None)
         if model_channel is not None:
             data = TrainingData(
                 {**data.channels, MODEL_CHANNEL: _model_channel(model_channel, settings, root)}
             )
         if ctx.rank == 0:
-            ctx.log(f"raymaker worker 0 of {ctx.world_size}: pid {os.getpid()}, algorithm {job['algorithm']}")
+            ctx.log(f"raymaker worker 0 of {ctx.world_size}: pid {os.getpid()}, algorithm {job.algorithm}")
             if ctx.events is not None:
                 ctx.events.phase("Training", restarted=resumed)
         model_dir = os.path.join(root, "model")
         os.makedirs(model_dir, exist_ok=True)
-        final = algo_cls().train(hp, data, ctx, model_dir)
+        try:
+            final = algo_cls().train(dict(job.hyperparameters), data, ctx, model_dir)
+        except DataFormatError as e:
+            raise _with_assumed_content_type(e, job) from e
         if ctx.rank == 0:
             if ctx.events is not None:
                 ctx.events.phase("Uploading")
-            size = upload_tar_gz(model_dir, job["model_uri"], settings)
-            ctx.log(f"Uploaded model.tar.gz ({size} bytes) to {job['model_uri']}")
+            size = upload_tar_gz(model_dir, job.model_uri, settings)
+            ctx.log(f"Uploaded model.tar.gz ({size} bytes) to {job.model_uri}")
         return {k: float(v) for k, v in (final or {}).items()}
     finally:
         if ctx.events is not None:
@@ -267,12 +286,25 @@ def run_training(
         ctx.cleanup()
 
 
+def _with_assumed_content_type(error: DataFormatError, job: WorkerJob) -> DataFormatError:
+    """A parse error on a channel whose ContentType was left out says which one was assumed."""
+    assumed = [c for c in job.channels if c.name in job.assumed_content_types]
+    if not assumed:
+        return error
+    which = ", ".join(f"{c.name!r} as {c.content_type}" for c in assumed)
+    return DataFormatError(
+        f"{error} -- the request gave no ContentType for channel(s) {which}, so {job.algorithm}'s "
+        "default was assumed: set the channel's ContentType (e.g. TrainingInput(s3_data, "
+        "content_type='text/csv')) if the data is in another format"
+    )
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float]:
     """The Ray Train ``train_loop_per_worker`` of multi-instance jobs."""
     import ray.train
 
-    job = config["job"]
-    ctx = RayTrainContext(config.get("events"), seed=int(job.get("seed", 0)))
+    job: WorkerJob = config["job"]
+    ctx = RayTrainContext(config.get("events"), seed=job.seed)
     # A checkpoint at start means Ray Train restarted the workers after a failure.
     resumed = ray.train.get_checkpoint() is not None
     return run_training(

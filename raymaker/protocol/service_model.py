@@ -1,11 +1,20 @@
-"""botocore's SageMaker service model: the API's shapes as AWS publishes them (botocore ships the
-model file), used to validate requests and to build and check responses. Imported lazily: loading
-botocore costs ~0.2 s, which job-record code that never validates should not pay."""
+"""The API's shapes: botocore's SageMaker service model (the schema AWS publishes; botocore ships it),
+plus raymaker's own operations in a small extension written in the same JSON format
+(``raymaker-extension.json``), so both are validated, served and documented alike. Loaded lazily:
+botocore costs ~0.2 s, which code that never validates should not pay."""
 
 from __future__ import annotations
 
 import functools
+import json
+from pathlib import Path
 from typing import Any
+
+EXTENSION_FILE = Path(__file__).with_name("raymaker-extension.json")
+
+# An endpoint config tag (tags are SageMaker's own extension point): the target in-flight requests per
+# replica that variant autoscaling keeps.
+TARGET_INFLIGHT_TAG = "raymaker:TargetInflightRequestsPerReplica"
 
 
 @functools.cache
@@ -16,14 +25,29 @@ def service_model() -> Any:
     return botocore.session.get_session().get_service_model("sagemaker")
 
 
+@functools.cache
+def extension_model() -> Any:
+    """raymaker's own operations, as a botocore ServiceModel."""
+    from botocore.model import ServiceModel
+
+    return ServiceModel(json.loads(EXTENSION_FILE.read_text()), service_name="raymaker")
+
+
+@functools.cache
+def raymaker_operations() -> frozenset[str]:
+    return frozenset(extension_model().operation_names)
+
+
+def operation_model(operation: str) -> Any:
+    """The operation's model, SageMaker's or raymaker's; botocore's OperationNotFoundError if neither."""
+    if operation in raymaker_operations():
+        return extension_model().operation_model(operation)
+    return service_model().operation_model(operation)
+
+
 def input_shape(operation: str) -> Any:
-    return service_model().operation_model(operation).input_shape
+    return operation_model(operation).input_shape
 
 
 def output_shape(operation: str) -> Any:
-    return service_model().operation_model(operation).output_shape
-
-
-# An endpoint config tag (tags are SageMaker's own extension point): the target in-flight requests per
-# replica that variant autoscaling keeps.
-TARGET_INFLIGHT_TAG = "raymaker:TargetInflightRequestsPerReplica"
+    return operation_model(operation).output_shape

@@ -20,9 +20,9 @@ from sklearn.model_selection import train_test_split
 
 from raymaker import Estimator, Session, TrainingInput
 from raymaker.algorithms import get_algorithm
-from raymaker.protocol.errors import ValidationError
 from raymaker.io import recordio
 from raymaker.io.batch import Batch
+from raymaker.protocol.errors import ValidationError
 from raymaker.sdk import UnexpectedStatusException
 from raymaker.sdk.deserializers import JSONDeserializer, RecordDeserializer
 from raymaker.sdk.model import Model
@@ -344,7 +344,8 @@ def test_transform_csv_objects_match_the_endpoint(trained, s3_server, session, p
     transformer.transform(f"s3://{bucket}/in/", content_type="text/csv", split_type="Line")
     desc = transformer.describe()
     assert desc["TransformJobStatus"] == "Completed"
-    assert desc["raymaker:ObjectsWritten"] == 3
+    progress = session.call("GetTransformJobProgress", {"TransformJobName": desc["TransformJobName"]})
+    assert progress["ObjectsWritten"] == 3
     assert _keys(s3_server, bucket, "out/csv/") == [
         "out/csv/a.csv.out",
         "out/csv/c.csv.out",

@@ -13,9 +13,9 @@ from sklearn.model_selection import train_test_split
 
 from raymaker import Estimator, Session, TrainingInput
 from raymaker.algorithms import get_algorithm
-from raymaker.protocol.errors import ResourceInUse, ValidationError
 from raymaker.io import recordio
 from raymaker.io.batch import Batch
+from raymaker.protocol.errors import ResourceInUse, ValidationError
 from raymaker.sdk import UnexpectedStatusException
 
 pytestmark = pytest.mark.e2e
@@ -365,7 +365,7 @@ def test_jobs_of_a_lost_job_service_are_ended(session, data_bucket):
     the next job service on the same database ends its record."""
     import ray
 
-    from raymaker.engine.runner import job_service
+    from raymaker.engine.service import job_service
 
     est = _long_job(session, data_bucket)
     est.fit(TrainingInput(f"s3://{data_bucket}/csv/train/", content_type="text/csv"), wait=False)
@@ -375,6 +375,7 @@ def test_jobs_of_a_lost_job_service_are_ended(session, data_bucket):
     ray.kill(job_service(store_path))
     time.sleep(1)
     ray.get(job_service(store_path).ping.remote())  # a new service starts, and ends the orphan
+    _wait_for(lambda: job.describe()["TrainingJobStatus"] != "InProgress")
     desc = job.describe()
     assert (desc["TrainingJobStatus"], desc["SecondaryStatus"]) == ("Failed", "Failed")
     assert "job service is gone" in desc["FailureReason"]

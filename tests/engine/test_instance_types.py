@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from raymaker.protocol.errors import ValidationError
 from raymaker.engine.instance_types import (
     DEFAULT_CLUSTER_CONFIG,
     InstanceType,
@@ -14,6 +13,7 @@ from raymaker.engine.instance_types import (
     load_instance_types,
     worker_resources,
 )
+from raymaker.protocol.errors import ValidationError
 
 REPO = Path(__file__).resolve().parents[2]
 

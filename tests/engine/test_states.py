@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 
 from raymaker.engine import states
-from raymaker.protocol.errors import ValidationError
 from raymaker.engine.policies import (
     DEFAULT_INFRASTRUCTURE_RETRIES,
     FailureDecision,
@@ -20,6 +19,7 @@ from raymaker.engine.states import (
     TERMINAL,
     IllegalTransition,
 )
+from raymaker.protocol.errors import ValidationError
 
 S = states.SecondaryStatus
 P = states.TrainingJobStatus

@@ -14,12 +14,13 @@ import pytest
 from botocore.validate import ParamValidator
 
 from raymaker.engine import metering
-from raymaker.protocol.service_model import output_shape
-from raymaker.protocol.errors import ConflictException, ResourceInUse, ResourceNotFound, ValidationError
 from raymaker.engine.instance_types import InstanceType
 from raymaker.engine.states import IllegalTransition
-from raymaker.engine.store import JobStore, default_db_path, describe_training_job, training_job_summary
+from raymaker.engine.store import JobStore, default_db_path
+from raymaker.engine.training_jobs import describe_training_job, training_job_summary
 from raymaker.engine.validation import validate_training_job
+from raymaker.protocol.errors import ConflictException, ResourceInUse, ResourceNotFound, ValidationError
+from raymaker.protocol.service_model import output_shape
 from tests.engine.helpers import training_request
 
 

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from raymaker.protocol.errors import ValidationError
 from raymaker.engine.instance_types import InstanceType
 from raymaker.engine.tuning_spec import (
     OBJECTIVE_HYPERPARAMETER,
@@ -22,6 +21,7 @@ from raymaker.engine.tuning_spec import (
     validate_tuning_job,
 )
 from raymaker.engine.validation import validate_request, validate_training_job
+from raymaker.protocol.errors import ValidationError
 
 TYPES = {
     "local": InstanceType("local", cpus=None),

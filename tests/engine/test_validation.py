@@ -7,7 +7,6 @@ import copy
 
 import pytest
 
-from raymaker.protocol.errors import ValidationError
 from raymaker.engine.instance_types import InstanceType
 from raymaker.engine.validation import (
     DEFAULT_MAX_RUNTIME_SECONDS,
@@ -16,6 +15,7 @@ from raymaker.engine.validation import (
     validate_request,
     validate_training_job,
 )
+from raymaker.protocol.errors import ValidationError
 from tests.engine.helpers import training_request
 
 pytestmark = pytest.mark.usefixtures("fake_algorithms")

@@ -1,0 +1,265 @@
+"""The job service: one long-lived, detached Ray actor per job database, pinned to the node that holds
+the database. It runs every training job, tuning job, transform job and endpoint deployment, so they
+go on (and their records keep moving) after the submitting script exits, as SageMaker's do.
+
+It writes a heartbeat, and when a new service starts (the previous one was killed, or its Ray cluster
+stopped) it finds every resource another service left in progress and resumes or ends it: nothing
+stays InProgress. Operations reach it only through the handle the API injects (``Engine.service``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+import traceback
+from typing import Any
+
+import ray
+
+from raymaker.engine import states
+from raymaker.engine.context import Engine
+from raymaker.engine.deployment import apply_endpoint
+from raymaker.engine.failures import failure_reason
+from raymaker.engine.hosting import variant_plans
+from raymaker.engine.instances import ActorPool, Idle
+from raymaker.engine.job_run import JobRun
+from raymaker.engine.kinds import Kind
+from raymaker.engine.resource_states import EndpointStatus as E
+from raymaker.engine.resource_states import TransformJobStatus as T
+from raymaker.engine.resource_states import TuningJobStatus as U
+from raymaker.engine.store import SERVICE_HEARTBEAT_S, JobStore
+from raymaker.engine.training_jobs import TrainingJobSubmitter
+from raymaker.engine.transform_run import run_transform_job
+from raymaker.engine.tuning_run import run_tuning_job
+from raymaker.engine.validation import TrainingJobSpec
+from raymaker.io.storage import S3Settings
+
+S = states.SecondaryStatus
+RECOVERY_DELAY_S = 3.0  # work handed to a service as it starts arrives within this; the rest is orphaned
+LOST_REASON = "The job's Ray cluster stopped while the job ran (its job service is gone); run it again"
+
+
+@ray.remote(num_cpus=0, concurrency_groups={"events": 1, "jobs": 64, "hosting": 1})
+class JobService:
+    """Runs every job of one job database; job code reports to it through ``JobEvents``.
+
+    Jobs each hold a thread of the "jobs" group for their lifetime; the jobs' events are handled one at
+    a time on the "events" thread, so each sender's log lines and metrics are stored in order."""
+
+    def __init__(self, store_path: str):
+        self.store = JobStore(store_path)
+        self.pool = ActorPool(on_evict=self._evicted)
+        self.runs: dict[str, JobRun] = {}
+        self.me = ray.get_runtime_context().current_actor
+        self.id = ray.get_runtime_context().get_actor_id()
+        self.started = time.time()
+        self.store.service_heartbeat(self.id, pid=os.getpid())
+        threading.Thread(target=self._housekeeping, daemon=True, name="raymaker-housekeeping").start()
+
+    def _evicted(self, entry: Idle, why: str) -> None:
+        if entry.tag:  # a warm training instance: its job's warm pool ends
+            self.store.update_training_job(entry.tag, warm_pool_status={"Status": "Terminated"})
+
+    def _housekeeping(self) -> None:
+        """Heartbeat and warm-pool expiry, forever; recovery of orphaned work once, after a moment."""
+        recovered = False
+        while True:
+            time.sleep(SERVICE_HEARTBEAT_S)
+            try:
+                self.store.service_heartbeat(self.id, pid=os.getpid())
+                self.pool.reap()
+                if not recovered and time.time() - self.started >= RECOVERY_DELAY_S:
+                    recovered = True
+                    self._recover()
+            except Exception:  # noqa: BLE001 - keep going; the next round retries
+                traceback.print_exc()
+
+    # --- recovery ------------------------------------------------------------------------------
+
+    def _engine(self, settings: S3Settings | None = None) -> Engine:
+        return Engine(self.store, (settings or S3Settings()).resolve(), service=lambda: self.me)
+
+    def _orphaned(self, runner: str | None, created: float) -> bool:
+        """Left by another service: run by one, or created before this one started and never picked up."""
+        return runner != self.id and (runner is not None or created < self.started - RECOVERY_DELAY_S)
+
+    def _recover(self) -> None:
+        """Resume or end everything another job service left in progress."""
+        for status in ("InProgress", "Stopping"):
+            for record in self.store.list_training_jobs(status=status, max_results=100_000):
+                if self._orphaned(record.get("runner_id"), record["creation_time"]):
+                    self._end_training_job(record)
+        engine = self._engine()
+        for record in engine.resources.active():
+            if not self._orphaned(record.get("runner_id"), record["creation_time"]):
+                continue
+            kind, name, status = record["kind"], record["name"], record["status"]
+            self.store.append_logs(
+                f"{kind}/{name}", [f"A new job service took over {kind} {name} ({status})"]
+            )
+            if kind == Kind.ENDPOINT:
+                self.me.apply_endpoint.remote(name, engine.settings)  # finishes the change, or fails it
+            elif kind == Kind.TRANSFORM_JOB and status == T.STOPPING:
+                engine.resources.update(kind, name, status=T.STOPPED, end_time=time.time())
+            elif kind == Kind.TRANSFORM_JOB:
+                self.me.run_transform.remote(name, engine.settings)  # outputs are per object: rerun whole
+            elif kind == Kind.TUNING_JOB:
+                self.me.run_tuning.remote(name, engine.settings)  # continues with the trials still to run
+        self._redeploy_lost_endpoints(engine)
+
+    def _end_training_job(self, record: dict[str, Any]) -> None:
+        stopping = record["secondary_status"] == S.STOPPING
+        try:
+            self.store.transition_training_job(
+                record["name"],
+                S.STOPPED if stopping else S.FAILED,
+                None if stopping else LOST_REASON,
+                training_end_time=time.time(),
+                **({} if stopping else {"failure_reason": LOST_REASON}),
+            )
+            self.store.append_logs(record["name"], [LOST_REASON])
+        except states.IllegalTransition:
+            pass
+
+    def _redeploy_lost_endpoints(self, engine: Engine) -> None:
+        """InService endpoints keep answering while Serve runs; if Serve lost their applications (the
+        Ray cluster restarted), they are deployed again from their records."""
+        in_service = engine.resources.list(Kind.ENDPOINT, status=E.IN_SERVICE, max_results=100_000)
+        if not in_service:
+            return
+        from raymaker.serve import hosting
+
+        hosting.start_serve()
+        apps = _serve_applications()
+        for record in in_service:
+            variants = record["state"].get("variants") or []
+            if variants and all(v["app"] in apps for v in variants):
+                continue
+            config = record["state"].get("config") or record["request"]["EndpointConfigName"]
+            state = dict(record["state"], pending_config=config)
+            engine.resources.update(Kind.ENDPOINT, record["name"], status=E.UPDATING, state=state)
+            self.me.apply_endpoint.remote(record["name"], engine.settings)
+
+    # --- work ----------------------------------------------------------------------------------
+
+    def ping(self) -> int:
+        return os.getpid()
+
+    @ray.method(concurrency_group="jobs")
+    def run_job(self, spec: TrainingJobSpec, settings: S3Settings) -> str:
+        run = self.runs[spec.name] = JobRun(spec, settings, self.store, self.me, self.pool)
+        self.store.update_training_job(spec.name, runner_id=self.id)
+        try:
+            return run.run()
+        except Exception as e:  # noqa: BLE001 - never leave a record InProgress
+            reason = failure_reason(e, prefix="raymaker internal error: ")
+            self.store.append_logs(spec.name, [reason, traceback.format_exc()])
+            run.move(S.FAILED, reason, failure_reason=reason, training_end_time=time.time())
+            return "Failed"
+        finally:
+            self.runs.pop(spec.name, None)
+
+    @ray.method(concurrency_group="events")
+    def report(self, job: str, metrics: list[tuple], lines: list[str]) -> None:
+        """A batch of a job's metric values ``(name, value, step, timestamp)`` and log lines."""
+        if metrics:
+            self.store.add_metrics(job, metrics)
+        if lines:
+            self.store.append_logs(job, lines)
+
+    @ray.method(concurrency_group="events")
+    def set_controller(self, job: str, controller: Any) -> None:
+        run = self.runs.get(job)
+        if run is not None:
+            run.controller = controller
+
+    @ray.method(concurrency_group="events")
+    def set_phase(self, job: str, phase: str, restarted: bool = False) -> None:
+        run = self.runs.get(job)
+        if run is None:
+            return
+        if restarted:
+            record = self.store.get_training_job(job)
+            self.store.update_training_job(job, restart_count=(record.get("restart_count") or 0) + 1)
+            run.move(S.RESTARTING, "Restarting from the latest checkpoint after a failure")
+            self.store.append_logs(job, ["Resuming from the latest checkpoint"])
+        run.move(S(phase))
+
+    @ray.method(concurrency_group="jobs")
+    def run_transform(self, name: str, settings: S3Settings) -> str:
+        res = self._engine(settings).resources
+        res.update(Kind.TRANSFORM_JOB, name, runner_id=self.id)
+        try:
+            return run_transform_job(res, name, settings, self.pool)
+        except Exception as e:  # noqa: BLE001 - never leave a record InProgress
+            traceback.print_exc()
+            reason = failure_reason(e, prefix="raymaker internal error: ")
+            res.update(Kind.TRANSFORM_JOB, name, status=T.FAILED, failure_reason=reason, end_time=time.time())
+            return T.FAILED
+
+    @ray.method(concurrency_group="jobs")
+    def run_tuning(self, name: str, settings: S3Settings) -> str:
+        res = self._engine(settings).resources
+        res.update(Kind.TUNING_JOB, name, runner_id=self.id)
+        submitter = TrainingJobSubmitter(str(self.store.path), settings, self.me)
+        try:
+            return run_tuning_job(res, name, submitter)
+        except Exception as e:  # noqa: BLE001 - never leave a record InProgress
+            traceback.print_exc()
+            reason = failure_reason(e, prefix="raymaker internal error: ")
+            res.update(Kind.TUNING_JOB, name, status=U.FAILED, failure_reason=reason, end_time=time.time())
+            return U.FAILED
+
+    @ray.method(concurrency_group="hosting")
+    def apply_endpoint(self, name: str, settings: S3Settings) -> str:
+        """Deploy, update or delete endpoint ``name`` as its record asks. One at a time: each change
+        rewrites the runtime's routing table from all the records."""
+        res = self._engine(settings).resources
+        record = res.find(Kind.ENDPOINT, name)
+        if record is None:
+            return "Deleted"
+        res.update(Kind.ENDPOINT, name, runner_id=self.id)
+        try:
+            pending = record["state"].get("pending_config")
+            if record["status"] in (E.CREATING, E.UPDATING) and pending:
+                # Idle warm actors give their CPUs to the replicas first.
+                plans = variant_plans(res, name, pending)
+                self.pool.make_room(
+                    sum(p.num_cpus * p.instance_count for p in plans),
+                    sum(p.num_gpus * p.instance_count for p in plans),
+                )
+            return apply_endpoint(res, name, settings)
+        except Exception as e:  # noqa: BLE001 - never leave an endpoint Creating/Updating forever
+            traceback.print_exc()
+            record = res.find(Kind.ENDPOINT, name)
+            if record is not None and record["status"] in (E.CREATING, E.UPDATING):
+                reason = failure_reason(e, prefix="raymaker internal error: ")
+                res.update(Kind.ENDPOINT, name, status=E.FAILED, failure_reason=reason)
+            raise
+
+
+def _serve_applications() -> set[str]:
+    from ray import serve
+
+    return set(serve.status().applications)
+
+
+def service_name(store_path: str) -> str:
+    digest = hashlib.sha1(os.path.realpath(store_path).encode()).hexdigest()[:12]
+    return f"raymaker-job-service-{digest}"
+
+
+def job_service(store_path: str) -> Any:
+    """The job service of this job database: found by name, or started (detached, on this node)."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    node = ray.get_runtime_context().get_node_id()
+    return JobService.options(
+        name=service_name(store_path),
+        namespace="raymaker",
+        lifetime="detached",
+        get_if_exists=True,
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
+    ).remote(store_path)
