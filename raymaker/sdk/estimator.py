@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
-import datetime
+import json
 from typing import Any
 
+from raymaker.sdk.analytics import TrainingJobAnalytics
 from raymaker.sdk.inputs import channels_from_inputs
 from raymaker.sdk.model import Model
+from raymaker.sdk.names import base_name_from_image, name_from_base
 from raymaker.sdk.predictor import Predictor
 from raymaker.sdk.session import Session
 from raymaker.sdk.training_job import TrainingJob
@@ -15,11 +17,6 @@ from raymaker.sdk.transformer import Transformer
 
 # botocore requires a RoleArn; nothing checks it in raymaker.
 DEFAULT_ROLE = "arn:aws:iam::000000000000:role/raymaker"
-
-
-def _timestamped(base: str) -> str:
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d-%H-%M-%S-%f")[:-3]
-    return f"{base[: 63 - len(stamp) - 1]}-{stamp}"
 
 
 class Estimator:
@@ -76,7 +73,9 @@ class Estimator:
 
     def training_job_request(self, inputs: Any = None, job_name: str | None = None) -> dict[str, Any]:
         """The CreateTrainingJob request ``fit`` sends (what boto3's ``create_training_job`` takes)."""
-        name = job_name or _timestamped(self.base_job_name or self.algorithm or "raymaker")
+        # As the SageMaker SDK: the base job name, else the image's (here the algorithm's) name.
+        base = self.base_job_name or base_name_from_image(self.algorithm or self.image_uri, "raymaker")
+        name = job_name or name_from_base(base)
         algo_spec: dict[str, Any] = {"TrainingInputMode": self.input_mode}
         if self.algorithm:
             algo_spec["AlgorithmName"] = self.algorithm
@@ -121,10 +120,17 @@ class Estimator:
             self.latest_training_job.wait(logs=logs)
 
     def wait(self, logs: bool = True) -> None:
+        """Block until the latest training job ends (UnexpectedStatusException if it failed)."""
         self._job().wait(logs=logs)
 
     def logs(self) -> None:
+        """Print the latest training job's status and log lines until it ends."""
         self._job().wait(logs=True)
+
+    @property
+    def training_job_analytics(self) -> TrainingJobAnalytics:
+        """The latest training job's metrics over time (``.dataframe()``), as the SageMaker SDK's."""
+        return TrainingJobAnalytics(self._job().name, sagemaker_session=self.session)
 
     @property
     def model_data(self) -> str:
@@ -167,7 +173,11 @@ class Estimator:
         )
 
     def transformer(
-        self, instance_count: int = 1, instance_type: str = "local", model_name: str | None = None, **kwargs: Any
+        self,
+        instance_count: int = 1,
+        instance_type: str = "local",
+        model_name: str | None = None,
+        **kwargs: Any,
     ) -> Transformer:
         """A Transformer for the latest training job's model (``strategy``, ``assemble_with``,
         ``output_path``, ``accept``, ``max_payload``, ``max_concurrent_transforms``, ``env``)."""
@@ -206,7 +216,5 @@ def _wire(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (list, tuple)):
-        import json
-
         return json.dumps(list(value))
     return str(value)

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from raymaker.protocol.errors import ValidationError
+from raymaker.protocol.service_model import TARGET_INFLIGHT_TAG
 from raymaker.sdk.deserializers import BaseDeserializer
-from raymaker.sdk.predictor import Predictor, unique_name, wait_for_endpoint
+from raymaker.sdk.names import base_name_from_image, name_from_base
+from raymaker.sdk.predictor import Predictor, wait_for_endpoint
 from raymaker.sdk.serializers import BaseSerializer
 from raymaker.sdk.session import Session
 from raymaker.sdk.transformer import Transformer
@@ -44,7 +47,8 @@ class Model:
         """Record the model (CreateModel) if not yet done; returns its name."""
         if self.name and self._exists():
             return self.name
-        self.name = self.name or unique_name(self.algorithm or "model")
+        # As the SageMaker SDK names a model: after its image (here the algorithm), else "Model".
+        self.name = self.name or name_from_base(base_name_from_image(self.image_uri, "Model"))
         request: dict[str, Any] = {
             "ModelName": self.name,
             "PrimaryContainer": {"Image": self.image_uri, "ModelDataUrl": self.model_data},
@@ -57,8 +61,6 @@ class Model:
         return self.name
 
     def _exists(self) -> bool:
-        from raymaker.protocol.errors import ValidationError
-
         try:
             self.session.call("DescribeModel", {"ModelName": self.name})
             return True
@@ -102,8 +104,6 @@ class Model:
         config: dict[str, Any] = {"EndpointConfigName": self.endpoint_name, "ProductionVariants": [variant]}
         tags = list(tags or [])
         if target_inflight_requests is not None:
-            from raymaker.protocol.service_model import TARGET_INFLIGHT_TAG
-
             tags.append({"Key": TARGET_INFLIGHT_TAG, "Value": str(target_inflight_requests)})
         if tags:
             config["Tags"] = tags
@@ -117,10 +117,13 @@ class Model:
             self.endpoint_name, session=self.session, serializer=serializer, deserializer=deserializer
         )
 
-    def transformer(self, instance_count: int = 1, instance_type: str = "local", **kwargs: Any) -> Transformer:
+    def transformer(
+        self, instance_count: int = 1, instance_type: str = "local", **kwargs: Any
+    ) -> Transformer:
         """A Transformer that runs batch transform jobs with this model (CreateModel first)."""
         return Transformer(self.create(), instance_count, instance_type, session=self.session, **kwargs)
 
     def delete_model(self) -> None:
+        """Delete the model record (DeleteModel), if it was created."""
         if self.name:
             self.session.call("DeleteModel", {"ModelName": self.name})

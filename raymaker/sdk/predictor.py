@@ -6,13 +6,14 @@ runtime listener does not check SigV4 (it is meant for a trusted network or 127.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from raymaker.sdk.deserializers import BaseDeserializer, BytesDeserializer
+from raymaker.sdk.exceptions import UnexpectedStatusException
+from raymaker.sdk.names import name_from_base
 from raymaker.sdk.serializers import BaseSerializer, IdentitySerializer
 from raymaker.sdk.session import Session
-from raymaker.sdk.training_job import UnexpectedStatusException
+from raymaker.sdk.waiter import ENDPOINT, ENDPOINT_DELETED, wait_for
 
 
 class Predictor:
@@ -76,7 +77,9 @@ class Predictor:
         wait: bool = True,
     ) -> None:
         """Move the endpoint to a new endpoint config: the current one with this instance count, type
-        or model (every variant, as the SageMaker SDK does). New replicas start before old ones stop."""
+        or model (every variant, as the SageMaker SDK does). New replicas start before old ones stop.
+        With ``wait``, UnexpectedStatusException if the update failed (the endpoint then goes on
+        serving its previous config)."""
         desc = self.describe()
         config = self.session.call(
             "DescribeEndpointConfig", {"EndpointConfigName": desc["EndpointConfigName"]}
@@ -91,7 +94,7 @@ class Predictor:
             if model_name is not None:
                 v["ModelName"] = model_name
             variants.append(v)
-        new_config = unique_name(self.endpoint_name)
+        new_config = name_from_base(self.endpoint_name)
         self.session.call(
             "CreateEndpointConfig", {"EndpointConfigName": new_config, "ProductionVariants": variants}
         )
@@ -99,9 +102,18 @@ class Predictor:
             "UpdateEndpoint", {"EndpointName": self.endpoint_name, "EndpointConfigName": new_config}
         )
         if wait:
-            wait_for_endpoint(self.session, self.endpoint_name)
+            desc = wait_for_endpoint(self.session, self.endpoint_name)
+            if desc["EndpointConfigName"] != new_config:
+                # A failed update rolls back: InService again, on the old config, with the reason.
+                raise UnexpectedStatusException(
+                    f"Endpoint {self.endpoint_name} update failed and was rolled back to "
+                    f"{desc['EndpointConfigName']}: {desc.get('FailureReason', '(No reason provided)')}",
+                    allowed_statuses=["InService"],
+                    actual_status=desc["EndpointStatus"],
+                )
 
     def delete_endpoint(self, delete_endpoint_config: bool = True, wait: bool = True) -> None:
+        """Delete the endpoint (with ``wait``, until it is gone), then its endpoint config."""
         desc = self.describe()
         self.session.call("DeleteEndpoint", {"EndpointName": self.endpoint_name})
         if wait:
@@ -118,48 +130,14 @@ class Predictor:
             self.session.call("DeleteModel", {"ModelName": v["ModelName"]})
 
 
-def unique_name(base: str) -> str:
-    from raymaker.sdk.estimator import _timestamped
-
-    return _timestamped(base)
-
-
 def wait_for_endpoint(
     session: Session, name: str, timeout_s: float = 900.0, poll_s: float = 0.1
 ) -> dict[str, Any]:
-    """Poll DescribeEndpoint until the endpoint is InService; UnexpectedStatusException if it fails
-    (or an update rolls back, leaving a FailureReason)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        desc = session.call("DescribeEndpoint", {"EndpointName": name})
-        status = desc["EndpointStatus"]
-        if status == "InService":
-            if desc.get("FailureReason"):
-                raise UnexpectedStatusException(
-                    f"Endpoint {name} update failed and was rolled back: {desc['FailureReason']}",
-                    allowed_statuses=["InService"],
-                    actual_status="InService",
-                )
-            return desc
-        if status == "Failed":
-            raise UnexpectedStatusException(
-                f"Error hosting endpoint {name}: Failed. Reason: {desc.get('FailureReason')}",
-                allowed_statuses=["InService"],
-                actual_status=status,
-            )
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"endpoint {name} is still {status} after {timeout_s:.0f} s")
-        time.sleep(poll_s)
+    """Wait until endpoint ``name`` is no longer Creating or Updating and return its description;
+    UnexpectedStatusException unless it is InService (the SageMaker SDK's ``wait_for_endpoint``)."""
+    return wait_for(session, ENDPOINT, name, poll=poll_s, timeout=timeout_s)
 
 
-def wait_for_deleted(session: Session, name: str, timeout_s: float = 300.0) -> None:
-    from raymaker.protocol.errors import ValidationError
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            session.call("DescribeEndpoint", {"EndpointName": name})
-        except ValidationError:
-            return
-        time.sleep(0.1)
-    raise TimeoutError(f"endpoint {name} is still being deleted after {timeout_s:.0f} s")
+def wait_for_deleted(session: Session, name: str, timeout_s: float = 300.0, poll_s: float = 0.1) -> None:
+    """Wait until DescribeEndpoint no longer finds endpoint ``name`` (botocore's EndpointDeleted)."""
+    wait_for(session, ENDPOINT_DELETED, name, poll=poll_s, timeout=timeout_s)

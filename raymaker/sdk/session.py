@@ -1,42 +1,40 @@
-"""``Session``: which backend the SDK talks to. Local mode (the default) runs the engine in this
-process against the local Ray instance (or ``RAY_ADDRESS``), with records in SQLite under
-``RAYMAKER_HOME`` (default ``~/.raymaker``)."""
+"""``Session``: which backend the SDK talks to (``raymaker.sdk.backends``). Local mode (the default)
+runs the engine in this process against the local Ray instance (or ``RAY_ADDRESS``), with records in
+SQLite under ``RAYMAKER_HOME`` (default ``~/.raymaker``)."""
 
 from __future__ import annotations
 
 import os
-from typing import Any, Protocol
+from typing import Any
 
 from raymaker.protocol.environment import raymaker_home
+from raymaker.sdk.backends import Backend, get_backend
 
-
-class Backend(Protocol):
-    """The one seam between the SDK and the engine: a SageMaker operation name and its request dict,
-    answered with the response dict (errors raise ``raymaker.protocol.errors.SageMakerError``)."""
-
-    def call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]: ...
+__all__ = ["Backend", "Session"]
 
 
 class Session:
+    """``backend``: a Backend object, or a registered backend's name; none picks ``RAYMAKER_BACKEND``,
+    default ``local`` (see ``raymaker.sdk.backends``)."""
+
     def __init__(
         self,
-        backend: Backend | None = None,
+        backend: Backend | str | None = None,
         *,
         default_output_path: str | None = None,
         runtime_url: str | None = None,
         runtime_verify: str | bool | None = None,
     ):
-        if backend is None:
-            from raymaker.engine.api import SageMakerAPI
-
-            backend = SageMakerAPI()
-        self.backend = backend
+        if backend is None or isinstance(backend, str):
+            backend = get_backend(backend)
+        self.backend: Backend = backend
         self._default_output_path = default_output_path
         self._runtime_url = runtime_url
         self._runtime_verify = runtime_verify
         self._runtime_client: Any = None
 
     def call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
+        """One API call through the backend (SageMaker errors raise ``SageMakerError``)."""
         return self.backend.call(operation, params)
 
     @property

@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
+import datetime
 import sys
-import time
 from typing import Any, TextIO
 
+from raymaker.sdk.exceptions import UnexpectedStatusException
 from raymaker.sdk.session import Session
+from raymaker.sdk.waiter import TRAINING_JOB, wait_for
 
-_TERMINAL = {"Completed", "Failed", "Stopped"}
-
-
-class UnexpectedStatusException(ValueError):
-    """The job ended in a status other than the one waited for (as the SageMaker SDK raises)."""
-
-    def __init__(self, message: str, allowed_statuses: list[str], actual_status: str):
-        super().__init__(message)
-        self.allowed_statuses = allowed_statuses
-        self.actual_status = actual_status
+__all__ = ["TrainingJob", "UnexpectedStatusException"]
 
 
 class TrainingJob:
@@ -27,52 +20,108 @@ class TrainingJob:
         self.session = session
 
     def describe(self) -> dict[str, Any]:
+        """DescribeTrainingJob of this job."""
         return self.session.call("DescribeTrainingJob", {"TrainingJobName": self.name})
 
     def stop(self) -> None:
         self.session.call("StopTrainingJob", {"TrainingJobName": self.name})
 
-    def wait(self, logs: bool = True, *, poll: float = 1.0, out: TextIO | None = None) -> dict[str, Any]:
-        """Block until the job ends, printing status changes, log lines and metrics when ``logs``.
-        Raises UnexpectedStatusException unless it Completed."""
+    def wait(
+        self,
+        logs: bool = True,
+        *,
+        poll: float = 1.0,
+        timeout: float | None = None,
+        out: TextIO | None = None,
+    ) -> dict[str, Any]:
+        """Block until the job ends and return its description. With ``logs``, print its status
+        transitions and log lines as they come, then its final metrics and training and billable
+        seconds (as the SageMaker SDK prints them). Raises UnexpectedStatusException if it Failed;
+        Stopped (by the user, or at MaxRuntimeInSeconds) only logs a warning, as in the SageMaker SDK."""
         out = out or sys.stdout
-        seen, after = None, 0
-        while True:
-            # Returns as soon as the status moves (or after ``poll`` seconds, to show new log lines).
-            status = self.session.call(
+        printer = _LogPrinter(self.session, self.name, out) if logs else None
+
+        def long_poll(desc: dict[str, Any], seconds: float) -> None:
+            # Returns as soon as the SecondaryStatus moves, so the job's end is seen within ~50 ms
+            # without describing it over and over; else after ``seconds``.
+            self.session.call(
                 "WaitForTrainingJob",
                 {
                     "TrainingJobName": self.name,
-                    "SinceSecondaryStatus": seen,
-                    "TimeoutSeconds": poll if logs else 10,
+                    "SinceSecondaryStatus": desc["SecondaryStatus"],
+                    "TimeoutSeconds": min(seconds, 3600.0),  # the operation's longest poll
                 },
             )
-            if logs:
-                if status["SecondaryStatus"] != seen:
-                    desc = self.describe()
-                    msg = (desc.get("SecondaryStatusTransitions") or [{}])[-1].get("StatusMessage", "")
-                    stamp = time.strftime("%H:%M:%S")
-                    print(f"{stamp} {desc['TrainingJobStatus']} - {desc['SecondaryStatus']}: {msg}", file=out)
-                events = self.session.call(
-                    "GetTrainingJobLogs", {"TrainingJobName": self.name, "AfterSeq": after}
-                )
-                for event in events["Events"]:
-                    print(event["line"], file=out)
-                    after = event["seq"]
-            seen = status["SecondaryStatus"]
-            if status["TrainingJobStatus"] in _TERMINAL:
-                break
-        desc = self.describe()
-        if logs:
-            for m in desc.get("FinalMetricDataList") or []:
-                print(f"{m['MetricName']}: {m['Value']:.6g}", file=out)
-            print(f"Training seconds: {desc.get('TrainingTimeInSeconds', 0)}", file=out)
-            print(f"Billable seconds: {desc.get('BillableTimeInSeconds', 0)}", file=out)
-        if desc["TrainingJobStatus"] != "Completed":
-            reason = desc.get("FailureReason", "")
-            raise UnexpectedStatusException(
-                f"Error for Training job {self.name}: {desc['TrainingJobStatus']}. Reason: {reason}",
-                allowed_statuses=["Completed"],
-                actual_status=desc["TrainingJobStatus"],
-            )
+
+        desc = wait_for(
+            self.session,
+            TRAINING_JOB,
+            self.name,
+            # With logs, look for new log lines every ``poll`` s; without, only status changes matter.
+            poll=poll if logs else max(poll, 10.0),
+            timeout=timeout,
+            on_describe=printer.show if printer else None,
+            pause=long_poll,
+        )
+        if printer is not None:
+            printer.summary(desc)
         return desc
+
+
+class _LogPrinter:
+    """What ``wait(logs=True)`` prints: each new SecondaryStatusTransition as the SageMaker SDK does
+    (``2025-01-02 03:04:05 Training - Training image download completed...``), then the job's log
+    lines since the last ones shown (GetTrainingJobLogs)."""
+
+    def __init__(self, session: Session, name: str, out: TextIO):
+        self.session = session
+        self.name = name
+        self.out = out
+        self.transitions_shown = 0
+        self.after = 0
+
+    def show(self, desc: dict[str, Any]) -> None:
+        transitions = desc.get("SecondaryStatusTransitions") or []
+        for t in transitions[self.transitions_shown :]:
+            print(f"{_utc(t.get('StartTime'))} {t['Status']} - {t.get('StatusMessage', '')}", file=self.out)
+        self.transitions_shown = len(transitions)
+        events = self.session.call(
+            "GetTrainingJobLogs", {"TrainingJobName": self.name, "AfterSequenceNumber": self.after}
+        )["Events"]
+        for event in events:
+            print(event["Message"], file=self.out)
+            self.after = max(self.after, int(event["SequenceNumber"]))
+
+    def summary(self, desc: dict[str, Any]) -> None:
+        """Final metrics (raymaker's addition), then the SageMaker SDK's closing lines. Its seconds
+        are per instance in DescribeTrainingJob; the SDK prints them times the instance count."""
+        for m in desc.get("FinalMetricDataList") or []:
+            print(f"{m['MetricName']}: {m['Value']:.6g}", file=self.out)
+        count = _instance_count(desc)
+        training = desc.get("TrainingTimeInSeconds")
+        billable = desc.get("BillableTimeInSeconds")
+        if training is not None:
+            print(f"Training seconds: {training * count}", file=self.out)
+        if billable is not None:
+            print(f"Billable seconds: {billable * count}", file=self.out)
+            if desc.get("EnableManagedSpotTraining") and training:
+                saving = (1 - float(billable) / training) * 100
+                print(f"Managed Spot Training savings: {saving:.1f}%", file=self.out)
+
+
+def _instance_count(desc: dict[str, Any]) -> int:
+    resources = desc.get("ResourceConfig") or {}
+    groups = resources.get("InstanceGroups")
+    if groups:
+        return sum(int(g["InstanceCount"]) for g in groups)
+    return int(resources.get("InstanceCount", 1))
+
+
+def _utc(moment: Any) -> str:
+    if isinstance(moment, datetime.datetime):
+        if moment.tzinfo is not None:
+            moment = moment.astimezone(datetime.UTC)
+        return moment.strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(moment, (int, float)):
+        return datetime.datetime.fromtimestamp(moment, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return str(moment or "")

@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
+from raymaker.sdk.exceptions import UnexpectedStatusException
+from raymaker.sdk.names import name_from_base
 from raymaker.sdk.session import Session
-from raymaker.sdk.training_job import UnexpectedStatusException
+from raymaker.sdk.waiter import TRANSFORM_JOB, wait_for
 
 
 class Transformer:
@@ -58,9 +59,7 @@ class Transformer:
     ) -> None:
         """Start a transform job over ``data`` (an S3 or local prefix, or a manifest); with ``wait``
         block until it ends (UnexpectedStatusException if it fails)."""
-        from raymaker.sdk.predictor import unique_name
-
-        name = job_name or unique_name(self.base_transform_job_name)
+        name = job_name or name_from_base(self.base_transform_job_name)
         if self.output_path is None:
             self.output_path = f"{self.session.default_output_path.rstrip('/')}/{name}"
         transform_input: dict[str, Any] = {
@@ -110,32 +109,25 @@ class Transformer:
             self.wait()
 
     def describe(self) -> dict[str, Any]:
-        if self.latest_transform_job is None:
-            raise ValueError("no transform job yet: call transform() first")
-        return self.session.call("DescribeTransformJob", {"TransformJobName": self.latest_transform_job})
+        """DescribeTransformJob of the latest transform job."""
+        return self.session.call("DescribeTransformJob", {"TransformJobName": self._latest_job()})
 
-    def wait(self, timeout_s: float = 24 * 3600, poll_s: float = 0.1) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            desc = self.describe()
-            status = desc["TransformJobStatus"]
-            if status == "Completed":
-                return desc
-            if status in ("Failed", "Stopped"):
-                raise UnexpectedStatusException(
-                    f"Error for Transform job {self.latest_transform_job}: {status}. "
-                    f"Reason: {desc.get('FailureReason')}",
-                    allowed_statuses=["Completed"],
-                    actual_status=status,
-                )
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"transform job {self.latest_transform_job} is still {status}")
-            time.sleep(poll_s)
+    def wait(self, timeout_s: float | None = 24 * 3600, poll_s: float = 0.1) -> dict[str, Any]:
+        """Block until the latest transform job ends and return its description;
+        UnexpectedStatusException if it Failed (Stopped logs a warning, as in the SageMaker SDK)."""
+        return wait_for(self.session, TRANSFORM_JOB, self._latest_job(), poll=poll_s, timeout=timeout_s)
 
     def stop_transform_job(self, wait: bool = True) -> None:
-        self.session.call("StopTransformJob", {"TransformJobName": self.latest_transform_job})
+        """Stop the latest transform job; with ``wait``, until it has stopped."""
+        name = self._latest_job()
+        self.session.call("StopTransformJob", {"TransformJobName": name})
         if wait:
             try:
                 self.wait()
             except UnexpectedStatusException:
-                pass
+                pass  # it failed before the stop landed: ended all the same
+
+    def _latest_job(self) -> str:
+        if self.latest_transform_job is None:
+            raise ValueError("no transform job yet: call transform() first")
+        return self.latest_transform_job

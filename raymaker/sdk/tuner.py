@@ -1,5 +1,6 @@
-"""Automatic model tuning, named and shaped as the SageMaker Python SDK v2 (``sagemaker.tuner``,
-``sagemaker.parameter`` and ``sagemaker.analytics``): ``HyperparameterTuner`` builds a
+"""Automatic model tuning, named and shaped as the SageMaker Python SDK v2's ``sagemaker.tuner`` (the
+ranges are in ``raymaker.sdk.parameter``, the trials' DataFrame in ``raymaker.sdk.analytics``, both
+importable from here too, as from ``sagemaker.tuner``): ``HyperparameterTuner`` builds a
 CreateHyperParameterTuningJob request from an ``Estimator`` and parameter ranges, and reads the tuning
 job back (describe, wait, best training job, analytics, attach, deploy). The engine validates and runs
 it; nothing here knows how trials run.
@@ -19,19 +20,33 @@ it; nothing here knows how trials run.
 from __future__ import annotations
 
 import copy
-import datetime
-import json
-import re
-import secrets
-import threading
-import time
 from enum import Enum
 from typing import Any
 
+from raymaker.protocol.service_model import input_shape
+from raymaker.sdk.analytics import HyperparameterTuningJobAnalytics
 from raymaker.sdk.estimator import Estimator
+from raymaker.sdk.names import TUNING_JOB_NAME_MAX_LENGTH, base_name_from_image, tuning_job_name
+from raymaker.sdk.parameter import CategoricalParameter, ContinuousParameter, IntegerParameter, ParameterRange
 from raymaker.sdk.predictor import Predictor
 from raymaker.sdk.session import Session
-from raymaker.sdk.training_job import UnexpectedStatusException
+from raymaker.sdk.waiter import TUNING_JOB, wait_for
+
+__all__ = [
+    "CategoricalParameter",
+    "ContinuousParameter",
+    "HyperbandStrategyConfig",
+    "HyperparameterTuner",
+    "HyperparameterTuningJobAnalytics",
+    "IntegerParameter",
+    "ParameterRange",
+    "StrategyConfig",
+    "TuningJobCompletionCriteriaConfig",
+    "WarmStartConfig",
+    "WarmStartTypes",
+    "create_identical_dataset_and_algorithm_tuner",
+    "create_transfer_learning_tuner",
+]
 
 HYPERPARAMETER_TUNING_JOB_NAME = "HyperParameterTuningJobName"
 PARENT_HYPERPARAMETER_TUNING_JOBS = "ParentHyperParameterTuningJobs"
@@ -40,92 +55,6 @@ GRID_SEARCH = "Grid"
 
 # StaticHyperParameters keys SageMaker (or its SDK) adds for itself; attach() leaves them out.
 _RESERVED_PREFIXES = ("_tuning", "sagemaker_")
-_TERMINAL = ("Completed", "Failed", "Stopped")
-
-
-# --- parameter ranges (sagemaker.parameter) ------------------------------------------------------
-
-
-def _to_string(value: Any) -> str:
-    """As the SageMaker SDK's ``sagemaker.utils.to_string``: ``str(value)``."""
-    return value if isinstance(value, str) else str(value)
-
-
-class ParameterRange:
-    """Base class of the ranges a hyperparameter is tuned within (``sagemaker.parameter``)."""
-
-    __all_types__ = ("Continuous", "Categorical", "Integer")
-    __name__ = "ParameterRange"
-
-    def __init__(self, min_value: float, max_value: float, scaling_type: str = "Auto"):
-        """``scaling_type``: Auto | Linear | Logarithmic | ReverseLogarithmic."""
-        self.min_value = min_value
-        self.max_value = max_value
-        self.scaling_type = scaling_type
-
-    def is_valid(self, value: Any) -> bool:
-        return self.min_value <= value <= self.max_value
-
-    @classmethod
-    def cast_to_type(cls, value: Any) -> Any:
-        return float(value)
-
-    def as_tuning_range(self, name: str) -> dict[str, Any]:
-        """The range as a ParameterRanges entry of CreateHyperParameterTuningJob (values as strings)."""
-        return {
-            "Name": name,
-            "MinValue": _to_string(self.min_value),
-            "MaxValue": _to_string(self.max_value),
-            "ScalingType": self.scaling_type,
-        }
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
-        return f"{type(self).__name__}({args})"
-
-
-class ContinuousParameter(ParameterRange):
-    """A hyperparameter tuned over a continuous interval ``[min_value, max_value]``."""
-
-    __name__ = "Continuous"
-
-    @classmethod
-    def cast_to_type(cls, value: Any) -> float:
-        return float(value)
-
-
-class IntegerParameter(ParameterRange):
-    """A hyperparameter tuned over the integers in ``[min_value, max_value]``."""
-
-    __name__ = "Integer"
-
-    @classmethod
-    def cast_to_type(cls, value: Any) -> int:
-        return int(value)
-
-
-class CategoricalParameter(ParameterRange):
-    """A hyperparameter tuned over a list of values (sent as strings)."""
-
-    __name__ = "Categorical"
-
-    def __init__(self, values: Any):  # no min/max: as the SageMaker SDK
-        values = values if isinstance(values, list) else [values]
-        self.values = [_to_string(v) for v in values]
-
-    def as_tuning_range(self, name: str) -> dict[str, Any]:
-        return {"Name": name, "Values": list(self.values)}
-
-    def as_json_range(self, name: str) -> dict[str, Any]:
-        """The range with each value JSON-encoded (as the SDK sends it to framework containers)."""
-        return {"Name": name, "Values": [json.dumps(v) for v in self.values]}
-
-    def is_valid(self, value: Any) -> bool:
-        return value in self.values
-
-    @classmethod
-    def cast_to_type(cls, value: Any) -> str:
-        return str(value)
 
 
 # --- warm start and strategy configuration -------------------------------------------------------
@@ -253,36 +182,6 @@ class TuningJobCompletionCriteriaConfig:
                 "CompleteOnConvergence": "Enabled" if self.complete_on_convergence else "Disabled"
             }
         return out
-
-
-# --- tuning job names ----------------------------------------------------------------------------
-
-TUNING_JOB_NAME_MAX_LENGTH = 32
-_issued: set[str] = set()
-_issued_lock = threading.Lock()
-
-
-def base_name_from_image(image: str) -> str:
-    """The algorithm part of an image URI (``.../sagemaker-xgboost:1.7-1`` -> ``sagemaker-xgboost``),
-    as the SageMaker SDK's ``sagemaker.utils.base_name_from_image``; a bare algorithm name as is."""
-    match = re.match(r"^(.+/)?([^:/]+)(:[^:]+)?$", image)
-    return match.group(2) if match else image
-
-
-def tuning_job_name(base: str, max_length: int = TUNING_JOB_NAME_MAX_LENGTH) -> str:
-    """``<base>-<yymmdd-HHMM>-<5 hex>``, at most ``max_length`` (32) characters: the SageMaker SDK's
-    short timestamp (``name_from_base(base, max_length=32, short=True)``) plus a random suffix, so that
-    two fits in the same minute get different names (never the same one twice in this process)."""
-    base = re.sub(r"[^a-zA-Z0-9-]+", "-", base).strip("-") or "tuning"
-    while True:
-        stamp = datetime.datetime.now(datetime.UTC).strftime("%y%m%d-%H%M")
-        suffix = f"{stamp}-{secrets.token_hex(3)[:5]}"
-        trimmed = base[: max_length - len(suffix) - 1].rstrip("-")
-        name = f"{trimmed}-{suffix}"
-        with _issued_lock:
-            if name not in _issued:
-                _issued.add(name)
-                return name
 
 
 # --- the tuner -----------------------------------------------------------------------------------
@@ -668,31 +567,16 @@ class _TuningJob:
             "StopHyperParameterTuningJob", {HYPERPARAMETER_TUNING_JOB_NAME: self.name}
         )
 
-    def wait(self, poll: float = 0.2) -> dict[str, Any]:
+    def wait(self, poll: float = 0.2, timeout: float | None = None) -> dict[str, Any]:
         """Poll until the job is Completed, Failed or Stopped; UnexpectedStatusException if Failed
         (Stopped is an end the user asked for, as the SageMaker SDK treats it)."""
-        while True:
-            desc = self.describe()
-            status = desc["HyperParameterTuningJobStatus"]
-            if status in _TERMINAL:
-                break
-            time.sleep(poll)
-        if status == "Failed":
-            reason = desc.get("FailureReason", "(No reason provided)")
-            raise UnexpectedStatusException(
-                f"Error for HyperParameterTuning job {self.name}: {status}. Reason: {reason}",
-                allowed_statuses=["Completed", "Stopped"],
-                actual_status=status,
-            )
-        return desc
+        return wait_for(self.sagemaker_session, TUNING_JOB, self.name, poll=poll, timeout=timeout)
 
 
 # --- request <-> estimator -----------------------------------------------------------------------
 
 
 def _definition_shape() -> Any:
-    from raymaker.protocol.service_model import input_shape
-
     return input_shape("CreateHyperParameterTuningJob").members["TrainingJobDefinition"]
 
 
@@ -745,134 +629,3 @@ def _estimator_from_definition(definition: dict[str, Any], session: Session) -> 
     if spec.get("AlgorithmName"):
         return Estimator(spec["AlgorithmName"], **kwargs)
     return Estimator(image_uri=spec["TrainingImage"], **kwargs)
-
-
-# --- analytics (sagemaker.analytics) -------------------------------------------------------------
-
-
-class HyperparameterTuningJobAnalytics:
-    """A tuning job's trials as a pandas DataFrame (``sagemaker.analytics``)."""
-
-    def __init__(self, hyperparameter_tuning_job_name: str, sagemaker_session: Session | None = None):
-        self._session = sagemaker_session or Session()
-        self._tuning_job_name = hyperparameter_tuning_job_name
-        self.clear_cache()
-
-    @property
-    def name(self) -> str:
-        return self._tuning_job_name
-
-    def __repr__(self) -> str:
-        return f"<raymaker.HyperparameterTuningJobAnalytics for {self.name}>"
-
-    def clear_cache(self) -> None:
-        self._dataframe: Any = None
-        self._description: dict[str, Any] | None = None
-        self._summaries: list[dict[str, Any]] | None = None
-
-    def dataframe(self, force_refresh: bool = False) -> Any:
-        """One row per trial: a column per tuned hyperparameter (floats for Integer and Continuous
-        ranges, strings for Categorical ones), then TrainingJobName, TrainingJobStatus,
-        FinalObjectiveValue, TrainingStartTime, TrainingEndTime, TrainingElapsedTimeSeconds."""
-        if force_refresh:
-            self.clear_cache()
-        if self._dataframe is None:
-            self._dataframe = self._fetch_dataframe()
-        return self._dataframe
-
-    def export_csv(self, filename: str) -> None:
-        self.dataframe().to_csv(filename)
-
-    def _fetch_dataframe(self) -> Any:
-        import pandas as pd
-
-        ranges = self.tuning_ranges
-        numeric = {name for name, r in ranges.items() if "Values" not in r}
-
-        def reshape(summary: dict[str, Any]) -> dict[str, Any]:
-            out: dict[str, Any] = {}
-            for key, value in (summary.get("TunedHyperParameters") or {}).items():
-                out[key] = _as_float(value) if key in numeric or key not in ranges else value
-            out["TrainingJobName"] = summary["TrainingJobName"]
-            out["TrainingJobStatus"] = summary["TrainingJobStatus"]
-            out["FinalObjectiveValue"] = (
-                summary.get("FinalHyperParameterTuningJobObjectiveMetric") or {}
-            ).get("Value")
-            start, end = summary.get("TrainingStartTime"), summary.get("TrainingEndTime")
-            out["TrainingStartTime"] = start
-            out["TrainingEndTime"] = end
-            out["TrainingElapsedTimeSeconds"] = _elapsed(start, end)
-            if "TrainingJobDefinitionName" in summary:
-                out["TrainingJobDefinitionName"] = summary["TrainingJobDefinitionName"]
-            return out
-
-        rows = [reshape(s) for s in self.training_job_summaries()]
-        columns = [*ranges, *_FIXED_COLUMNS]
-        if not rows:
-            return pd.DataFrame(columns=columns)
-        return pd.DataFrame(rows)
-
-    @property
-    def tuning_ranges(self) -> dict[str, dict[str, Any]]:
-        """Each tuned hyperparameter's ParameterRanges entry, by name."""
-        desc = self.description()
-        config = desc.get("HyperParameterTuningJobConfig") or {}
-        ranges = (
-            config.get("ParameterRanges")
-            or (desc.get("TrainingJobDefinition") or {}).get("HyperParameterRanges")
-            or {}
-        )
-        return {item["Name"]: item for items in ranges.values() for item in items or ()}
-
-    def description(self, force_refresh: bool = False) -> dict[str, Any]:
-        """DescribeHyperParameterTuningJob of the tuning job (cached)."""
-        if force_refresh:
-            self.clear_cache()
-        if self._description is None:
-            self._description = self._session.call(
-                "DescribeHyperParameterTuningJob", {HYPERPARAMETER_TUNING_JOB_NAME: self.name}
-            )
-        return self._description
-
-    def training_job_summaries(self, force_refresh: bool = False) -> list[dict[str, Any]]:
-        """Every ListTrainingJobsForHyperParameterTuningJob summary, all pages (cached)."""
-        if force_refresh:
-            self.clear_cache()
-        if self._summaries is not None:
-            return self._summaries
-        out: list[dict[str, Any]] = []
-        params: dict[str, Any] = {HYPERPARAMETER_TUNING_JOB_NAME: self.name, "MaxResults": 100}
-        while True:
-            page = self._session.call("ListTrainingJobsForHyperParameterTuningJob", params)
-            summaries = page.get("TrainingJobSummaries") or []
-            out.extend(summaries)
-            if not page.get("NextToken") or not summaries:
-                break
-            params = {**params, "NextToken": page["NextToken"]}
-        self._summaries = out
-        return out
-
-
-_FIXED_COLUMNS = (
-    "TrainingJobName",
-    "TrainingJobStatus",
-    "FinalObjectiveValue",
-    "TrainingStartTime",
-    "TrainingEndTime",
-    "TrainingElapsedTimeSeconds",
-)
-
-
-def _as_float(value: Any) -> Any:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return value
-
-
-def _elapsed(start: Any, end: Any) -> float | None:
-    if start is None or end is None:
-        return None
-    if isinstance(start, datetime.datetime) and isinstance(end, datetime.datetime):
-        return (end - start).total_seconds()
-    return float(end) - float(start)

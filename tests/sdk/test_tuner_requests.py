@@ -2,87 +2,45 @@
 it builds go through the engine's real validator (``validate_tuning_job``), and what it reads back
 (DescribeHyperParameterTuningJob, ListTrainingJobsForHyperParameterTuningJob, DescribeTrainingJob) is
 written as the engine answers, checked against botocore's output shapes. The only stand-in is
-``Recorder``: a backend that records each request (checked against botocore's input shape) and answers
-with the responses a test gives it."""
+``RecordingBackend`` (tests/sdk/helpers.py): a backend that records each request (checked against
+botocore's input shape) and answers with the responses a test gives it."""
 
 from __future__ import annotations
 
 import copy
 import datetime
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from botocore.validate import ParamValidator
 
-from raymaker.protocol.service_model import output_shape
-from raymaker.protocol.errors import ValidationError
-from raymaker.engine.store import JobStore, describe_training_job
 from raymaker.engine.tuning_spec import (
     OBJECTIVE_HYPERPARAMETER,
     TUNING_JOB_NAME_RE,
     trial_request,
     validate_tuning_job,
 )
-from raymaker.engine.validation import validate_request
+from raymaker.protocol.errors import ValidationError
+from raymaker.sdk.analytics import HyperparameterTuningJobAnalytics
 from raymaker.sdk.estimator import Estimator
+from raymaker.sdk.exceptions import UnexpectedStatusException
 from raymaker.sdk.inputs import TrainingInput
+from raymaker.sdk.names import base_name_from_image, tuning_job_name
+from raymaker.sdk.parameter import CategoricalParameter, ContinuousParameter, IntegerParameter
 from raymaker.sdk.session import Session
-from raymaker.sdk.training_job import UnexpectedStatusException
 from raymaker.sdk.tuner import (
-    CategoricalParameter,
-    ContinuousParameter,
     HyperbandStrategyConfig,
     HyperparameterTuner,
-    HyperparameterTuningJobAnalytics,
-    IntegerParameter,
     StrategyConfig,
     WarmStartConfig,
     WarmStartTypes,
-    base_name_from_image,
-    tuning_job_name,
 )
+from tests.sdk.helpers import T0, RecordingBackend, training_job_description
 
 XGB_IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1"
-T0 = datetime.datetime(2025, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
 
-Answer = dict[str, Any] | Callable[[dict[str, Any]], dict[str, Any]] | Exception
-
-
-class Recorder:
-    """Records every call (the request checked against botocore's input shape) and answers with the
-    next response queued for the operation (the last one repeats), checked against the output shape.
-    No queued response: AssertionError, so a test sees any call it did not expect."""
-
-    def __init__(self, **answers: Answer | list[Answer]):
-        self.calls: list[tuple[str, dict[str, Any]]] = []
-        self.answers = {op: list(a) if isinstance(a, list) else [a] for op, a in answers.items()}
-
-    def call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
-        validate_request(operation, params)
-        self.calls.append((operation, copy.deepcopy(params)))
-        queue = self.answers.get(operation)
-        if not queue:
-            raise AssertionError(f"unexpected call {operation} {params}")
-        answer = queue.pop(0) if len(queue) > 1 else queue[0]
-        if isinstance(answer, Exception):
-            raise answer
-        response = answer(params) if callable(answer) else answer
-        assert_valid_output(operation, response)
-        return copy.deepcopy(response)
-
-    def ops(self) -> list[str]:
-        return [op for op, _ in self.calls]
-
-
-def assert_valid_output(operation: str, response: dict[str, Any]) -> None:
-    shape = output_shape(operation)
-    if shape is None:
-        assert response == {}
-        return
-    report = ParamValidator().validate(response, shape)
-    assert not report.has_errors(), report.generate_report()
+# The shared recording backend (tests/sdk/helpers.py), under the name these tests grew up with.
+Recorder = RecordingBackend
 
 
 # --- fixtures ------------------------------------------------------------------------------------
@@ -511,14 +469,26 @@ def test_nothing_to_wait_for_before_fit(tmp_path: Path) -> None:
 
 
 def _trial_description(tmp_path: Path, request: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """DescribeTrainingJob of the engine's trial 1 of ``request``, as the engine's store writes it."""
+    """DescribeTrainingJob of the engine's trial 1 of ``request``: the trial's own CreateTrainingJob
+    request (the engine's ``trial_request``) echoed as a completed job."""
     spec = validate_tuning_job(request)
     trial = trial_request(spec, 1, {"eta": "0.1", "max_depth": "3", "tree_method": "hist"})
-    store = JobStore(tmp_path / "jobs.db")
-    try:
-        desc = describe_training_job(store.create_training_job(trial, now=T0.timestamp()))
-    finally:
-        store.close()
+    desc = training_job_description(
+        trial["TrainingJobName"],
+        "Completed",
+        "Completed",
+        **{
+            k: copy.deepcopy(trial[k])
+            for k in (
+                "AlgorithmSpecification",
+                "RoleArn",
+                "HyperParameters",
+                "OutputDataConfig",
+                "ResourceConfig",
+                "StoppingCondition",
+            )
+        },
+    )
     return trial["TrainingJobName"], desc
 
 
