@@ -166,7 +166,8 @@ def test_transform_and_transform_jobs(session, model, s3_server, capsys):
     assert main(["transform-jobs", "describe", name]) == 0
     desc = json.loads(capsys.readouterr().out)
     assert desc["TransformJobStatus"] == "Completed" and desc["ModelName"] == model_name
-    assert desc["raymaker:ObjectsWritten"] == 2 and desc["raymaker:RecordsTransformed"] == len(x)
+    progress = session.call("GetTransformJobProgress", {"TransformJobName": name})
+    assert progress["ObjectsWritten"] == 2 and progress["RecordsTransformed"] == len(x)
     assert main(["transform-jobs", "stop", name]) == 2  # it has ended
     assert "Completed" in capsys.readouterr().err
     assert main(["transform-jobs", "describe", "no-such-job"]) == 2

@@ -12,7 +12,8 @@ import xgboost
 
 from raymaker import Estimator, Session, TrainingInput
 from raymaker.cli import main
-from raymaker.quickstart import run_quickstart, write_dataset
+from raymaker.cli.jobs import training_job_logs
+from raymaker.cli.quickstart import run_quickstart, write_dataset
 
 pytestmark = pytest.mark.e2e
 
@@ -121,7 +122,7 @@ def test_warm_pool_reuses_the_instance(ray_session, csv_dirs):
         )
         t = time.time()
         est.fit(inputs, logs=False, job_name=name)
-        lines = [e["line"] for e in session.backend.store.logs(name)]
+        lines = [e["Message"] for e in training_job_logs(session, name)]
         pid = next(int(ln.split("pid ")[1].split(",")[0]) for ln in lines if "raymaker worker 0" in ln)
         return pid, time.time() - t
 

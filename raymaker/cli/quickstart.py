@@ -4,11 +4,19 @@ job on the local Ray instance -> metrics, billable seconds and the model's locat
 
 from __future__ import annotations
 
+import argparse
 import os
 
 import numpy as np
 
+from raymaker.cli.common import ALGORITHM, Subparsers, get_session
 from raymaker.protocol.environment import raymaker_home
+from raymaker.sdk import Estimator, Session, TrainingInput
+
+# The algorithms the quickstart has hyperparameters for (run_quickstart).
+QUICKSTART_ALGORITHM = ALGORITHM.but(
+    default="xgboost", choices=["xgboost", "linear-learner"], help="xgboost (default) or linear-learner"
+)
 
 
 def write_dataset(directory: str, seed: int = 0) -> tuple[str, str]:
@@ -27,9 +35,7 @@ def write_dataset(directory: str, seed: int = 0) -> tuple[str, str]:
     return paths[0], paths[1]
 
 
-def run_quickstart(algorithm: str = "xgboost") -> int:
-    from raymaker import Estimator, TrainingInput
-
+def run_quickstart(algorithm: str = "xgboost", session: Session | None = None) -> int:
     data_dir = os.path.join(str(raymaker_home()), "quickstart-data")
     train, validation = write_dataset(data_dir)
     print(f"data: scikit-learn breast cancer, CSV channels under {data_dir}")
@@ -37,7 +43,7 @@ def run_quickstart(algorithm: str = "xgboost") -> int:
         "xgboost": {"objective": "binary:logistic", "num_round": 50, "eval_metric": "auc", "max_depth": 4},
         "linear-learner": {"predictor_type": "binary_classifier", "epochs": 10},
     }[algorithm]
-    est = Estimator(algorithm, hyperparameters=hyperparameters, instance_type="local")
+    est = Estimator(algorithm, hyperparameters=hyperparameters, instance_type="local", session=session)
     est.fit(
         {
             "train": TrainingInput(train, content_type="text/csv"),
@@ -52,3 +58,13 @@ def run_quickstart(algorithm: str = "xgboost") -> int:
     print(f"billable seconds: {desc.get('BillableTimeInSeconds')}")
     print(f"model:            {est.model_data}")
     return 0
+
+
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    return run_quickstart(args.algorithm, get_session(args))
+
+
+def add_commands(sub: Subparsers) -> None:
+    p = sub.add_parser("quickstart", help="train XGBoost on a small real dataset in local mode")
+    QUICKSTART_ALGORITHM.add(p)
+    p.set_defaults(func=cmd_quickstart)

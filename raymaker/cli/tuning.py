@@ -6,17 +6,36 @@ the objective, the strategy, the limits and the ranges; it builds the request wi
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import time
 from typing import Any
 
-from raymaker.cli_hosting import _json_default, _local_uri
-from raymaker.cli_jobs import _hyperparameters, _session
+from raymaker.cli.common import (
+    ENDED,
+    NO_WAIT,
+    RESOURCES,
+    STATUSES,
+    TRAINING_OPTIONS,
+    Subparsers,
+    add_options,
+    add_resource_commands,
+    describe,
+    estimator_options,
+    get_session,
+    print_table,
+    require_lasting_cluster,
+    training_inputs,
+)
+from raymaker.sdk import (
+    CategoricalParameter,
+    ContinuousParameter,
+    Estimator,
+    HyperparameterTuner,
+    IntegerParameter,
+    Session,
+)
 
+TUNING_JOBS = RESOURCES["tuning-jobs"]
 _SCALINGS = ("Auto", "Linear", "Logarithmic", "ReverseLogarithmic")
-_ENDED = ("Completed", "Failed", "Stopped")
-_TRIAL_ENDED = ("Completed", "Failed", "Stopped")
 
 
 # --- ranges -----------------------------------------------------------------------------------------
@@ -45,9 +64,8 @@ def _numeric_range(option: str, text: str, cast: type) -> tuple[str, Any, Any, s
     return name, lo, hi, _scaling(option, parts[2]) if len(parts) == 3 else "Auto"
 
 
-def _ranges(args: argparse.Namespace) -> dict[str, Any]:
-    from raymaker import CategoricalParameter, ContinuousParameter, IntegerParameter
-
+def ranges_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """``--continuous``, ``--integer`` and ``--categorical`` as the tuner's hyperparameter ranges."""
     ranges: dict[str, Any] = {}
 
     def add(option: str, name: str, parameter: Any) -> None:
@@ -100,7 +118,7 @@ def _objective_value(summary: dict[str, Any]) -> float | None:
     return (summary.get("FinalHyperParameterTuningJobObjectiveMetric") or {}).get("Value")
 
 
-def _trials(session, name: str, status: str | None = None) -> list[dict[str, Any]]:
+def _trials(session: Session, name: str, status: str | None = None) -> list[dict[str, Any]]:
     params: dict[str, Any] = {"HyperParameterTuningJobName": name, "MaxResults": 100}
     if status:
         params["StatusEquals"] = status
@@ -116,7 +134,6 @@ def _trials(session, name: str, status: str | None = None) -> list[dict[str, Any
 def _print_trials(desc: dict[str, Any], trials: list[dict[str, Any]]) -> None:
     """One row per trial: name, status, the tuned values, the objective; the best one marked ``*``."""
     tuned = _tuned_names(desc)
-    metric = _objective(desc)["MetricName"]
     best = (desc.get("BestTrainingJob") or {}).get("TrainingJobName")
     rows = []
     for t in trials:
@@ -125,13 +142,10 @@ def _print_trials(desc: dict[str, Any], trials: list[dict[str, Any]]) -> None:
         objective = "-" if value is None else f"{value:.6g}"
         mark = " *" if t["TrainingJobName"] == best else ""
         rows.append([t["TrainingJobName"], t["TrainingJobStatus"], *values, objective + mark])
-    header = ["TRAINING JOB", "STATUS", *tuned, metric]
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        print("  ".join(f"{str(c):<{w}}" for c, w in zip(row, widths, strict=True)).rstrip())
+    print_table(["TRAINING JOB", "STATUS", *tuned, _objective(desc)["MetricName"]], rows)
 
 
-def _print_best(session, desc: dict[str, Any]) -> None:
+def _print_best(session: Session, desc: dict[str, Any]) -> None:
     best = desc.get("BestTrainingJob")
     if not best:
         print("best training job: none (no trial reported its objective)")
@@ -156,64 +170,32 @@ def _counts(desc: dict[str, Any]) -> str:
 # --- commands ---------------------------------------------------------------------------------------
 
 
-def _describe(session, name: str) -> dict[str, Any]:
-    """DescribeHyperParameterTuningJob; an unknown name says where to find the ones there are."""
-    from raymaker.protocol.errors import ValidationError
-
-    try:
-        return session.call("DescribeHyperParameterTuningJob", {"HyperParameterTuningJobName": name})
-    except ValidationError as e:
-        if "Could not find" not in str(e):
-            raise
-        raise ValidationError(f"{e} `raymaker tuning-jobs list` shows the tuning jobs there are.") from None
-
-
-def _wait(session, name: str, poll: float = 0.5) -> dict[str, Any]:
+def _wait(session: Session, name: str, poll: float = 0.5) -> dict[str, Any]:
     """Poll until the tuning job ends, printing each trial as it ends."""
     shown: set[str] = set()
     metric = None
     while True:
-        desc = session.call("DescribeHyperParameterTuningJob", {"HyperParameterTuningJobName": name})
+        desc = session.call(TUNING_JOBS.describe_op, {TUNING_JOBS.name_key: name})
         metric = metric or _objective(desc)["MetricName"]
         for t in _trials(session, name):
-            if t["TrainingJobName"] in shown or t["TrainingJobStatus"] not in _TRIAL_ENDED:
+            if t["TrainingJobName"] in shown or t["TrainingJobStatus"] not in ENDED:
                 continue
             shown.add(t["TrainingJobName"])
             value = _objective_value(t)
             what = f"{metric} = {value:.6g}" if value is not None else t.get("FailureReason", "no objective")
             print(f"  {t['TrainingJobName']}: {t['TrainingJobStatus']} ({what})", flush=True)
-        if desc["HyperParameterTuningJobStatus"] in _ENDED:
+        if desc["HyperParameterTuningJobStatus"] in ENDED:
             return desc
         time.sleep(poll)
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from raymaker import Estimator, HyperparameterTuner, TrainingInput
-
     if args.max_jobs is None and args.strategy != "Grid":
         raise SystemExit("--max-jobs is needed (only --strategy Grid runs every combination without one)")
-    ranges = _ranges(args)
-    channels = {"train": args.train, "validation": args.validation, "test": args.test, "model": args.model}
-    inputs = {
-        name: TrainingInput(
-            _local_uri(uri),
-            content_type=None if name == "model" else args.content_type,
-            distribution=args.distribution if name == "train" else None,
-        )
-        for name, uri in channels.items()
-        if uri
-    }
-    session = _session()
-    estimator = Estimator(
-        args.algorithm,
-        hyperparameters=_hyperparameters(args.hp),
-        instance_count=args.instance_count,
-        instance_type=args.instance_type,
-        input_mode=args.input_mode,
-        output_path=_local_uri(args.output_path) if args.output_path else None,
-        max_run=args.max_run,
-        session=session,
-    )
+    ranges = ranges_from_args(args)
+    inputs = training_inputs(args)
+    session = get_session(args)
+    estimator = Estimator(args.algorithm, **estimator_options(args), session=session)
     tuner = HyperparameterTuner(
         estimator,
         args.objective_metric,
@@ -226,9 +208,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         random_seed=args.random_seed,
     )
     if args.no_wait:
-        from raymaker.cli_hosting import _check_ray_outlives_command
-
-        _check_ray_outlives_command("tune --no-wait", "the tuning job")
+        require_lasting_cluster(session, "tune --no-wait", "the tuning job")
     tuner.fit(inputs, job_name=args.job_name, wait=False)
     name = tuner.latest_tuning_job.name
     print(f"tuning job: {name}", flush=True)
@@ -248,47 +228,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_list(args: argparse.Namespace) -> int:
-    params: dict[str, Any] = {"MaxResults": args.max_results}
-    if args.status:
-        params["StatusEquals"] = args.status
-    if args.name_contains:
-        params["NameContains"] = args.name_contains
-    jobs = _session().call("ListHyperParameterTuningJobs", params)["HyperParameterTuningJobSummaries"]
-    print(f"{'NAME':<34} {'STATUS':<11} {'STRATEGY':<10} {'JOBS':>5} {'CREATED':<20} SECONDS")
-    for j in jobs:
-        created = j["CreationTime"].strftime("%Y-%m-%d %H:%M:%S")
-        secs = ""
-        if j.get("HyperParameterTuningEndTime"):
-            secs = f"{(j['HyperParameterTuningEndTime'] - j['CreationTime']).total_seconds():.0f}"
-        limit = (j.get("ResourceLimits") or {}).get("MaxNumberOfTrainingJobs", "")
-        print(
-            f"{j['HyperParameterTuningJobName']:<34} {j['HyperParameterTuningJobStatus']:<11} "
-            f"{j['Strategy']:<10} {limit!s:>5} {created:<20} {secs}"
-        )
-    return 0
-
-
-def cmd_describe(args: argparse.Namespace) -> int:
-    desc = _describe(_session(), args.name)
-    print(json.dumps(desc, indent=2, default=_json_default))
-    return 0
-
-
-def cmd_stop(args: argparse.Namespace) -> int:
-    session = _session()
-    status = _describe(session, args.name)["HyperParameterTuningJobStatus"]
-    if status in _ENDED:
-        print(f"raymaker: error: tuning job {args.name} has already ended ({status})", file=sys.stderr)
-        return 2
-    session.call("StopHyperParameterTuningJob", {"HyperParameterTuningJobName": args.name})
-    print(f"stopping {args.name}")
-    return 0
-
-
 def cmd_trials(args: argparse.Namespace) -> int:
-    session = _session()
-    desc = _describe(session, args.name)
+    session = get_session(args)
+    desc = describe(session, TUNING_JOBS, args.name)
     trials = _trials(session, args.name, args.status)
     if args.best_first:
         maximize = _objective(desc)["Type"] == "Maximize"
@@ -304,7 +246,7 @@ def cmd_trials(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:
+def add_commands(sub: Subparsers) -> None:
     p = sub.add_parser(
         "tune",
         help="run a hyperparameter tuning job with a built-in algorithm",
@@ -312,21 +254,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "Ranges: --continuous eta=0.01:0.5:Logarithmic --integer max_depth=2:8 "
         "--categorical booster=gbtree,dart (scaling: Auto, Linear, Logarithmic, ReverseLogarithmic).",
     )
-    p.add_argument("--algorithm", required=True, help="xgboost, linear-learner, kmeans or pca")
-    p.add_argument("--train", required=True, help="URI of the train channel (s3://, file:// or a path)")
-    p.add_argument("--validation")
-    p.add_argument("--test")
-    p.add_argument("--model", help="an earlier model.tar.gz every trial continues from")
-    p.add_argument("--content-type", help="e.g. text/csv (default: the algorithm's)")
-    p.add_argument("--distribution", choices=["FullyReplicated", "ShardedByS3Key"])
-    p.add_argument(
-        "--hp", action="append", default=[], metavar="NAME=VALUE", help="a static hyperparameter (repeat)"
-    )
-    p.add_argument("--instance-count", type=int, default=1)
-    p.add_argument("--instance-type", default="local")
-    p.add_argument("--input-mode", default="File", choices=["File", "Pipe", "FastFile"])
-    p.add_argument("--output-path")
-    p.add_argument("--max-run", type=int, default=86400, help="each trial's MaxRuntimeInSeconds")
+    add_options(p, *TRAINING_OPTIONS)
     p.add_argument("--objective-metric", required=True, help="the metric to tune, e.g. validation:auc")
     p.add_argument("--objective-type", default="Maximize", choices=["Maximize", "Minimize"])
     p.add_argument("--strategy", default="Bayesian", choices=["Bayesian", "Random", "Hyperband", "Grid"])
@@ -334,33 +262,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-parallel-jobs", type=int, default=1)
     p.add_argument("--early-stopping", default="Off", choices=["Off", "Auto"])
     p.add_argument("--random-seed", type=int, help="RandomSeed, for a reproducible search")
-    p.add_argument(
-        "--continuous", action="append", default=[], metavar="NAME=MIN:MAX[:SCALING]", help="(repeat)"
-    )
-    p.add_argument(
-        "--integer", action="append", default=[], metavar="NAME=MIN:MAX[:SCALING]", help="(repeat)"
-    )
+    for option in ("--continuous", "--integer"):
+        p.add_argument(option, action="append", default=[], metavar="NAME=MIN:MAX[:SCALING]", help="(repeat)")
     p.add_argument("--categorical", action="append", default=[], metavar="NAME=A,B,C", help="(repeat)")
     p.add_argument("--job-name", help="the tuning job's name, at most 32 characters")
-    p.add_argument("--no-wait", action="store_true", help="return once the tuning job has started")
+    add_options(p, NO_WAIT)
     p.set_defaults(func=cmd_tune)
 
-    jobs = sub.add_parser(
-        "tuning-jobs", help="hyperparameter tuning jobs: list, describe, stop, trials"
-    ).add_subparsers(dest="tuning_jobs_command", required=True)
-    p = jobs.add_parser("list")
-    p.add_argument("--status", choices=["InProgress", "Completed", "Failed", "Stopping", "Stopped"])
-    p.add_argument("--name-contains")
-    p.add_argument("--max-results", type=int, default=50)
-    p.set_defaults(func=cmd_list)
-    for name, func, helptext in (
-        ("describe", cmd_describe, "DescribeHyperParameterTuningJob as JSON"),
-        ("stop", cmd_stop, "StopHyperParameterTuningJob (its running trials stop too)"),
-        ("trials", cmd_trials, "the trials: tuned values, status, objective; and the best one"),
-    ):
-        p = jobs.add_parser(name, help=helptext)
-        p.add_argument("name")
-        if name == "trials":
-            p.add_argument("--status", choices=["InProgress", "Completed", "Failed", "Stopping", "Stopped"])
-            p.add_argument("--best-first", action="store_true", help="sort by the objective, best first")
-        p.set_defaults(func=func)
+    jobs = add_resource_commands(sub, TUNING_JOBS)
+    p = jobs.add_parser("trials", help="the trials: tuned values, status, objective; and the best one")
+    p.add_argument("name")
+    p.add_argument("--status", choices=STATUSES)
+    p.add_argument("--best-first", action="store_true", help="sort by the objective, best first")
+    p.set_defaults(func=cmd_trials)

@@ -1,0 +1,41 @@
+"""The ``raymaker`` command line: ``build_parser`` and ``main``. Each area's commands live in their own
+module (``io``, ``quickstart``, ``jobs``, ``hosting``, ``tuning``, ``audit``), built from the options,
+printers and ``list|describe|stop`` builder in ``common``; every command talks to raymaker through the
+SDK's ``Session``, never the engine."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from raymaker.cli import audit, common, hosting, io, jobs, quickstart, tuning
+from raymaker.protocol.errors import SageMakerError
+from raymaker.sdk import Session
+
+AREAS = (io, quickstart, jobs, hosting, tuning, audit)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="raymaker", description="A self-hosted SageMaker on Ray.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for area in AREAS:
+        area.add_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, *, session: Session | None = None) -> int:
+    """Run one command; 0 on success, 2 (with the error on stderr) when raymaker refuses it. A script or
+    a test may hand in the ``session`` (its backend) to use; by default each command makes a local one."""
+    args = build_parser().parse_args(argv)
+    args.session = session
+    try:
+        return args.func(args)
+    except SageMakerError as e:  # ValidationException, ResourceInUse, ResourceNotFound, ...
+        common.print_error(f"{e.code}: {e}")
+        return 2
+    except (ValueError, PermissionError, FileNotFoundError, ConnectionError) as e:
+        common.print_error(str(e))
+        return 2
+
+
+__all__ = ["build_parser", "main"]
