@@ -70,9 +70,22 @@ class SageMakerAPI:
                 self._service = job_service(str(self.store.path))
             return self._service
 
-    def ensure_ready(self) -> None:
-        """Join or start Ray and the job service now (the CLI does this before long-lived work)."""
+    def ensure_ready(self) -> bool:
+        """Join Ray and start the job service now, for work that must outlive this process (the CLI's
+        deploy, or a job it does not wait for). False, with nothing started, when there is no Ray
+        cluster to join (this process would start one that ends with it)."""
+        import ray
+
+        joined = ray.is_initialized()
+        ensure_ray()
+        from ray._private import worker
+
+        node = getattr(worker, "_global_node", None)
+        if not joined and node is not None and getattr(node, "head", False):
+            ray.shutdown()  # a head started here would end with this process, and the work with it
+            return False
         self.service()
+        return True
 
     def _prewarm(self) -> None:
         try:

@@ -1,5 +1,5 @@
-"""ListAuditEvents (raymaker's own): the audit trail of API calls, shaped as CloudTrail's LookupEvents
-answers, so tools written for CloudTrail read it as they are."""
+"""ListAuditEvents (raymaker's own): the audit trail of API calls, newest first, shaped as CloudTrail's
+LookupEvents answers, so tools written for CloudTrail read it as they are."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ def _epoch(t: Any) -> float | None:
 
 
 def list_audit_events(engine: Engine, params: dict[str, Any]) -> dict[str, Any]:
-    token = params.get("NextToken") or "0"
-    if not token.isdigit():
+    token = params.get("NextToken") or ""
+    if token and not token.isdigit():
         raise ValidationError(
             f"NextToken {token!r} is not one this API gave: pass the NextToken of the last page"
         )
@@ -27,7 +27,8 @@ def list_audit_events(engine: Engine, params: dict[str, Any]) -> dict[str, Any]:
         since=_epoch(params.get("StartTime")),
         until=_epoch(params.get("EndTime")),
         errors_only=bool(params.get("ErrorsOnly")),
-        after_id=int(token),
+        before_id=int(token) if token else None,
+        newest_first=True,  # as CloudTrail's LookupEvents answers
         limit=size + 1,
     )
     page, more = events[:size], len(events) > size

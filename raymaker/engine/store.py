@@ -533,12 +533,18 @@ class JobStore:
         until: float | None = None,
         errors_only: bool = False,
         after_id: int = 0,
+        before_id: int | None = None,
+        newest_first: bool = False,
         limit: int = 1000,
     ) -> list[dict[str, Any]]:
-        """Recorded calls, oldest first, as CloudTrail records (eventTime ISO 8601 UTC, eventName,
-        eventSource, requestParameters, errorCode, errorMessage, userIdentity, requestID, ...), each
-        with its row number under ``"_id"`` for paging (``after_id``)."""
+        """Recorded calls, oldest first (or newest first, as CloudTrail answers), as CloudTrail records
+        (eventTime ISO 8601 UTC, eventName, eventSource, requestParameters, errorCode, errorMessage,
+        userIdentity, requestID, ...), each with its row number under ``"_id"`` for paging
+        (``after_id`` / ``before_id``)."""
         where, args = ["id > ?"], [after_id]
+        if before_id is not None:
+            where.append("id < ?")
+            args.append(before_id)
         if event_name is not None:
             where.append("event_name = ?")
             args.append(event_name)
@@ -551,7 +557,9 @@ class JobStore:
         if errors_only:
             where.append("error_code IS NOT NULL")
         rows = self.connection().execute(
-            f"SELECT * FROM audit_events WHERE {' AND '.join(where)} ORDER BY id LIMIT ?", [*args, limit]
+            f"SELECT * FROM audit_events WHERE {' AND '.join(where)} "
+            f"ORDER BY id {'DESC' if newest_first else 'ASC'} LIMIT ?",
+            [*args, limit],
         )
         out = []
         for r in rows:
