@@ -2,17 +2,18 @@
 
 ``Channel.from_request`` parses one entry of CreateTrainingJob's InputDataConfig; ``list_objects``
 resolves it to objects (an S3 prefix, a local directory, or a manifest); ``shard_objects`` applies
-S3DataDistributionType and ShuffleConfig for one worker and one epoch.
+S3DataDistributionType and ShuffleConfig for one worker and one epoch; ``pass_order`` orders the files a
+worker already holds (File, FastFile) for one pass.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -23,6 +24,8 @@ S3_DATA_TYPES = ("S3Prefix", "ManifestFile")
 DISTRIBUTIONS = ("FullyReplicated", "ShardedByS3Key")
 COMPRESSION_TYPES = ("None", "Gzip")
 RECORD_WRAPPER_TYPES = ("None", "RecordIO")
+
+T = TypeVar("T")
 
 _CHANNEL_NAME_RE = re.compile(r"^[A-Za-z0-9.\-_]{1,64}$")  # botocore's ChannelName shape
 
@@ -222,7 +225,7 @@ def _list_manifest(channel: Channel, settings: S3Settings | None) -> list[Object
 # ------------------------------------------------------------------------------------------ sharding
 
 
-def shuffled(objects: Sequence[ObjectInfo], seed: int | None, epoch: int = 0) -> list[ObjectInfo]:
+def shuffled(objects: Sequence[T], seed: int | None, epoch: int = 0) -> list[T]:
     """``objects`` in ShuffleConfig order: unchanged without a seed; otherwise a permutation fixed by
     (seed, epoch), identical in every process, different each epoch."""
     objects = list(objects)
@@ -232,15 +235,26 @@ def shuffled(objects: Sequence[ObjectInfo], seed: int | None, epoch: int = 0) ->
     return [objects[i] for i in rng.permutation(len(objects))]
 
 
+def pass_order(names: Iterable[str], seed: int | None, epoch: int) -> list[str]:
+    """The order in which a worker reads, in pass ``epoch``, the files it already holds (File and
+    FastFile mode, where which files a worker holds is fixed when the channel is opened).
+
+    Sorted without a seed, the same every pass. With a ShuffleConfig seed, the sorted names permuted by
+    (seed, epoch): a new order every pass, the same in every process. Sorting first makes the order
+    independent of how the files were gathered; for a FullyReplicated S3Prefix channel (sorted names are
+    the listing order) pass ``epoch`` is exactly ``shuffled(listing, seed, epoch)``, Pipe mode's order."""
+    return shuffled(sorted(names), seed, epoch)
+
+
 def shard_objects(
-    objects: Sequence[ObjectInfo],
+    objects: Sequence[T],
     *,
     num_workers: int,
     rank: int,
     distribution: str,
     seed: int | None = None,
     epoch: int = 0,
-) -> list[ObjectInfo]:
+) -> list[T]:
     """The objects worker ``rank`` of ``num_workers`` reads in ``epoch``.
 
     FullyReplicated: all of them. ShardedByS3Key: round-robin over the (shuffled) list, so the shards

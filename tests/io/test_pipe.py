@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from raymaker.io.channels import Channel, list_objects
-from raymaker.io.modes.pipe import ChannelDataConfig, batches_to_numpy, pipe_dataset
+from raymaker.io.channels import Channel, list_objects, shard_objects, shuffled
+from raymaker.io.modes.pipe import ChannelDataConfig, PipeEpochIterator, batches_to_numpy, pipe_dataset
 from raymaker.io.recordio import write_numpy_to_dense_tensor, write_spmatrix_to_sparse_tensor
 
 pytestmark = pytest.mark.e2e
@@ -155,9 +155,13 @@ def _train_fn(config: dict) -> None:
 
     rank = ray.train.get_context().get_world_rank()
     out = {}
-    for name in ("train", "validation"):
-        shard = ray.train.get_dataset_shard(name)
-        out[name] = sorted(batches_to_numpy(shard.iter_batches(batch_format="numpy")).labels.tolist())
+    shard = ray.train.get_dataset_shard("train")
+    out["train"] = sorted(batches_to_numpy(shard.iter_batches(batch_format="numpy")).labels.tolist())
+    # The validation channel has a ShuffleConfig seed: two passes are epochs 0 and 1, in order.
+    shard = ray.train.get_dataset_shard("validation")
+    out["validation"] = [
+        batches_to_numpy(shard.iter_batches(batch_format="numpy")).labels.tolist() for _ in range(2)
+    ]
     with open(os.path.join(config["out"], f"rank-{rank}.json"), "w") as f:
         json.dump(out, f)
 
@@ -169,11 +173,13 @@ def test_trainer_workers_get_sagemaker_shards(ray_session, s3_server, s3_bucket,
     from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
     n_train = _put_dense(s3_server, s3_bucket, "train", 5)
-    n_val = _put_csv(s3_server, s3_bucket, "validation", 2)
+    n_val = _put_csv(s3_server, s3_bucket, "validation", 4)
     cfg = ChannelDataConfig(
         {
             "train": _channel("train", s3_bucket, "train", distribution="ShardedByS3Key"),
-            "validation": _channel("validation", s3_bucket, "validation", content_type="text/csv"),
+            "validation": _channel(
+                "validation", s3_bucket, "validation", content_type="text/csv", shuffle_seed=2
+            ),
         }
     )
     out = tmp_path / "out"
@@ -194,5 +200,69 @@ def test_trainer_workers_get_sagemaker_shards(ray_session, s3_server, s3_bucket,
     assert [len(t) for t in train] == [3 * ROWS_PER_OBJECT, 2 * ROWS_PER_OBJECT]
     assert not train[0] & train[1] and train[0] | train[1] == set(range(n_train))
     # FullyReplicated: every worker sees the whole channel.
-    expected_val = [float(v) for v in range(1000, 1000 + n_val)]
+    # FullyReplicated with ShuffleConfig: every worker sees the whole channel, each epoch in that
+    # epoch's order (the same on every worker), through the iterator Train pickled into the worker.
+    assert n_val == 4 * ROWS_PER_OBJECT
+    expected_val = [[1000 + r for r in _rows(shuffled(list(range(4)), 2, epoch))] for epoch in range(2)]
     assert ranks[0]["validation"] == ranks[1]["validation"] == expected_val
+    assert expected_val[0] != expected_val[1]
+
+
+def _object_ids(labels) -> list[int]:
+    """The objects a pass read, in the order read (each object holds ROWS_PER_OBJECT consecutive ids)."""
+    ids = (np.asarray(labels) // ROWS_PER_OBJECT).astype(int).tolist()
+    return [i for n, i in enumerate(ids) if n == 0 or ids[n - 1] != i]
+
+
+def _rows(object_ids: list[int]) -> list[float]:
+    return [float(i * ROWS_PER_OBJECT + r) for i in object_ids for r in range(ROWS_PER_OBJECT)]
+
+
+def test_shuffle_config_reshuffles_every_pass(ray_session, s3_server, s3_bucket, tmp_path):
+    from raymaker.engine.channel_data import worker_training_data
+
+    _put_dense(s3_server, s3_bucket, "epochs", 5)
+    seeded = _channel("train", s3_bucket, "epochs", shuffle_seed=11)
+    # A one-instance job's shard is planned once (pipe_dataset(...).iterator()); with a seed the
+    # channel replans it per pass.
+    data = worker_training_data(
+        [seeded],
+        {"train": "application/x-recordio-protobuf"},
+        str(tmp_path),
+        num_workers=1,
+        rank=0,
+        settings=None,
+        shard_for=lambda name: pipe_dataset(seeded).iterator(),
+    )
+    passes = [data.load("train").labels.tolist() for _ in range(3)]
+    # Pass n reads epoch n's ShuffleConfig order, rows in object order, every object once.
+    assert passes == [_rows(shuffled(list(range(5)), 11, epoch)) for epoch in range(3)]
+    assert len({tuple(p) for p in passes}) == 3
+
+
+def test_channel_data_config_shuffle_moves_shards_per_epoch(ray_session, s3_server, s3_bucket):
+    import pickle
+
+    _put_dense(s3_server, s3_bucket, "moves", 5)
+    seeded = _channel("train", s3_bucket, "moves", distribution="ShardedByS3Key", shuffle_seed=5)
+    cfg = ChannelDataConfig({"train": seeded, "plain": _channel("plain", s3_bucket, "moves")})
+    per_rank = cfg.configure(cfg.datasets(), world_size=2, worker_handles=None, worker_node_ids=None)
+    assert not isinstance(per_rank[0]["plain"], PipeEpochIterator)  # no seed: planned once, as before
+    # Train pickles each rank's iterator into its worker; each counts its own passes from epoch 0.
+    iterators = [pickle.loads(pickle.dumps(r["train"])) for r in per_rank]
+    listing = [f"part-{i:02d}.rec" for i in range(5)]
+    for epoch in range(2):
+        read = [
+            _object_ids(batches_to_numpy(it.iter_batches(batch_format="numpy")).labels) for it in iterators
+        ]
+        expected = [
+            [
+                int(o[5:7])
+                for o in shard_objects(
+                    listing, num_workers=2, rank=r, distribution="ShardedByS3Key", seed=5, epoch=epoch
+                )
+            ]
+            for r in range(2)
+        ]
+        assert read == expected  # SageMaker: each epoch reshuffles across workers
+        assert sorted(read[0] + read[1]) == list(range(5))

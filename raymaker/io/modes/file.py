@@ -55,7 +55,8 @@ def download_channel(
     """Copy worker ``rank``'s objects of ``channel`` to ``dest_dir/<relative key>`` in parallel.
 
     ``objects`` is the channel's full listing when the caller already has it (else it is listed here);
-    the shard follows S3DataDistributionType and, with ShuffleConfig, the epoch-0 order."""
+    the shard follows S3DataDistributionType and, with ShuffleConfig, epoch 0's assignment. The files
+    stay put for the whole job: later epochs reorder them (``channels.pass_order``), never move them."""
     started = time.monotonic()
     dest_dir = os.path.abspath(os.fspath(dest_dir))
     mine = worker_objects(channel, num_workers=num_workers, rank=rank, settings=settings, objects=objects)

@@ -20,16 +20,25 @@ Inside Ray Train, ``ChannelDataConfig`` gives every worker its own SageMaker-sty
     # in fn: X, y = batches_to_numpy(ray.train.get_dataset_shard("train").iter_batches(batch_format="numpy"))
 
 ``RecordWrapperType`` only frames objects for the FIFO contract; decoded rows do not depend on it.
+
+ShuffleConfig: a channel with a seed is read through ``PipeEpochIterator``, which plans each pass
+(each ``iter_batches``) as the next epoch: the objects in that epoch's ``shuffled`` order and, for
+ShardedByS3Key, that epoch's assignment, so an object may go to another worker in the next epoch, as in
+SageMaker. Each object is one read task and rows come out in object order (``preserve_order``); within
+an object rows keep their stored order. Without a seed the stream is planned once (``ds.iterator()``)
+and read tasks deliver in completion order, as Ray Data does by default.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
+from ray.data import DataIterator
 from ray.data.datasource import DefaultFileMetadataProvider, FileBasedDatasource
 from ray.train import DataConfig
 
@@ -41,7 +50,7 @@ from raymaker.io.storage import ObjectInfo, S3Settings, parse_uri
 if TYPE_CHECKING:
     import ray.data
     from ray.actor import ActorHandle
-    from ray.data import DataIterator
+    from ray.data import DataContext, ExecutionOptions
 
 # CPUs each read task asks for. Fractional so reads fit beside Train workers holding whole CPUs.
 READ_TASK_CPUS = 0.25
@@ -175,13 +184,98 @@ def pipe_dataset(
     return ds
 
 
+class PipeEpochIterator(DataIterator):
+    """A worker's Pipe stream of one channel that starts the next epoch on every pass.
+
+    Every ``iter_batches`` (or ``materialize``, ``iter_rows``...) plans ``pipe_dataset`` for epoch
+    ``first_epoch``, then ``first_epoch + 1``, and so on: with ShuffleConfig each pass reads the objects
+    in a new order (and, for ShardedByS3Key, takes that epoch's share), as SageMaker reshuffles Pipe
+    channels at the start of every epoch. Rows come out in object order (``preserve_order``), so the
+    order is the ShuffleConfig order and the same seed gives the same rows in the same order.
+
+    The epoch count lives in this object: each process that unpickles it (each Train worker's
+    ``get_dataset_shard``) counts its own passes from ``first_epoch``. Planning a pass costs no listing:
+    the listing is taken once (``objects``, or listed at the first pass)."""
+
+    def __init__(
+        self,
+        channel: Channel,
+        *,
+        settings: S3Settings | None = None,
+        num_workers: int = 1,
+        rank: int = 0,
+        first_epoch: int = 0,
+        objects: list[ObjectInfo] | None = None,
+        execution_options: ExecutionOptions | None = None,
+    ):
+        from ray.data import DataContext
+
+        self.channel = channel
+        self.num_workers = num_workers
+        self.rank = rank
+        self.next_epoch = first_epoch
+        self._settings = (settings or S3Settings()).resolve()
+        self._objects = objects
+        options = copy.deepcopy(execution_options or DataContext.get_current().execution_options)
+        # Without it read tasks deliver in completion order and the ShuffleConfig order is lost.
+        options.preserve_order = True
+        self._options = options
+        self._current: DataIterator | None = None  # the latest pass's plan, for stats() and tags
+
+    def __repr__(self) -> str:
+        return f"PipeEpochIterator({self.channel.name!r}, rank={self.rank}, next_epoch={self.next_epoch})"
+
+    def dataset(self, epoch: int) -> ray.data.Dataset:
+        """This worker's stream of ``epoch``, planned but not read."""
+        if self._objects is None:
+            self._objects = list_objects(self.channel, self._settings)
+        ds = pipe_dataset(
+            self.channel,
+            settings=self._settings,
+            num_workers=self.num_workers,
+            rank=self.rank,
+            epoch=epoch,
+            objects=self._objects,
+        )
+        ds.context.execution_options = copy.deepcopy(self._options)
+        return ds
+
+    def _to_ref_bundle_iterator(self) -> tuple[Any, Any, Any]:
+        # DataIterator calls this once at the start of every pass: the pass takes the next epoch.
+        epoch, self.next_epoch = self.next_epoch, self.next_epoch + 1
+        self._current = self.dataset(epoch).iterator()
+        return self._current._to_ref_bundle_iterator()
+
+    def stats(self) -> str:
+        return self._current.stats() if self._current is not None else ""
+
+    def schema(self) -> Any:
+        # Planning a dataset to ask for its schema reads nothing and does not use up an epoch.
+        return (self._current or self.dataset(self.next_epoch).iterator()).schema()
+
+    def get_context(self) -> DataContext:
+        if self._current is not None:
+            return self._current.get_context()
+        from ray.data import DataContext
+
+        ctx = copy.deepcopy(DataContext.get_current())
+        ctx.execution_options = copy.deepcopy(self._options)
+        return ctx
+
+    def _get_dataset_tag(self) -> dict[str, str | None]:
+        if self._current is None:
+            return {"dataset": f"{self.channel.name}_rank{self.rank}", "split_index": None}
+        return self._current._get_dataset_tag()
+
+
 class ChannelDataConfig(DataConfig):
     """Ray Train ``DataConfig`` that gives each Train worker its SageMaker shard of each channel.
 
     Datasets whose name is a channel here are replaced, per worker, by ``pipe_dataset`` over that
     worker's objects; pass ``datasets=cfg.datasets()`` (or any dataset under those names) to the
-    trainer. Other datasets are handled as by ``DataConfig``; they are split across workers only when
-    named in ``datasets_to_split`` (default: given whole to every worker)."""
+    trainer. A channel with ShuffleConfig gets a ``PipeEpochIterator``: every pass over the shard is the
+    next epoch, starting at ``epoch``. Other datasets are handled as by ``DataConfig``; they are split
+    across workers only when named in ``datasets_to_split`` (default: given whole to every worker)."""
 
     def __init__(
         self,
@@ -227,6 +321,18 @@ class ChannelDataConfig(DataConfig):
             if channel is None:
                 continue
             objects = list_objects(channel, self._settings)  # one listing for all ranks
+            if channel.shuffle_seed is not None:
+                for rank in range(world_size):
+                    output[rank][name] = PipeEpochIterator(
+                        channel,
+                        settings=self._settings,
+                        num_workers=world_size,
+                        rank=rank,
+                        first_epoch=self._epoch,
+                        objects=objects,
+                        execution_options=self._resolve_execution_options(name),
+                    )
+                continue
             shared = None
             for rank in range(world_size):
                 if shared is not None:
