@@ -11,6 +11,10 @@ Client mistakes raise an ``InvocationError`` subclass carrying the HTTP status a
 ``x-amzn-ErrorType`` value, so the HTTP layer maps them without knowing the formats: 415 for a content
 type the algorithm does not take, 400 for a body that does not parse (the message names the line or
 record), 406 for an Accept we cannot produce, 413 for a body over InvokeEndpoint's 6 MB limit.
+``decode_request`` raises nothing else for any body: what the format readers throw on hostile input
+(JSON nested past the recursion limit, integers too large for C, bytes that are not UTF-8) becomes a
+400 whose message says what to change. Those checks run only once a reader has failed, so they cost
+nothing on the fast path.
 
 Latency matters for one-row requests: pyarrow's CSV reader costs ~0.5 ms per call, so small plain
 numeric CSV bodies are parsed with ``bytes.split`` + NumPy instead; anything unusual (quotes, blanks,
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -47,6 +52,7 @@ __all__ = [
     "PayloadTooLarge",
     "UnsupportedMediaType",
     "choose_accept",
+    "clip",
     "decode_request",
     "encode_records",
     "encode_response",
@@ -151,16 +157,27 @@ def decode_request(
         content_type = JSON if JSON in accepted_lower else accepted_lower[0]
     try:
         ct = parse_content_type(content_type)
-    except ValueError as exc:
-        raise UnsupportedMediaType(f"malformed Content-Type: {exc}") from None
+    except ValueError:
+        raise UnsupportedMediaType(
+            f"malformed Content-Type {clip(content_type)!r}: parameters must be key=value, "
+            "as in 'text/csv; label_size=0'"
+        ) from None
     if ct.mime not in accepted_lower:
         raise UnsupportedMediaType(
-            f"content type {ct.mime!r} is not supported by this algorithm; "
+            f"content type {clip(ct.mime)!r} is not supported by this algorithm; "
             f"supported: {', '.join(accepted) or 'none'}"
         )
     if size == 0:
-        raise BadRequest("empty request body")
+        raise BadRequest(f"empty request body: send at least one record as {ct.mime}")
     data = bytes(body) if not isinstance(body, bytes) else body
+    if ct.mime in _JSON_TYPES and _NULL_FIRST.match(data):
+        # pyarrow 26's JSON reader, which the JSON-lines decoder tries first, segfaults (taking the
+        # replica with it) when the first value is null; such a body holds no instance anyway.
+        line = data.count(b"\n", 0, data.index(b"null")) + 1
+        raise BadRequest(
+            f"could not decode the {ct.mime} request body: line {line}: expected an instance such as "
+            '{"features": [1.5, 2.0]} or [1.5, 2.0], got null'
+        )
     try:
         if ct.mime == CSV:
             batch = _decode_csv(data, dict(ct.params))
@@ -170,19 +187,60 @@ def decode_request(
             except ValueError as exc:  # accepted by the algorithm but no reader registered
                 raise UnsupportedMediaType(str(exc)) from None
             batch = fmt.read(data, **params)
-    except ValueError as exc:  # DataFormatError included: bad data or bad content-type parameters
-        raise BadRequest(f"could not decode the {ct.mime} request body: {_describe(exc)}") from None
+    # Everything a reader may throw on hostile bytes (DataFormatError is a ValueError; pyarrow's
+    # errors subclass ValueError, TypeError, IndexError or NotImplementedError): the body's fault.
+    # MemoryError and OSError stay server errors.
+    except _READER_ERRORS as exc:
+        raise BadRequest(
+            f"could not decode the {ct.mime} request body: {_describe(exc, ct.mime, data)}"
+        ) from None
     if len(batch) == 0:
         raise BadRequest(f"the {ct.mime} request body holds no records")
     return batch
 
 
-def _describe(exc: ValueError) -> str:
+_JSON_TYPES = frozenset((JSON, JSONLINES))
+_NULL_FIRST = re.compile(rb"(?:\xef\xbb\xbf)?[ \t\n\r]*null")  # after an optional BOM and blanks
+_READER_ERRORS = (ValueError, TypeError, LookupError, ArithmeticError, RecursionError, NotImplementedError)
+_TEXT_TYPES = frozenset((CSV, JSON, JSONLINES, "text/libsvm", "text/x-libsvm"))
+_MAX_MESSAGE = 1000  # characters of a reader's message we pass on (a bad cell may be megabytes)
+
+
+def clip(text: str, limit: int = 100) -> str:
+    """``text`` cut to ``limit`` characters (with a note of the full length), for echoing
+    client-supplied values such as headers in error messages."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text)} characters)"
+
+
+def _describe(exc: Exception, mime: str, data: bytes) -> str:
+    """The message for a body a reader rejected (only runs on that error path)."""
+    if mime in _TEXT_TYPES:
+        # Text that is not UTF-8 is the root cause whatever the reader tripped over next (pyarrow
+        # shows such bytes as U+FFFD, libsvm fails in a codec): say so, and where.
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            line = data.count(b"\n", 0, bad.start) + 1
+            return (
+                f"line {line}: byte 0x{data[bad.start]:02x} at offset {bad.start} is not UTF-8 "
+                f"({bad.reason}); {mime} bodies must be UTF-8 text"
+            )
+    if isinstance(exc, RecursionError):
+        return (
+            "arrays or objects are nested too deeply to parse; send instances as flat lists of numbers, "
+            'e.g. {"instances": [{"features": [1.5, 2.0]}]}'
+        )
+    if isinstance(exc, OverflowError):
+        return f"a number is too large ({exc}); indices, shapes and keys must fit in 64 bits"
+    text = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+    if "integer string conversion" in text:  # CPython's 4300-digit guard; its advice is for servers
+        return "a number has more than 4300 digits; send numbers of ordinary size"
     # Decoders name bytes sources "<bytes>"; the client knows which body it sent.
-    text = str(exc)
     if isinstance(exc, DataFormatError) and exc.source == "<bytes>":
         text = text.removeprefix("<bytes>: ")
-    return text
+    return clip(text, _MAX_MESSAGE)
 
 
 def _decode_csv(data: bytes, params: dict[str, str]) -> Batch:
@@ -260,7 +318,8 @@ def choose_accept(accept: str | None, default_accept: str) -> str:
         elif mime in RESPONSE_CONTENT_TYPES:
             return mime
     raise NotAcceptable(
-        f"cannot produce any of the types in Accept {accept!r}; supported: {', '.join(RESPONSE_CONTENT_TYPES)}"
+        f"cannot produce any of the types in Accept {clip(accept)!r}; "
+        f"supported: {', '.join(RESPONSE_CONTENT_TYPES)}"
     )
 
 

@@ -121,7 +121,9 @@ def wait_reachable(endpoint: str, timeout_s: float = 60.0) -> None:
         finally:
             conn.close()
         time.sleep(0.1)
-    raise RuntimeError(f"{listener.url}/endpoints/{endpoint}/ping did not answer 200 in {timeout_s:.0f} s ({status})")
+    raise RuntimeError(
+        f"{listener.url}/endpoints/{endpoint}/ping did not answer 200 in {timeout_s:.0f} s ({status})"
+    )
 
 
 @dataclass(frozen=True)

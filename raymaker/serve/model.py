@@ -5,6 +5,7 @@ and a transform job give the same bytes for the same records."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tarfile
 import tempfile
@@ -65,17 +66,34 @@ class LoadedModel:
 
     def invoke(self, body: bytes, content_type: str | None, accept: str | None) -> tuple[bytes, str]:
         """Request bytes in, response bytes and their content type out; bad input raises
-        ``codecs.InvocationError`` subclasses (400/406/413/415)."""
+        ``codecs.InvocationError`` subclasses (400/406/413/415). A ``ValueError`` from the algorithm's
+        ``predict`` (e.g. "the model was trained on 30 features; the request has 29") is the request's
+        to fix: a 400 whose message is the error's own. Any other exception is the server's and
+        propagates (the replica answers 500 and keeps serving)."""
         batch = decode_request(body, content_type, self.algorithm.inference_content_types)
         try:
             outputs = self.algorithm.predict(self.model, batch)
-        except ValueError as e:  # e.g. the wrong number of features: the request's to fix (400)
-            # First line only: native libraries append stack traces the caller cannot use.
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise BadRequest(f"the model cannot score this request: {first}") from None
+        except ValueError as e:  # XGBoostError included (a ValueError subclass)
+            raise BadRequest(predict_error_message(e)) from None
         return encode_response(
             outputs,
             accept,
             default_accept=self.default_accept,
             envelope=self.algorithm.response_envelope,
         )
+
+
+# XGBoost prefixes its checks with "[12:00:00] /path/to/learner.cc:1289: " (where in its C++ it failed).
+_NATIVE_PREFIX = re.compile(r"^\[\d\d:\d\d:\d\d\] [^\s:]+:\d+: ")
+_MAX_MESSAGE = 1000
+
+
+def predict_error_message(error: ValueError) -> str:
+    """The message a client sees for a ``ValueError`` from ``predict``: the error's own message, cut at
+    the first line (native libraries append stack traces the client cannot use) and without a native
+    library's source-location prefix; its type name when it has no message."""
+    first = (str(error).strip().splitlines() or [""])[0].strip()
+    first = _NATIVE_PREFIX.sub("", first)
+    if not first:
+        return f"the model cannot score this request ({type(error).__name__})"
+    return first if len(first) <= _MAX_MESSAGE else first[:_MAX_MESSAGE] + "..."

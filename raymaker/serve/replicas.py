@@ -15,22 +15,30 @@ Updates keep requests flowing. Both deployments get their configuration (routing
 ``user_config`` under a fixed version, so Serve applies a change to the running replicas in place:
 a replica loads the new model first and then swaps it in, and HAProxy never reloads for it. Changes
 of replica count or resources go through Serve's own rolling update (new replicas first).
+
+Every bad request gets SageMaker runtime's error shape with a 4xx status, and none takes a replica
+down: headers are checked against InvokeEndpoint's limits before the body is read, the body is read
+only up to the 6 MB limit (a longer one, chunked or not, is answered 413 without buffering the rest),
+and the model's errors come back as values. ``VariantReplica`` is the replica's code without Serve, so
+tests serve it over real HTTP with plain uvicorn.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import random
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ray import serve
 from starlette.requests import Request
 from starlette.responses import Response
 
 from raymaker.io.storage import S3Settings
-from raymaker.serve.codecs import MAX_PAYLOAD_BYTES, InvocationError
+from raymaker.serve.codecs import MAX_PAYLOAD_BYTES, InvocationError, clip
 from raymaker.serve.model import LoadedModel, ModelSpec
 
 RUNTIME_APP = "raymaker-runtime"
@@ -47,6 +55,8 @@ INVOKED_VARIANT = "x-Amzn-Invoked-Production-Variant"
 # with them). It follows this file's code, so an upgraded raymaker does replace them.
 CODE_VERSION = hashlib.sha1(Path(__file__).read_bytes()).hexdigest()[:12]
 
+logger = logging.getLogger(__name__)
+
 
 def error_response(status: int, error_type: str, message: str) -> Response:
     """SageMaker runtime's error shape: boto3 reads the code from ``x-amzn-ErrorType`` and the message
@@ -59,13 +69,18 @@ def error_response(status: int, error_type: str, message: str) -> Response:
     )
 
 
-def _too_large(size: int) -> Response:
+def _too_large(size: int | None) -> Response:
+    what = f"is {size} bytes" if size is not None else f"is over {MAX_PAYLOAD_BYTES} bytes"
     return error_response(
         413,
         "ValidationError",
-        f"The request body is {size} bytes; InvokeEndpoint takes at most {MAX_PAYLOAD_BYTES} bytes (6 MB): "
+        f"The request body {what}; InvokeEndpoint takes at most {MAX_PAYLOAD_BYTES} bytes (6 MB): "
         "split it into smaller requests or use a batch transform job",
     )
+
+
+def _invalid(message: str) -> Response:
+    return error_response(400, "ValidationError", message)
 
 
 def parse_path(path: str) -> tuple[str, str] | Response:
@@ -73,31 +88,98 @@ def parse_path(path: str) -> tuple[str, str] | Response:
     parts = path[len(ROUTE_PREFIX) :].strip("/").split("/") if path.startswith(ROUTE_PREFIX) else []
     if len(parts) != 2 or parts[1] not in ("invocations", "ping"):
         return error_response(
-            404, "NotFound", f"{path} is not a SageMaker runtime path: use /endpoints/<name>/invocations"
+            404,
+            "NotFound",
+            f"{clip(path)} is not a SageMaker runtime path: use /endpoints/<name>/invocations",
         )
     return parts[0], parts[1]
 
 
-async def read_body(request: Request) -> bytes | Response:
+class Invocation(NamedTuple):
+    """An InvokeEndpoint request whose headers passed InvokeEndpoint's checks."""
+
+    body: bytes
+    content_type: str | None
+    accept: str | None
+    custom_attributes: str | None
+    target_variant: str | None
+
+
+# InvokeEndpoint's header limits (botocore's sagemaker-runtime model): SageMaker answers
+# ValidationError for longer or non-ASCII values before a container sees them.
+_MAX_HEADER = 1024
+_VARIANT_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9])*")  # VariantName: at most 63 characters
+
+
+def _check_header(name: str, value: str | None) -> Response | None:
+    if value is None or (len(value) <= _MAX_HEADER and value.isascii()):
+        return None
+    if len(value) > _MAX_HEADER:
+        return _invalid(f"{name} is {len(value)} characters; InvokeEndpoint takes at most {_MAX_HEADER}")
+    return _invalid(f"{name} {clip(value)!r} holds non-ASCII characters; send ASCII only")
+
+
+async def read_invocation(request: Request) -> Invocation | Response:
+    """The request's InvokeEndpoint parts, or the 4xx response: headers first (cheap), then the body."""
     if request.method != "POST":
         return error_response(405, "ValidationError", "invocations takes POST")
+    h = request.headers
+    ct, accept, attrs, target = (
+        h.get("content-type"),
+        h.get("accept"),
+        h.get(CUSTOM_ATTRIBUTES),
+        h.get(TARGET_VARIANT),
+    )
+    bad = _check_header("Content-Type", ct) or _check_header("Accept", accept)
+    if bad is not None:
+        return bad
+    if attrs is not None and (len(attrs) > _MAX_HEADER or not (attrs.isascii() and attrs.isprintable())):
+        # Echoed back in the response: only what is safe in any header value.
+        return _invalid(
+            f"X-Amzn-SageMaker-Custom-Attributes {clip(attrs)!r} ({len(attrs)} characters) must be at "
+            f"most {_MAX_HEADER} printable ASCII characters"
+        )
+    if target is not None and (len(target) > 63 or not _VARIANT_NAME.fullmatch(target)):
+        return _invalid(
+            f"X-Amzn-SageMaker-Target-Variant {clip(target)!r} is not a variant name (1-63 letters, "
+            "digits and hyphens, starting with a letter or digit)"
+        )
+    body = await read_body(request)
+    if isinstance(body, Response):
+        return body
+    return Invocation(body, ct, accept, attrs, target)
+
+
+async def read_body(request: Request) -> bytes | Response:
+    """The body, read only up to the 6 MB limit: a declared Content-Length over it is refused unread,
+    and a chunked body is refused the moment it passes the limit (the server discards the rest
+    rather than this process buffering it)."""
     length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > MAX_PAYLOAD_BYTES:
-        return _too_large(int(length))
-    body = await request.body()
-    if len(body) > MAX_PAYLOAD_BYTES:
-        return _too_large(len(body))
-    return body
+    if length is not None:
+        try:
+            declared = int(length)
+        except ValueError:
+            return _invalid(f"Content-Length {clip(length)!r} is not a number of bytes")
+        if declared > MAX_PAYLOAD_BYTES:
+            return _too_large(declared)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_PAYLOAD_BYTES:
+            return _too_large(None)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
-def answer(request: Request, variant: str, result: tuple[int, bytes, str, str]) -> Response:
+def answer(invocation: Invocation, variant: str, result: tuple[int, bytes, str, str]) -> Response:
     status, out, ct, error_type = result
     if status != 200:
         return error_response(status, error_type, out.decode(errors="replace"))
     # Content-Type as the model gave it: Starlette's media_type would append "; charset=utf-8".
     headers = {"content-type": ct, INVOKED_VARIANT: variant}
-    if CUSTOM_ATTRIBUTES in request.headers:  # opaque to SageMaker: forwarded to the model and back
-        headers["X-Amzn-SageMaker-Custom-Attributes"] = request.headers[CUSTOM_ATTRIBUTES]
+    if invocation.custom_attributes is not None:  # opaque to SageMaker: forwarded to the model and back
+        headers["X-Amzn-SageMaker-Custom-Attributes"] = invocation.custom_attributes
     return Response(out, status_code=200, headers=headers)
 
 
@@ -110,9 +192,11 @@ def _no_variant(endpoint: str, target: str, names: list[str]) -> Response:
     )
 
 
-@serve.deployment(name=VARIANT_DEPLOYMENT)
-class VariantServer:
-    """``user_config``: {"endpoint", "variant", "model": ModelSpec fields}."""
+class VariantReplica:
+    """One production variant's replica: the model, loaded once, and the endpoint's HTTP face when
+    this is the endpoint's only variant. Plain Python (``VariantServer`` is it as a Serve deployment),
+    so tests serve it with uvicorn, without Ray. ``user_config``: {"endpoint", "variant", "model":
+    ModelSpec fields}."""
 
     def __init__(self, settings: S3Settings | None):
         self.settings = settings
@@ -133,29 +217,43 @@ class VariantServer:
         self, body: bytes, content_type: str | None, accept: str | None
     ) -> tuple[int, bytes, str, str]:
         """(status, body, content type, error type); errors are values, not exceptions, so a bad
-        request never counts against (or takes down) the replica."""
+        request never counts against (or takes down) the replica. The client's mistakes are 4xx
+        (``InvocationError``, which a ``ValueError`` from ``predict`` becomes); anything else the model
+        raises is a 500 ModelError, logged here with its traceback."""
+        model = self.model
+        if model is None:
+            return 503, b"the model is not loaded yet; retry shortly", "", "ServiceUnavailable"
         try:
-            out, ct = self.model.invoke(body, content_type, accept)
+            out, ct = model.invoke(body, content_type, accept)
         except InvocationError as e:
             return e.status, e.message.encode(), "", e.error_type
+        except Exception as e:  # noqa: BLE001 - any model failure answers this request only
+            logger.exception(
+                "endpoint %s variant %s: the model failed on a request", self.endpoint, self.variant
+            )
+            first = (str(e).strip().splitlines() or [""])[0]
+            message = f"the model failed on this request: {type(e).__name__}: {clip(first, 500)}"
+            return 500, message.encode(), "", "ModelError"
         return 200, out, ct, ""
 
     async def __call__(self, request: Request) -> Response:
-        """The endpoint's HTTP face when this variant is the endpoint's only one."""
+        """``POST /endpoints/<name>/invocations`` and ``GET /endpoints/<name>/ping``."""
         parsed = parse_path(request.url.path)
         if isinstance(parsed, Response):
             return parsed
         _, action = parsed
         if action == "ping":
             return Response(b"", status_code=200)
-        body = await read_body(request)
-        if isinstance(body, Response):
-            return body
-        target = request.headers.get(TARGET_VARIANT)
+        inv = await read_invocation(request)
+        if isinstance(inv, Response):
+            return inv
+        target = inv.target_variant
         if target and target.lower() != self.variant.lower():
             return _no_variant(self.endpoint, target, [self.variant])
-        h = request.headers
-        return answer(request, self.variant, self.invoke(body, h.get("content-type"), h.get("accept")))
+        return answer(inv, self.variant, self.invoke(inv.body, inv.content_type, inv.accept))
+
+
+VariantServer = serve.deployment(name=VARIANT_DEPLOYMENT)(VariantReplica)
 
 
 class Route:
@@ -203,19 +301,19 @@ class RuntimeIngress:
         name, action = parsed
         route = self.routes.get(name.lower())
         if route is None:
-            return error_response(404, "ValidationError", f"Endpoint {name} not found (is it InService?)")
+            return error_response(
+                404, "ValidationError", f"Endpoint {clip(name)} not found (is it InService?)"
+            )
         if action == "ping":
             return Response(b"", status_code=200)
-        body = await read_body(request)
-        if isinstance(body, Response):
-            return body
-        h = request.headers
-        target = h.get(TARGET_VARIANT)
-        variant = route.pick(target)
+        inv = await read_invocation(request)
+        if isinstance(inv, Response):
+            return inv
+        variant = route.pick(inv.target_variant)
         if variant is None:
-            return _no_variant(route.endpoint, target, route.names)
-        result = await self._invoke(route, variant, body, h.get("content-type"), h.get("accept"))
-        return answer(request, variant, result)
+            return _no_variant(route.endpoint, inv.target_variant or "", route.names)
+        result = await self._invoke(route, variant, inv.body, inv.content_type, inv.accept)
+        return answer(inv, variant, result)
 
     async def _invoke(
         self, route: Route, variant: str, body: bytes, ct: str | None, accept: str | None
@@ -224,10 +322,15 @@ class RuntimeIngress:
         try:
             return await self.handles[app].invoke.remote(body, ct, accept)
         except Exception as first:  # noqa: BLE001
-            # An update may have retired this variant's application between our pick and the call:
-            # the routing table already names its successor, so try that once.
-            current = self.routes.get(route.endpoint.lower())
-            successor = current.apps.get(variant) if current else None
-            if successor and successor != app:
+            error: Exception = first
+        # An update may have retired this variant's application between our pick and the call: the
+        # routing table already names its successor, so try that once.
+        current = self.routes.get(route.endpoint.lower())
+        successor = current.apps.get(variant) if current else None
+        if successor and successor != app:
+            try:
                 return await self.handles[successor].invoke.remote(body, ct, accept)
-            return 500, f"InternalFailure: {type(first).__name__}: {first}".encode(), "", "InternalFailure"
+            except Exception as second:  # noqa: BLE001
+                error = second
+        message = f"InternalFailure: {type(error).__name__}: {clip(str(error), 500)}"
+        return 500, message.encode(), "", "InternalFailure"

@@ -67,14 +67,48 @@ class WorkUnit:
     end: int
 
 
+def check_relative_key(relative: str, source: str | None = None) -> None:
+    """Refuse an input's relative key whose ``<relative>.out`` would not be an object below
+    S3OutputPath: an absolute path or a ``..`` segment (a manifest entry or a local file name can hold
+    either) would write outside it, and an empty key or a NUL byte names no object. ValueError names
+    the key and, when given, the input it came from."""
+    if relative and not relative.startswith(("/", "\\")) and "\0" not in relative:
+        # Backslashes too: Windows tools and some S3 clients treat them as separators.
+        if ".." not in relative.replace("\\", "/").split("/"):
+            return
+    where = f"input {source}: " if source else ""
+    if not relative:
+        problem = "is empty: it names no output object"
+    elif "\0" in relative:
+        problem = "holds a NUL byte, which no file name takes"
+    elif relative.startswith(("/", "\\")):
+        problem = "is an absolute path, so its output would land outside S3OutputPath"
+    else:
+        problem = "has a '..' segment, so its output would land outside S3OutputPath"
+    raise ValueError(
+        f"{where}relative key {relative!r} {problem}; rename the input object or fix the manifest "
+        "entry (entries are keys relative to the manifest's prefix, without '..' segments)"
+    )
+
+
+def safe_output_key(prefix: str, relative: str, source: str | None = None) -> str:
+    """``<prefix>/<relative>.out``, the output object for an input object with that relative key
+    (SageMaker's naming); ValueError (see ``check_relative_key``) when it would escape ``prefix``."""
+    check_relative_key(relative, source)
+    return f"{prefix.rstrip('/')}/{relative}.out"
+
+
 def work_units(
     objects: list[Any], plan: TransformPlan, unit_bytes: int = UNIT_BYTES, instances: int = 1
 ) -> list[WorkUnit]:
     """Units for listed objects (``ObjectInfo``): uncompressed Line-split objects in byte ranges,
     everything else whole (RecordIO frames and gzip streams cannot be entered mid-way). A large object
-    gets at least two units per instance, so each instance reads one while it transforms another."""
+    gets at least two units per instance, so each instance reads one while it transforms another.
+    ValueError for an object whose output key would escape the output path (``check_relative_key``),
+    before any unit runs."""
     units = []
     for obj in objects:
+        check_relative_key(obj.relative, obj.uri)
         size = min(unit_bytes, max(MIN_UNIT_BYTES, -(-obj.size // (2 * instances))))
         if plan.split_type == "Line" and plan.compression != "Gzip" and obj.size > size:
             bounds = list(range(0, obj.size, size)) + [obj.size]
