@@ -2,11 +2,12 @@
 
 An algorithm declares, once and exactly as SageMaker names them: its hyperparameters (type, default,
 valid range or choices, required), the channels and training content types it takes, whether it
-trains distributed, and its metric names. It implements ``train`` (runs inside a Ray Train worker, or
-in-process with a ``LocalContext``), ``save``/``load`` of the model directory that becomes
-``model.tar.gz``, and ``predict`` for hosting and batch transform.
+trains distributed, resumes from checkpoints or continues an earlier model, its metric names, and the
+small problems (``ConformanceCase``) the conformance suite trains it on. It implements ``train`` (runs
+inside a Ray Train worker, or in-process with a ``LocalContext``), ``load`` of the model directory that
+becomes ``model.tar.gz``, and ``predict`` for hosting and batch transform.
 
-``raymaker.algorithms.checks`` runs every algorithm through the same conformance checks.
+``raymaker.testing.conformance`` (a layer above this one) runs every algorithm through the same checks.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
+import scipy.sparse as sp
 
 from raymaker.io.batch import Batch
 
@@ -27,6 +29,11 @@ _REQUIRED = object()
 
 class HyperparameterError(ValueError):
     """A hyperparameter is unknown, missing, of the wrong type or out of range."""
+
+
+class FeatureCountError(ValueError):
+    """Rows to score have a different number of features than the model was trained on (the
+    request's fault: hosting answers 400)."""
 
 
 @dataclass(frozen=True)
@@ -138,6 +145,33 @@ class MetricSpec:
     maximize: bool
 
 
+@dataclass(frozen=True)
+class ConformanceCase:
+    """A small problem the conformance suite (``raymaker.testing.conformance``) trains an algorithm on;
+    each algorithm declares its own in ``Algorithm.conformance_cases``, next to its hyperparameters.
+
+    The suite draws ``features`` Gaussian columns (300 training rows, 100 held out) for ``problem``:
+    "binary", "multiclass" (3 classes), "regression", or "clusters" (3 clusters, no labels); CSR rows
+    with small values zeroed when ``sparse``. The held-out rows go to the ``validation`` channel, else
+    to ``test``, whichever the algorithm declares."""
+
+    hyperparameters: Mapping[str, str]  # as on the wire: strings
+    problem: str
+    sparse: bool = False
+    features: int = 6
+    # Inference request formats the hosting check sends; () means every one the algorithm serves.
+    content_types: tuple[str, ...] = ()
+    # Final metric -> bound on the held-out rows: a minimum for a metric that maximizes, else a maximum.
+    quality: Mapping[str, float] = field(default_factory=dict)
+    # What 2 workers on halves of the rows give, against 1 worker on all of them: "same" (the same
+    # predictions, to rounding) or "equivalent" (both models meet ``quality``; e.g. mini-batch k-means
+    # visits the rows in another order).
+    distributed_result: str = "same"
+    # The hyperparameter counting training steps (num_round, epochs): the incremental check trains n
+    # steps, continues n more from the ``model`` channel, and expects the model of 2n steps.
+    steps: str | None = None
+
+
 class TrainContext(ABC):
     """What ``Algorithm.train`` may ask of where it runs: its place among the workers, a way to report
     metrics, and checkpoints. ``LocalContext`` runs in-process; the engine provides one for Ray Train."""
@@ -243,11 +277,14 @@ class Algorithm(ABC):
     default_accept: ClassVar[str] = "application/json"
     response_envelope: ClassVar[str] = "predictions"
     metrics: ClassVar[tuple[MetricSpec, ...]]
-    distributed: ClassVar[bool] = True
+    distributed: ClassVar[bool] = True  # trains on several instances at once
     incremental: ClassVar[bool] = False  # warm-starts from a ``model`` channel
+    checkpointing: ClassVar[bool] = False  # saves checkpoints through ``ctx`` and resumes from the latest
     trainer: ClassVar[str] = (
         "data_parallel"  # which Ray trainer runs it: "xgboost" | "torch" | "data_parallel"
     )
+    # The problems the conformance suite trains it on (at least one for a registered algorithm).
+    conformance_cases: ClassVar[tuple[ConformanceCase, ...]] = ()
 
     # --- hyperparameters -----------------------------------------------------------------------
 
@@ -316,7 +353,24 @@ class Algorithm(ABC):
     @abstractmethod
     def predict(self, model: Any, batch: Batch) -> dict[str, np.ndarray]:
         """Per-row outputs named as SageMaker's responses name them (``score``, ``predicted_label``,
-        ``closest_cluster``, ``projection``, ...), each an array with one entry (or row) per input row."""
+        ``closest_cluster``, ``projection``, ...), each an array with one entry (or row) per input row.
+        Call ``self.check_features(model, batch)`` first."""
+
+    def num_features(self, model: Any) -> int | None:
+        """How many features ``model`` was trained on; None when it takes rows of any width."""
+        return None
+
+    def check_features(self, model: Any, batch: Batch) -> None:
+        """FeatureCountError naming both counts unless ``batch``'s rows fit ``model``. Sparse rows may be
+        narrower: libsvm and sparse JSON requests need not reach the last column."""
+        trained = self.num_features(model)
+        features = batch.features
+        if trained is None or features.ndim != 2:
+            return
+        width = features.shape[1]
+        if width == trained or (sp.issparse(features) and width < trained):
+            return
+        raise FeatureCountError(f"the model was trained on {trained} features; the request has {width}")
 
 
 def _reserved(key: str) -> bool:

@@ -37,6 +37,7 @@ from raymaker.algorithms import _streaming as st
 from raymaker.algorithms.base import (
     Algorithm,
     ChannelSpec,
+    ConformanceCase,
     Hyperparameter,
     HyperparameterError,
     MetricSpec,
@@ -93,7 +94,24 @@ class KMeans(Algorithm):
         MetricSpec("test:ssd", maximize=False),
     )
     distributed = True
+    checkpointing = True
     trainer = "torch"
+    # Mini-batch k-means visits the rows in another order on two workers: equivalent, not the same.
+    conformance_cases = (
+        ConformanceCase(
+            {"k": "3", "feature_dim": "6", "mini_batch_size": "64", "epochs": "2"},
+            "clusters",
+            quality={"test:msd": 7.5},
+            distributed_result="equivalent",
+        ),
+        ConformanceCase(
+            {"k": "3", "feature_dim": "6", "init_method": "kmeans++"},
+            "clusters",
+            sparse=True,
+            quality={"test:msd": 7.5},
+            distributed_result="equivalent",
+        ),
+    )
 
     @classmethod
     def check_hyperparameters(cls, hp: dict[str, Any]) -> None:
@@ -175,7 +193,11 @@ class KMeans(Algorithm):
             raise ValueError(f"{path}: expected a (k, feature_dim) array, got shape {centers.shape}")
         return KMeansModel(centers.astype(np.float64))
 
+    def num_features(self, model: KMeansModel) -> int:
+        return model.feature_dim
+
     def predict(self, model: KMeansModel, batch: Batch) -> dict[str, np.ndarray]:
+        self.check_features(model, batch)
         x = st.as_matrix(batch.features, model.feature_dim, "k-means input")
         d2 = st.sq_distances(x, model.centers)
         closest = d2.argmin(axis=1) if len(d2) else np.zeros(0, dtype=np.int64)

@@ -41,6 +41,7 @@ from raymaker.algorithms._lazy import LazyModule
 from raymaker.algorithms.base import (
     Algorithm,
     ChannelSpec,
+    ConformanceCase,
     Hyperparameter,
     HyperparameterError,
     MetricSpec,
@@ -157,7 +158,36 @@ class LinearLearner(Algorithm):
         *(MetricSpec(f"{ch}:{m}", False) for ch in ("validation", "test") for m in _MIN),
     )
     distributed = True
+    checkpointing = True
     trainer = "torch"
+    # Two workers sum their gradients: one step sees both workers' mini-batches, a different sequence
+    # of steps than one worker's, so distributed training is equivalent, not the same.
+    conformance_cases = (
+        ConformanceCase(
+            {"predictor_type": "binary_classifier", "epochs": "3", "mini_batch_size": "64"},
+            "binary",
+            quality={"validation:binary_classification_accuracy": 0.85},
+            distributed_result="equivalent",
+        ),
+        ConformanceCase(
+            {"predictor_type": "regressor", "epochs": "3", "mini_batch_size": "64"},
+            "regression",
+            sparse=True,
+            quality={"validation:rmse": 0.9},
+            distributed_result="equivalent",
+        ),
+        ConformanceCase(
+            {
+                "predictor_type": "multiclass_classifier",
+                "num_classes": "3",
+                "epochs": "3",
+                "mini_batch_size": "64",
+            },
+            "multiclass",
+            quality={"validation:multiclass_accuracy": 0.7},
+            distributed_result="equivalent",
+        ),
+    )
 
     @classmethod
     def check_hyperparameters(cls, hp: dict[str, Any]) -> None:
@@ -219,7 +249,11 @@ class LinearLearner(Algorithm):
         with np.load(path, allow_pickle=False) as f:
             return {"weight": f["weight"], "bias": f["bias"], **json.loads(str(f["meta"]))}
 
+    def num_features(self, model: Any) -> int:
+        return int(model["feature_dim"])
+
     def predict(self, model: Any, batch: Batch) -> dict[str, np.ndarray]:
+        self.check_features(model, batch)
         features = _fit_width(batch.features, model["feature_dim"], "request")
         z = np.asarray(features @ model["weight"], dtype=np.float64) + model["bias"]
         kind = model["predictor_type"]

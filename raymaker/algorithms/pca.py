@@ -40,6 +40,7 @@ from raymaker.algorithms import _streaming as st
 from raymaker.algorithms.base import (
     Algorithm,
     ChannelSpec,
+    ConformanceCase,
     Hyperparameter,
     HyperparameterError,
     MetricSpec,
@@ -102,7 +103,26 @@ class PCA(Algorithm):
         MetricSpec("test:reconstruction_error", maximize=False),
     )
     distributed = True
+    checkpointing = True
     trainer = "torch"
+    conformance_cases = (
+        ConformanceCase(
+            {"num_components": "3", "feature_dim": "6", "mini_batch_size": "64"},
+            "clusters",
+            quality={"test:explained_variance_ratio": 0.9},
+        ),
+        ConformanceCase(
+            {
+                "num_components": "2",
+                "feature_dim": "6",
+                "mini_batch_size": "64",
+                "algorithm_mode": "randomized",
+            },
+            "clusters",
+            sparse=True,
+            quality={"test:explained_variance_ratio": 0.85},
+        ),
+    )
 
     @classmethod
     def check_hyperparameters(cls, hp: dict[str, Any]) -> None:
@@ -167,7 +187,11 @@ class PCA(Algorithm):
             bool(meta["subtract_mean"]),
         )
 
+    def num_features(self, model: PCAModel) -> int:
+        return model.feature_dim
+
     def predict(self, model: PCAModel, batch: Batch) -> dict[str, np.ndarray]:
+        self.check_features(model, batch)
         x = st.as_matrix(batch.features, model.feature_dim, "PCA input")
         return {"projection": model.project(x)}
 

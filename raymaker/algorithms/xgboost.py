@@ -25,6 +25,7 @@ from raymaker.algorithms._lazy import LazyModule
 from raymaker.algorithms.base import (
     Algorithm,
     ChannelSpec,
+    ConformanceCase,
     Hyperparameter,
     HyperparameterError,
     MetricSpec,
@@ -213,8 +214,31 @@ class XGBoost(Algorithm):
     )
     distributed = True
     incremental = True
+    checkpointing = True
     trainer = "xgboost"
     checkpoint_every: ClassVar[int] = 10  # rounds between checkpoints (and always the last round)
+    conformance_cases = (
+        # 12 rounds: a checkpoint at round 9 leaves rounds to resume
+        ConformanceCase(
+            {"num_round": "12", "objective": "binary:logistic", "eval_metric": "auc"},
+            "binary",
+            quality={"validation:auc": 0.9},
+            steps="num_round",
+        ),
+        ConformanceCase(
+            {"num_round": "5", "objective": "multi:softprob", "num_class": "3"},
+            "multiclass",
+            quality={"validation:mlogloss": 0.9},
+            steps="num_round",
+        ),
+        ConformanceCase(
+            {"num_round": "5", "objective": "reg:squarederror"},
+            "regression",
+            sparse=True,
+            quality={"validation:rmse": 1.0},
+            steps="num_round",
+        ),
+    )
 
     # --- hyperparameters ---------------------------------------------------------------------
 
@@ -300,7 +324,11 @@ class XGBoost(Algorithm):
             raise FileNotFoundError(f"no {MODEL_FILE!r} in model directory {model_dir}")
         return _load_booster(path)
 
+    def num_features(self, model: Any) -> int:
+        return int(model.num_features())
+
     def predict(self, model: Any, batch: Batch) -> dict[str, np.ndarray]:
+        self.check_features(model, batch)
         learner = json.loads(model.save_config())["learner"]
         objective = learner["objective"]["name"]
         features = batch.features

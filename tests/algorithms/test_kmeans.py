@@ -17,7 +17,7 @@ from raymaker.algorithms import get_algorithm
 from raymaker.algorithms.base import HyperparameterError, LocalContext, TrainingData
 from raymaker.algorithms.kmeans import CENTERS_FILE, META_FILE, KMeans
 from raymaker.io.batch import Batch
-from tests.algorithms._distributed import Job, run_distributed
+from raymaker.testing.distributed import Job, run_distributed
 
 DIGITS_HP = {
     "k": "10",
@@ -137,7 +137,7 @@ def test_save_load_predict(digits, tmp_path):
     expected = np.linalg.norm(x[:20, None, :] - model.centers[None], axis=2)
     np.testing.assert_array_equal(out["closest_cluster"], expected.argmin(axis=1))
     np.testing.assert_allclose(out["distance_to_cluster"], expected.min(axis=1), rtol=1e-9)
-    with pytest.raises(ValueError, match="feature_dim is 64"):
+    with pytest.raises(ValueError, match="trained on 64 features; the request has 10"):
         KMeans().predict(model, Batch(x[:5, :10]))
     with pytest.raises(ValueError, match="no k-means model"):
         KMeans().load(str(tmp_path))
@@ -218,7 +218,7 @@ def test_distributed_two_workers(digits, tmp_path):
     x, _ = digits
     raw = {**DIGITS_HP, "epochs": "3", "mini_batch_size": "200"}
     (result,) = run_distributed(
-        [Job("km", "kmeans", raw, [x[:900], x[900:]], test=x)], str(tmp_path / "dist")
+        [Job("km", "kmeans", raw, [x[:900], x[900:]], replicated={"test": x})], str(tmp_path / "dist")
     )
     r0, r1 = result["ranks"]
     assert r0["final"] == r1["final"]  # all-reduced train:msd; test:msd from each rank's own centers

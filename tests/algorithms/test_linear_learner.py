@@ -139,7 +139,7 @@ def test_sparse_training_and_prediction(tmp_path, cancer):
     assert float(np.mean(dense["predicted_label"] == yte)) >= _scaled_logistic(Xtr, ytr, Xte, yte) - 0.03
     narrow = algo.predict(model, Batch(sp.csr_matrix(Xte[:, :10])))  # fewer sparse columns: padded
     assert narrow["score"].shape == (len(Xte),)
-    with pytest.raises(ValueError, match="feature_dim"):
+    with pytest.raises(ValueError, match="trained on 30 features; the request has 10"):
         algo.predict(model, Batch(Xte[:, :10]))  # a dense row of the wrong width is an error
 
 

@@ -18,7 +18,7 @@ from raymaker.algorithms import get_algorithm
 from raymaker.algorithms.base import HyperparameterError, LocalContext, TrainingData
 from raymaker.algorithms.pca import COMPONENTS_FILE, MEAN_FILE, META_FILE, PCA, SINGULAR_FILE, VARIANCE_FILE
 from raymaker.io.batch import Batch
-from tests.algorithms._distributed import Job, run_distributed
+from raymaker.testing.distributed import Job, run_distributed
 
 
 def hp_for(x: np.ndarray, n: int, **extra: str) -> dict[str, str]:
@@ -142,7 +142,7 @@ def test_save_load_predict(digits, tmp_path):
     # sign convention: each component's largest-magnitude entry is positive
     idx = np.abs(model.components).argmax(axis=1)
     assert (model.components[np.arange(4), idx] > 0).all()
-    with pytest.raises(ValueError, match="feature_dim is 64"):
+    with pytest.raises(ValueError, match="trained on 64 features; the request has 10"):
         project(model, digits[:2, :10])
     with pytest.raises(ValueError, match="no PCA model"):
         PCA().load(str(tmp_path))
@@ -201,7 +201,7 @@ def test_distributed_equals_single_process(digits, tmp_path):
     fits on the union, in both modes; only rank 0 writes the model."""
     shards = [digits[:1100], sp.csr_matrix(digits[1100:])]
     jobs = [
-        Job(mode, "pca", hp_for(digits, 10, algorithm_mode=mode), shards, test=digits)
+        Job(mode, "pca", hp_for(digits, 10, algorithm_mode=mode), shards, replicated={"test": digits})
         for mode in ("regular", "randomized")
     ]
     results = run_distributed(jobs, str(tmp_path / "dist"))

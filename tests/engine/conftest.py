@@ -1,19 +1,19 @@
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import pytest
 
-import raymaker.algorithms
+from raymaker.algorithms import registered_algorithm
+from tests.engine.helpers import FakeAlgorithm, SingleInstanceFake
 
 
 @pytest.fixture
-def fake_algorithms(monkeypatch: pytest.MonkeyPatch) -> None:
+def fake_algorithms() -> Iterator[None]:
     """Register the test-local algorithms; also stand them in for xgboost (for TrainingImage tests)."""
-    registry = dict(raymaker.algorithms._REGISTRY)
-    registry.update(
-        {
-            "fake": "tests.engine.helpers:FakeAlgorithm",
-            "fake-single": "tests.engine.helpers:SingleInstanceFake",
-            "xgboost": "tests.engine.helpers:FakeAlgorithm",
-        }
-    )
-    monkeypatch.setattr(raymaker.algorithms, "_REGISTRY", registry)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(registered_algorithm(FakeAlgorithm))
+        stack.enter_context(registered_algorithm(SingleInstanceFake))
+        stack.enter_context(registered_algorithm(FakeAlgorithm, name="xgboost"))
+        yield
