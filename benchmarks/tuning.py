@@ -8,15 +8,16 @@ max_depth (1-8), min_child_weight (1-20, log), subsample (0.3-1); objective ``va
 and its wall time per fit).
 
 Reported, per strategy: the best merror each seed reached and their mean. Per-trial overhead, for each
-tuning job: (tuning wall time - the sum of its trials' own TrainingEndTime - TrainingStartTime) / trials,
-and wall time / trials; with trials in parallel the first can go below zero, so "slot overhead" =
+tuning job: (tuning wall time - the sum of its trials' pure training time) / trials, where pure training
+is each trial's Training phase (SecondaryStatus Training, from its SecondaryStatusTransitions): Starting
+and Downloading, Uploading, and everything between trials count as overhead. Also wall time / trials; with trials in parallel the first can go below zero, so "slot overhead" =
 (wall * parallel - sum of the trials' time) / trials is printed too, and "at once", the most trials
 whose training jobs overlapped (it should not exceed MaxParallelTrainingJobs).
 
 A sequential tuning job (Bayesian, 1 at a time) then splits its wall time: tuning job created -> first
 trial's training job created (once); a trial's TrainingEndTime -> Tune starting the next trial (the trial
 sees its job end, reports, returns; Tune's loop; the searcher's next suggestion), the trial started ->
-its training job created (SageMakerAPI in the trial, CreateTrainingJob's checks); job created ->
+its training job created (the trial's submitter: CreateTrainingJob's checks); job created ->
 TrainingStartTime (the job service picks it up); the last TrainingEndTime -> the tuning job's end. When
 each trial started comes from Tune's own files (its first TensorBoard event), written by the job service
 under the temp dir. Within the trials' own time: Starting + Downloading (the instance actor starting,
@@ -137,7 +138,7 @@ def run(data_dir: str, name: str, strategy: str, trials: int, parallel: int, see
     )
     created = desc["CreationTime"].timestamp()
     ended = desc["HyperParameterTuningEndTime"].timestamp()
-    own = [(j["TrainingEndTime"] - j["TrainingStartTime"]).total_seconds() for j in jobs]
+    own = [_phase(j, "Training") for j in jobs]  # pure training: the rest is overhead
     n = len(jobs)
     spans = [(j["CreationTime"].timestamp(), j["TrainingEndTime"].timestamp()) for j in jobs]
     return {
@@ -198,8 +199,9 @@ def breakdown(r: dict[str, Any], label: str) -> None:
     ts = lambda v: v.timestamp()  # noqa: E731
     tune_side = _tune_trials(r["name"])
     print(
-        f"{label}: wall {r['wall']:.2f} s for {n} trials = {r['per_trial']:.2f} s/trial; trials' own time "
-        f"{r['own']:.2f} s; overhead {r['overhead']:+.2f} s/trial; at most {r['at_once']} trial(s) at once"
+        f"{label}: wall {r['wall']:.2f} s for {n} trials = {r['per_trial']:.2f} s/trial; trials' pure "
+        f"training (Training phase) {r['own']:.2f} s; overhead {r['overhead']:+.2f} s/trial; at most "
+        f"{r['at_once']} trial(s) at once"
     )
     first = ts(jobs[0]["CreationTime"]) - r["created"]
     print(

@@ -51,7 +51,7 @@ class SageMakerAPI:
     def __init__(self, store: JobStore | None = None, settings: S3Settings | None = None):
         self.store = store or JobStore()
         self.settings = (settings or S3Settings()).resolve()
-        self._service: Any = None
+        self._ray_ready = False
         self._lock = threading.Lock()
         self.engine = Engine(self.store, self.settings, service=self.service)
         # Load botocore's SageMaker model and find the job service while the caller sets up its job.
@@ -62,13 +62,14 @@ class SageMakerAPI:
         return self.engine.resources
 
     def service(self) -> Any:
-        """The job service's actor handle (Ray is joined or started, and the service found or started,
-        on first use)."""
+        """The job service's actor handle: Ray is joined or started on first use, and the service is
+        looked up by name every time (a millisecond), so a service that died and was replaced is never
+        called through a stale handle."""
         with self._lock:
-            if self._service is None:
+            if not self._ray_ready:
                 ensure_ray()
-                self._service = job_service(str(self.store.path))
-            return self._service
+                self._ray_ready = True
+        return job_service(str(self.store.path))
 
     def ensure_ready(self) -> bool:
         """Join Ray and start the job service now, for work that must outlive this process (the CLI's

@@ -23,6 +23,7 @@ from raymaker.engine.context import Engine
 from raymaker.engine.deployment import apply_endpoint
 from raymaker.engine.failures import failure_reason
 from raymaker.engine.hosting import variant_plans
+from raymaker.engine.instance_types import load_instance_types
 from raymaker.engine.instances import ActorPool, Idle
 from raymaker.engine.job_run import JobRun
 from raymaker.engine.kinds import Kind
@@ -33,11 +34,13 @@ from raymaker.engine.store import SERVICE_HEARTBEAT_S, JobStore
 from raymaker.engine.training_jobs import TrainingJobSubmitter
 from raymaker.engine.transform_run import run_transform_job
 from raymaker.engine.tuning_run import run_tuning_job
-from raymaker.engine.validation import TrainingJobSpec
+from raymaker.engine.validation import TrainingJobSpec, validate_training_job
 from raymaker.io.storage import S3Settings
 
 S = states.SecondaryStatus
-RECOVERY_DELAY_S = 3.0  # work handed to a service as it starts arrives within this; the rest is orphaned
+RECOVERY_DELAY_S = 3.0  # work handed to a new service as it starts arrives within this
+RECOVERY_EVERY_S = 10.0  # how often the service looks for work nobody runs
+HANDOFF_S = 30.0  # a record nobody picked up this long after it was created lost its hand-off
 LOST_REASON = "The job's Ray cluster stopped while the job ran (its job service is gone); run it again"
 
 
@@ -63,16 +66,18 @@ class JobService:
             self.store.update_training_job(entry.tag, warm_pool_status={"Status": "Terminated"})
 
     def _housekeeping(self) -> None:
-        """Heartbeat and warm-pool expiry, forever; recovery of orphaned work once, after a moment."""
-        recovered = False
+        """Heartbeat and warm-pool expiry, forever; recovery of work nobody runs, first after a moment
+        (what the previous service left), then every ``RECOVERY_EVERY_S`` (hand-offs that got lost)."""
+        next_recovery = self.started + RECOVERY_DELAY_S
+        first = True
         while True:
             time.sleep(SERVICE_HEARTBEAT_S)
             try:
                 self.store.service_heartbeat(self.id, pid=os.getpid())
                 self.pool.reap()
-                if not recovered and time.time() - self.started >= RECOVERY_DELAY_S:
-                    recovered = True
-                    self._recover()
+                if time.time() >= next_recovery:
+                    self._recover(first)
+                    first, next_recovery = False, time.time() + RECOVERY_EVERY_S
             except Exception:  # noqa: BLE001 - keep going; the next round retries
                 traceback.print_exc()
 
@@ -82,16 +87,25 @@ class JobService:
         return Engine(self.store, (settings or S3Settings()).resolve(), service=lambda: self.me)
 
     def _orphaned(self, runner: str | None, created: float) -> bool:
-        """Left by another service: run by one, or created before this one started and never picked up."""
-        return runner != self.id and (runner is not None or created < self.started - RECOVERY_DELAY_S)
+        """Nobody runs it: another (gone) service did, or it was never picked up — created before this
+        service started, or its hand-off is long overdue."""
+        if runner is not None:
+            return runner != self.id
+        return created < self.started - RECOVERY_DELAY_S or created < time.time() - HANDOFF_S
 
-    def _recover(self) -> None:
-        """Resume or end everything another job service left in progress."""
+    def _recover(self, first: bool) -> None:
+        """Resume or end everything in progress that no job service runs."""
+        engine = self._engine()
         for status in ("InProgress", "Stopping"):
             for record in self.store.list_training_jobs(status=status, max_results=100_000):
-                if self._orphaned(record.get("runner_id"), record["creation_time"]):
+                if record["name"] in self.runs or not self._orphaned(
+                    record.get("runner_id"), record["creation_time"]
+                ):
+                    continue
+                if record.get("runner_id") is None and status == "InProgress":
+                    self._start_lost_training_job(record, engine.settings)  # it never started: run it
+                else:
                     self._end_training_job(record)
-        engine = self._engine()
         for record in engine.resources.active():
             if not self._orphaned(record.get("runner_id"), record["creation_time"]):
                 continue
@@ -107,19 +121,29 @@ class JobService:
                 self.me.run_transform.remote(name, engine.settings)  # outputs are per object: rerun whole
             elif kind == Kind.TUNING_JOB:
                 self.me.run_tuning.remote(name, engine.settings)  # continues with the trials still to run
-        self._redeploy_lost_endpoints(engine)
+        if first:
+            self._redeploy_lost_endpoints(engine)
 
-    def _end_training_job(self, record: dict[str, Any]) -> None:
+    def _start_lost_training_job(self, record: dict[str, Any], settings: S3Settings) -> None:
+        try:
+            spec = validate_training_job(record["request"], instance_types=load_instance_types())
+        except Exception as e:  # noqa: BLE001 - e.g. the cluster definition changed meanwhile
+            self._end_training_job(record, failure_reason(e, prefix="The job could not be started: "))
+            return
+        self.store.update_training_job(record["name"], runner_id=self.id)  # not picked up twice
+        self.me.run_job.remote(spec, settings)
+
+    def _end_training_job(self, record: dict[str, Any], reason: str = LOST_REASON) -> None:
         stopping = record["secondary_status"] == S.STOPPING
         try:
             self.store.transition_training_job(
                 record["name"],
                 S.STOPPED if stopping else S.FAILED,
-                None if stopping else LOST_REASON,
+                None if stopping else reason,
                 training_end_time=time.time(),
-                **({} if stopping else {"failure_reason": LOST_REASON}),
+                **({} if stopping else {"failure_reason": reason}),
             )
-            self.store.append_logs(record["name"], [LOST_REASON])
+            self.store.append_logs(record["name"], [reason])
         except states.IllegalTransition:
             pass
 

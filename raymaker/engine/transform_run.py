@@ -20,7 +20,7 @@ from raymaker.engine.resources import ResourceStore
 from raymaker.engine.transform_jobs import input_channel, transform_plan
 from raymaker.io.channels import list_objects
 from raymaker.io.storage import S3Settings, storage_for
-from raymaker.serve.transform import TransformError, TransformWorker, work_units
+from raymaker.serve.transform import TransformError, TransformWorker, safe_output_key, work_units
 
 DEFAULT_KEEP_ALIVE_S = 30.0  # idle model actors wait this long for the next job on the same model
 IN_FLIGHT_PER_ACTOR = 2  # one unit read while another is transformed
@@ -78,7 +78,7 @@ def run_transform_job(res: ResourceStore, name: str, settings: S3Settings | None
                 parts = pending[unit.uri]
                 parts[unit.index] = data
                 if len(parts) == unit.count:
-                    uri = f"{out_prefix}/{unit.relative}.out"
+                    uri = safe_output_key(out_prefix, unit.relative, unit.uri)
                     storage_for(uri, settings).put_bytes(uri, b"".join(parts[i] for i in range(unit.count)))
                     del pending[unit.uri]
                     written += 1

@@ -256,12 +256,21 @@ def test_two_variants_split_by_weight_and_target_variant(trained, session, runti
     assert e.response["ResponseMetadata"]["HTTPStatusCode"] == 404
 
 
-def test_update_under_load_fails_no_request(trained, session, cancer):
+def test_update_under_load_fails_no_request(trained, s3_server, session, cancer):
     model = Model(trained["model_data"], algorithm="xgboost", name="xgb-update", session=session)
     predictor = model.deploy(1, "local", endpoint_name="update-e2e")
+    # A second model that answers differently: one shallow round instead of twenty.
+    other = Estimator(
+        "xgboost",
+        hyperparameters={"objective": "binary:logistic", "num_round": 1, "max_depth": 1},
+        output_path=f"s3://{trained['bucket']}/output",
+        session=session,
+    )
+    other.fit(TrainingInput(f"s3://{trained['bucket']}/train/", content_type="text/csv"), logs=False)
     url = urlsplit(session.runtime_url)
     row = ",".join(map(str, cancer[1][0])).encode()
     stop, ok, failures, variants = threading.Event(), [0], [], set()
+    answers: list[bytes] = []  # every 200's body, in the order the clients got them
 
     def load():
         conn = http.client.HTTPConnection(url.hostname, url.port)  # keep-alive, as a client pool does
@@ -279,6 +288,7 @@ def test_update_under_load_fails_no_request(trained, session, cancer):
                     failures.append((resp.status, body[:200]))
                 else:
                     ok[0] += 1
+                    answers.append(body)
                     variants.add(resp.getheader("x-Amzn-Invoked-Production-Variant"))
             except Exception as e:  # noqa: BLE001 - a dropped connection is a failed request too
                 failures.append(repr(e))
@@ -290,10 +300,11 @@ def test_update_under_load_fails_no_request(trained, session, cancer):
     try:
         time.sleep(1.0)
         before = ok[0]
+        old_answer = answers[-1]
         predictor.update_endpoint(initial_instance_count=2)  # more replicas (Serve adds them)
         time.sleep(1.0)
-        # a new model on the same replicas: loaded in a probe, then swapped in place
-        Model(trained["model_data"], algorithm="xgboost", name="xgb-update-2", session=session).create()
+        # a different model on the same replicas: loaded in a probe, then swapped in place
+        Model(other.model_data, algorithm="xgboost", name="xgb-update-2", session=session).create()
         predictor.update_endpoint(model_name="xgb-update-2")
         time.sleep(1.0)
     finally:
@@ -302,6 +313,10 @@ def test_update_under_load_fails_no_request(trained, session, cancer):
             t.join()
     assert failures == []
     assert ok[0] > before > 0
+    new_answer = answers[-1]
+    assert new_answer != old_answer, "the update must change what the endpoint answers"
+    assert set(answers) == {old_answer, new_answer}  # the old model's answer, then the new one's
+    assert set(answers[-20:]) == {new_answer}  # once the update is InService, only the new model answers
     desc = session.call("DescribeEndpoint", {"EndpointName": "update-e2e"})
     assert desc["EndpointStatus"] == "InService"
     assert desc["EndpointConfigName"] != "update-e2e"

@@ -16,6 +16,7 @@ from raymaker.algorithms import get_algorithm
 from raymaker.io import recordio
 from raymaker.io.batch import Batch
 from raymaker.protocol.errors import ResourceInUse, ValidationError
+from raymaker.sdk import UnexpectedStatusException
 
 pytestmark = pytest.mark.e2e
 
@@ -109,6 +110,46 @@ def test_xgboost_csv_file_mode(session, s3_server, data_bucket, cancer, tmp_path
     x_test, y_test = cancer[1], cancer[3]
     predicted = algo.predict(model, Batch(x_test))["predicted_label"]
     assert (predicted == y_test).mean() > 0.93
+
+
+def test_xgboost_fastfile_mode(session, s3_server, data_bucket, cancer, tmp_path):
+    """FastFile: objects are read on demand from S3, nothing is copied first."""
+    est = Estimator(
+        "xgboost",
+        hyperparameters={"objective": "binary:logistic", "num_round": 20, "eval_metric": "auc"},
+        input_mode="FastFile",
+        output_path=f"s3://{data_bucket}/output",
+        session=session,
+    )
+    est.fit(
+        {
+            "train": TrainingInput(f"s3://{data_bucket}/csv/train/", content_type="text/csv"),
+            "validation": TrainingInput(f"s3://{data_bucket}/csv/validation/", content_type="text/csv"),
+        },
+        logs=False,
+    )
+    desc = est.latest_training_job.describe()
+    assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
+    assert desc["AlgorithmSpecification"]["TrainingInputMode"] == "FastFile"
+    metrics = {m["MetricName"]: m["Value"] for m in desc["FinalMetricDataList"]}
+    assert metrics["validation:auc"] > 0.97
+    algo, model = _load_model(s3_server, est.model_data, "xgboost", tmp_path)
+    assert (algo.predict(model, Batch(cancer[1]))["predicted_label"] == cancer[3]).mean() > 0.93
+
+
+def test_data_in_the_wrong_format_names_the_assumed_content_type(session, data_bucket):
+    """No ContentType: xgboost assumes libsvm, and CSV data then fails saying so and how to change it."""
+    est = Estimator(
+        "xgboost",
+        hyperparameters={"objective": "binary:logistic", "num_round": 5},
+        output_path=f"s3://{data_bucket}/output",
+        session=session,
+    )
+    with pytest.raises(UnexpectedStatusException) as info:
+        est.fit(TrainingInput(f"s3://{data_bucket}/csv/train/"), logs=False)
+    reason = est.latest_training_job.describe()["FailureReason"]
+    assert "text/libsvm" in reason and "ContentType" in reason and "content_type=" in reason, reason
+    assert "Failed" in str(info.value)
 
 
 def test_linear_learner_recordio_pipe_two_workers(session, s3_server, data_bucket, cancer, tmp_path):

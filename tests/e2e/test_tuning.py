@@ -266,7 +266,7 @@ def test_hyperband_stops_poor_trials_before_their_last_iteration(session, tmp_pa
     rounds = {}
     for t in trials:
         history = session.call("GetTrainingJobMetrics", {"TrainingJobName": t["TrainingJobName"]})["Metrics"]
-        auc = [m for m in history if m["metric"] == "validation:auc"]
+        auc = [m for m in history if m["MetricName"] == "validation:auc"]
         rounds[t["TrainingJobName"]] = (t["TrainingJobStatus"], len(auc))
     # at least one trial was stopped early, and its record says so; the best ran to the end
     assert any(status == "Stopped" and 0 < n < 60 for status, n in rounds.values()), rounds
@@ -343,6 +343,20 @@ def test_warm_start_learns_from_the_parent_job(session, channels):
     assert len(child_trials) == 2  # the parent's 3 results are reused, not run again
     parent_points = {tuple(sorted(t["TunedHyperParameters"].items())) for t in parent_trials}
     assert not parent_points & {tuple(sorted(t["TunedHyperParameters"].items())) for t in child_trials}
+    # The control: the same child, same seed, without the parent. Its searcher sees no results yet, so
+    # its first point is a random draw; the warm child's searcher has the parent's 3 results (past
+    # TPE's 2 start-up trials) and proposes from its model. Only the parent's results differ.
+    cold, cold_trials = _run(
+        session, _request("tune-cold", channels, "Bayesian", ranges, max_jobs=2, parallel=1)
+    )
+    assert cold["HyperParameterTuningJobStatus"] == "Completed"
+    first = lambda trials: min(trials, key=lambda t: t["TrainingJobName"])["TunedHyperParameters"]  # noqa: E731
+    assert first(child_trials) != first(cold_trials), "the parent's results must change the child's search"
+    # Run again without the parent, the cold child proposes exactly the same: the difference is causal.
+    again, again_trials = _run(
+        session, _request("tune-cold-2", channels, "Bayesian", ranges, max_jobs=2, parallel=1)
+    )
+    assert first(again_trials) == first(cold_trials)
     everything = parent_trials + child_trials
     best = max(everything, key=lambda t: t["FinalHyperParameterTuningJobObjectiveMetric"]["Value"])
     overall = child["OverallBestTrainingJob"]["FinalHyperParameterTuningJobObjectiveMetric"]["Value"]

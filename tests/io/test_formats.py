@@ -526,3 +526,22 @@ def test_every_format_module_declares_its_content_types():
     for module in (csv, libsvm, json, parquet, image):
         for content_type in module.CONTENT_TYPES:
             assert get_format(content_type)[0] is module
+
+
+def test_json_lines_starting_with_null_fail_cleanly_in_their_own_process():
+    """pyarrow's JSON reader crashes the whole process on a leading ``null``: a training worker must get
+    a DataFormatError naming the line instead (run in a child, so a regression fails only this test)."""
+    import subprocess
+    import sys
+
+    code = (
+        "from raymaker.io.formats import get_format\n"
+        "fmt, params = get_format('application/jsonlines')\n"
+        "try:\n"
+        "    fmt.read(b'null\\nnull\\n', **params)\n"
+        "except ValueError as e:\n"
+        "    print(e)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "line 1" in done.stdout, done.stdout

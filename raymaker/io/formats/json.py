@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -120,9 +121,14 @@ def _is_json(line: bytes) -> bool:
 # --- fast path: {"features": [...], "label": x} per line --------------------------------------------
 
 
+_LEADING_NULL = re.compile(rb"(?:\xef\xbb\xbf)?[ \t\n\r]*null")
+
+
 def _fast_lines(data: bytes) -> Batch | None:
     """Decode ``{"features": [numbers], "label": number}`` lines with pyarrow; None when the input has
     any other shape (or any error), so the per-line parser can handle it and name the line."""
+    if _LEADING_NULL.match(data):  # pyarrow's read_json crashes the process on a leading null
+        return None
     try:
         table = pajson.read_json(pa.BufferReader(data))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
