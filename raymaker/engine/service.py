@@ -29,7 +29,6 @@ from raymaker.engine.job_run import JobRun
 from raymaker.engine.kinds import Kind
 from raymaker.engine.resource_states import EndpointStatus as E
 from raymaker.engine.resource_states import TransformJobStatus as T
-from raymaker.engine.resource_states import TuningJobStatus as U
 from raymaker.engine.store import SERVICE_HEARTBEAT_S, JobStore
 from raymaker.engine.training_jobs import TrainingJobSubmitter
 from raymaker.engine.transform_run import run_transform_job
@@ -211,30 +210,31 @@ class JobService:
             self.store.append_logs(job, ["Resuming from the latest checkpoint"])
         run.move(S(phase))
 
-    @ray.method(concurrency_group="jobs")
-    def run_transform(self, name: str, settings: S3Settings) -> str:
+    def _run_resource(self, kind: Kind, name: str, settings: S3Settings, run: Any) -> str:
+        """Run ``run(resources)`` for one resource as its runner; whatever it raises ends the record
+        Failed with the reason: never left InProgress."""
         res = self._engine(settings).resources
-        res.update(Kind.TRANSFORM_JOB, name, runner_id=self.id)
+        res.update(kind, name, runner_id=self.id)
         try:
-            return run_transform_job(res, name, settings, self.pool)
-        except Exception as e:  # noqa: BLE001 - never leave a record InProgress
+            return run(res)
+        except Exception as e:  # noqa: BLE001 - the reason goes to the record
             traceback.print_exc()
             reason = failure_reason(e, prefix="raymaker internal error: ")
-            res.update(Kind.TRANSFORM_JOB, name, status=T.FAILED, failure_reason=reason, end_time=time.time())
-            return T.FAILED
+            res.update(kind, name, status="Failed", failure_reason=reason, end_time=time.time())
+            return "Failed"
+
+    @ray.method(concurrency_group="jobs")
+    def run_transform(self, name: str, settings: S3Settings) -> str:
+        return self._run_resource(
+            Kind.TRANSFORM_JOB, name, settings, lambda res: run_transform_job(res, name, settings, self.pool)
+        )
 
     @ray.method(concurrency_group="jobs")
     def run_tuning(self, name: str, settings: S3Settings) -> str:
-        res = self._engine(settings).resources
-        res.update(Kind.TUNING_JOB, name, runner_id=self.id)
         submitter = TrainingJobSubmitter(str(self.store.path), settings, self.me)
-        try:
-            return run_tuning_job(res, name, submitter)
-        except Exception as e:  # noqa: BLE001 - never leave a record InProgress
-            traceback.print_exc()
-            reason = failure_reason(e, prefix="raymaker internal error: ")
-            res.update(Kind.TUNING_JOB, name, status=U.FAILED, failure_reason=reason, end_time=time.time())
-            return U.FAILED
+        return self._run_resource(
+            Kind.TUNING_JOB, name, settings, lambda res: run_tuning_job(res, name, submitter)
+        )
 
     @ray.method(concurrency_group="hosting")
     def apply_endpoint(self, name: str, settings: S3Settings) -> str:

@@ -24,6 +24,7 @@ from raymaker.serve.transform import TransformError, TransformWorker, safe_outpu
 
 DEFAULT_KEEP_ALIVE_S = 30.0  # idle model actors wait this long for the next job on the same model
 IN_FLIGHT_PER_ACTOR = 2  # one unit read while another is transformed
+PROGRESS_EVERY_S = 0.5  # how often a running job's record says how far it got
 
 
 def run_transform_job(res: ResourceStore, name: str, settings: S3Settings | None, pool: ActorPool) -> str:
@@ -62,6 +63,7 @@ def run_transform_job(res: ResourceStore, name: str, settings: S3Settings | None
         out_prefix = request["TransformOutput"]["S3OutputPath"].rstrip("/")
         pending: dict[str, dict[int, bytes]] = defaultdict(dict)
         queue = list(reversed(units))
+        next_report = time.monotonic() + PROGRESS_EVERY_S
         in_flight: dict[Any, tuple[Any, Any]] = {}  # ref -> (actor, unit)
         ok = False
         try:
@@ -82,6 +84,11 @@ def run_transform_job(res: ResourceStore, name: str, settings: S3Settings | None
                     storage_for(uri, settings).put_bytes(uri, b"".join(parts[i] for i in range(unit.count)))
                     del pending[unit.uri]
                     written += 1
+                if time.monotonic() >= next_report:  # GetTransformJobProgress answers while it runs
+                    res.update(
+                        Kind.TRANSFORM_JOB, name, state={"ObjectsWritten": written, "RecordsTransformed": records}
+                    )
+                    next_report = time.monotonic() + PROGRESS_EVERY_S
                 if res.get(Kind.TRANSFORM_JOB, name)["status"] == T.STOPPING and (queue or in_flight):
                     stopped = True
                     break

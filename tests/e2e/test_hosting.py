@@ -618,3 +618,31 @@ def test_transform_whole_objects_and_single_records(trained, s3_server, session,
     ).transform(f"s3://{bucket}/single/", content_type="text/csv", split_type="Line")
     out = _get(s3_server, bucket, "out/single/rows.csv.out").decode().splitlines()
     np.testing.assert_allclose([float(v) for v in out], trained["expected"]["score"][:25], rtol=1e-6)
+
+
+def test_the_readme_sequence_never_waits_on_a_warm_instance(trained, s3_server, session, cancer):
+    """The README's sequence as a new user runs it: fit with a warm pool, deploy, then a transform. The
+    idle warm instance gives its CPU to the work that needs it at once (it once held the transform
+    InProgress for the whole 300 s keep-alive, and billed for it)."""
+    bucket = trained["bucket"]
+    s3_server.client.put_object(Bucket=bucket, Key="readme/in/rows.csv", Body=_csv_rows(cancer[1][:50]))
+    est = Estimator(
+        "xgboost",
+        hyperparameters={"objective": "binary:logistic", "num_round": 5},
+        output_path=f"s3://{bucket}/output",
+        keep_alive_period_in_seconds=300,
+        session=session,
+    )
+    est.fit(TrainingInput(f"s3://{bucket}/train/", content_type="text/csv"), logs=False)
+    job = est.latest_training_job.name
+    assert session.call("DescribeTrainingJob", {"TrainingJobName": job})["WarmPoolStatus"]["Status"] == "Available"
+    predictor = est.deploy(1, "local", endpoint_name="readme-sequence", serializer=CSVSerializer())
+    try:
+        started = time.monotonic()
+        transformer = est.transformer(1, "local", assemble_with="Line", output_path=f"s3://{bucket}/readme/out")
+        transformer.transform(f"s3://{bucket}/readme/in/", content_type="text/csv", split_type="Line")
+        assert transformer.describe()["TransformJobStatus"] == "Completed"
+        assert time.monotonic() - started < 60  # never the keep-alive period
+        assert len(_get(s3_server, bucket, "readme/out/rows.csv.out").splitlines()) == 50
+    finally:
+        predictor.delete_endpoint()
