@@ -27,7 +27,7 @@ ENGINE_LAYERS = [
     ["kinds", "states", "resource_states", "policies", "arns", "instance_types", "metering", "failures", "cluster"],
     ["store", "resources"],
     ["validation", "tuning_spec", "channel_data", "worker", "context"],
-    ["training_jobs", "hosting", "transform_jobs", "tuning_jobs", "billing", "audit"],
+    ["training_jobs", "hosting", "transform_jobs", "tuning_jobs", "billing", "audit", "resource_logs"],
     ["instances", "train_launch", "job_run", "deployment", "transform_run", "tuning_run"],
     ["service"],
     ["api"],

@@ -4,7 +4,7 @@ the service-model extension) as a dispatch-and-audit table, dict in, dict out.
 This is the narrow seam of DESIGN.md: the in-process backend is ``SageMakerAPI`` itself; an HTTP server
 speaking SageMaker's JSON 1.1 protocol wraps the same ``call``. Every request is checked against the
 service model first, then handed to its resource's operation module (``training_jobs``, ``hosting``,
-``transform_jobs``, ``tuning_jobs``, ``billing``, ``audit``); every call, whatever it raised, is
+``transform_jobs``, ``tuning_jobs``, ``billing``, ``audit``, ``resource_logs``); every call, whatever it raised, is
 recorded in the audit trail.
 """
 
@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from raymaker.engine import audit, billing, hosting, training_jobs, transform_jobs, tuning_jobs
+from raymaker.engine import audit, billing, hosting, resource_logs, training_jobs, transform_jobs, tuning_jobs
 from raymaker.engine.cluster import ensure_ray
 from raymaker.engine.context import Engine
 from raymaker.engine.service import job_service
@@ -33,6 +33,7 @@ OPERATIONS: dict[str, Handler] = {
     **tuning_jobs.OPERATIONS,
     **billing.OPERATIONS,
     **audit.OPERATIONS,
+    **resource_logs.OPERATIONS,
 }
 
 # Where each Describe keeps its status, and which statuses still need the job service.

@@ -7,6 +7,7 @@ is lower-cased, as SageMaker writes it in ARNs (its resource names are case-inse
 
 from __future__ import annotations
 
+from raymaker.engine.kinds import Kind
 from raymaker.protocol.environment import account_id, region
 
 
@@ -16,4 +17,4 @@ def arn(resource_type: str, name: str) -> str:
 
 
 def training_job_arn(name: str) -> str:
-    return arn("training-job", name)
+    return arn(Kind.TRAINING_JOB, name)

@@ -70,7 +70,7 @@ def apply_endpoint(res: ResourceStore, name: str, settings: S3Settings | None) -
         for app in started:
             if app not in old_apps:
                 hosting.delete_app(app)
-        reason = _reason(e)
+        reason = failure_reason(e, prefix="Model failed to load or start: ")
         if status == E.CREATING:
             res.update(Kind.ENDPOINT, name, status=E.FAILED, failure_reason=reason)
             return E.FAILED
@@ -113,7 +113,3 @@ def apply_endpoint(res: ResourceStore, name: str, settings: S3Settings | None) -
             hosting.delete_app(app)
     res.update(Kind.ENDPOINT, name, status=E.IN_SERVICE, failure_reason=None)
     return E.IN_SERVICE
-
-
-def _reason(e: BaseException) -> str:
-    return failure_reason(e, prefix="Model failed to load or start: ")

@@ -24,12 +24,12 @@ from raymaker.engine.deployment import apply_endpoint
 from raymaker.engine.failures import failure_reason
 from raymaker.engine.hosting import variant_plans
 from raymaker.engine.instance_types import load_instance_types
-from raymaker.engine.instances import ActorPool, Idle
+from raymaker.engine.instances import ActorPool, Idle, waiting_for
 from raymaker.engine.job_run import JobRun
 from raymaker.engine.kinds import Kind
 from raymaker.engine.resource_states import EndpointStatus as E
 from raymaker.engine.resource_states import TransformJobStatus as T
-from raymaker.engine.store import SERVICE_HEARTBEAT_S, JobStore
+from raymaker.engine.store import SERVICE_HEARTBEAT_S, JobStore, log_key
 from raymaker.engine.training_jobs import TrainingJobSubmitter
 from raymaker.engine.transform_run import run_transform_job
 from raymaker.engine.tuning_run import run_tuning_job
@@ -250,10 +250,14 @@ class JobService:
             if record["status"] in (E.CREATING, E.UPDATING) and pending:
                 # Idle warm actors give their CPUs to the replicas first.
                 plans = variant_plans(res, name, pending)
-                self.pool.make_room(
-                    sum(p.num_cpus * p.instance_count for p in plans),
-                    sum(p.num_gpus * p.instance_count for p in plans),
-                )
+                cpus = sum(p.num_cpus * p.instance_count for p in plans)
+                gpus = sum(p.num_gpus * p.instance_count for p in plans)
+                self.pool.make_room(cpus, gpus)
+                short = waiting_for(cpus, gpus)
+                if short:  # Serve's replicas wait for them; say so where the user can read it
+                    self.store.append_logs(
+                        log_key(Kind.ENDPOINT, name), [f"Waiting for resources: the replicas need {short}"]
+                    )
             return apply_endpoint(res, name, settings)
         except Exception as e:  # noqa: BLE001 - never leave an endpoint Creating/Updating forever
             traceback.print_exc()

@@ -27,6 +27,7 @@ from typing import Any
 
 from raymaker.engine import states
 from raymaker.engine.arns import training_job_arn
+from raymaker.engine.kinds import Kind
 from raymaker.protocol.environment import raymaker_home, region
 from raymaker.protocol.errors import ConflictException, ResourceInUse, ResourceNotFound, SageMakerError
 
@@ -658,3 +659,9 @@ def decode_row(row: sqlite3.Row) -> dict[str, Any]:
 def as_datetime(t: float | None) -> datetime | None:
     """A record's epoch seconds as the aware datetime boto3 returns (None stays None)."""
     return None if t is None else datetime.fromtimestamp(t, UTC)
+
+
+def log_key(kind: str, name: str) -> str:
+    """Where a resource's log lines are kept: a training job's under its name (its job log), any other
+    resource's under ``<kind>/<name>``."""
+    return name if kind == Kind.TRAINING_JOB else f"{kind}/{name}"

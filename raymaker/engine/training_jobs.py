@@ -102,9 +102,12 @@ def wait_for_training_job(engine: Engine, params: dict[str, Any]) -> dict[str, A
 def get_training_job_logs(engine: Engine, params: dict[str, Any]) -> dict[str, Any]:
     name = params["TrainingJobName"]
     engine.store.get_training_job(name)
-    events = engine.store.logs(
-        name, after_seq=int(params.get("AfterSequenceNumber", 0)), limit=params.get("Limit")
-    )
+    return log_page(engine.store, name, params)
+
+
+def log_page(store: JobStore, key: str, params: dict[str, Any]) -> dict[str, Any]:
+    """A page of log lines after ``AfterSequenceNumber``, in the extension's LogEvent shape."""
+    events = store.logs(key, after_seq=int(params.get("AfterSequenceNumber", 0)), limit=params.get("Limit"))
     return {
         "Events": [
             {"SequenceNumber": e["seq"], "Timestamp": as_datetime(e["time"]), "Message": e["line"]}

@@ -13,10 +13,11 @@ import ray
 from raymaker.engine import metering
 from raymaker.engine.failures import failure_reason
 from raymaker.engine.instance_types import get_instance_type, load_instance_types, worker_resources
-from raymaker.engine.instances import ActorPool, Idle, kill
+from raymaker.engine.instances import ActorPool, Idle, kill, waiting_for
 from raymaker.engine.kinds import Kind
 from raymaker.engine.resource_states import TransformJobStatus as T
 from raymaker.engine.resources import ResourceStore
+from raymaker.engine.store import log_key
 from raymaker.engine.transform_jobs import input_channel, transform_plan
 from raymaker.io.channels import list_objects
 from raymaker.io.storage import S3Settings, storage_for
@@ -58,7 +59,14 @@ def run_transform_job(res: ResourceStore, name: str, settings: S3Settings | None
         wanted = min(count, len(units))
         actors = [e.actor for e in pool.take(key, wanted)]
         if len(actors) < wanted:
-            pool.make_room(cpu * (wanted - len(actors)), float(itype.gpus) * (wanted - len(actors)))
+            missing = wanted - len(actors)
+            pool.make_room(cpu * missing, float(itype.gpus) * missing)
+            short = waiting_for(cpu * missing, float(itype.gpus) * missing)
+            if short:  # the actors wait for them; say so where the user can read it (GetResourceLogs)
+                res.store.append_logs(
+                    log_key(Kind.TRANSFORM_JOB, name),
+                    [f"Waiting for resources: {missing} x {itype.name} needs {short}"],
+                )
             actors += [actor_cls.remote(plan, settings) for _ in range(wanted - len(actors))]
         out_prefix = request["TransformOutput"]["S3OutputPath"].rstrip("/")
         pending: dict[str, dict[int, bytes]] = defaultdict(dict)
@@ -86,7 +94,9 @@ def run_transform_job(res: ResourceStore, name: str, settings: S3Settings | None
                     written += 1
                 if time.monotonic() >= next_report:  # GetTransformJobProgress answers while it runs
                     res.update(
-                        Kind.TRANSFORM_JOB, name, state={"ObjectsWritten": written, "RecordsTransformed": records}
+                        Kind.TRANSFORM_JOB,
+                        name,
+                        state={"ObjectsWritten": written, "RecordsTransformed": records},
                     )
                     next_report = time.monotonic() + PROGRESS_EVERY_S
                 if res.get(Kind.TRANSFORM_JOB, name)["status"] == T.STOPPING and (queue or in_flight):

@@ -198,7 +198,7 @@ def _finish(
     if total and errors == total:
         reasons = {t.get("failure_reason") for t in done if t.get("failure_reason")}
         if not reasons:  # no training job started: the trials' own errors say why
-            reasons = {str(e).strip().splitlines()[-1] for e in tune_errors if str(e).strip()}
+            reasons = {failure_reason(e) for e in tune_errors}
         reason = ("Every training job failed: " + "; ".join(sorted(r for r in reasons if r)))[:1024]
         return _end(res, name, arn, TS.FAILED, reason)
     return _end(res, name, arn, TS.COMPLETED, None)

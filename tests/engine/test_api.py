@@ -152,3 +152,19 @@ def test_failure_reason_finds_the_users_error() -> None:
         assert failure_reason(e, plain=(ValueError,)) == "line 3: not a number"
     assert failure_reason(KeyError()) == "KeyError"
     assert len(failure_reason(ValueError("x" * 5000))) == 1024
+
+
+def test_resource_logs_by_arn(api) -> None:
+    from raymaker.engine.kinds import Kind
+    from raymaker.engine.store import log_key
+
+    record = api.resources.create(Kind.TRANSFORM_JOB, "t1", {"TransformJobName": "t1"}, status="InProgress")
+    api.store.append_logs(log_key(Kind.TRANSFORM_JOB, "t1"), ["Waiting for resources: 1 x local needs 1 CPU"])
+    api.store.append_logs("t1", ["a training job's line, not the transform job's"])
+    events = api.call("GetResourceLogs", {"ResourceArn": record["arn"]})["Events"]
+    assert [e["Message"] for e in events] == ["Waiting for resources: 1 x local needs 1 CPU"]
+    assert api.call("GetResourceLogs", {"ResourceArn": record["arn"], "AfterSequenceNumber": 1})["Events"] == []
+    with pytest.raises(ValidationError, match="Could not find"):
+        api.call("GetResourceLogs", {"ResourceArn": record["arn"].replace("t1", "t2")})
+    with pytest.raises(ValidationError, match="names no kind"):
+        api.call("GetResourceLogs", {"ResourceArn": "arn:aws:sagemaker:us-east-1:000000000000:notebook/x"})
