@@ -120,8 +120,8 @@ class JobService:
                 self.me.run_transform.remote(name, engine.settings)  # outputs are per object: rerun whole
             elif kind == Kind.TUNING_JOB:
                 self.me.run_tuning.remote(name, engine.settings)  # continues with the trials still to run
-        if first:
-            self._redeploy_lost_endpoints(engine)
+        if first:  # on the hosting thread: Serve's client API is not safe from two threads at once
+            self.me.redeploy_lost_endpoints.remote(engine.settings)
 
     def _start_lost_training_job(self, record: dict[str, Any], settings: S3Settings) -> None:
         try:
@@ -146,9 +146,11 @@ class JobService:
         except states.IllegalTransition:
             pass
 
-    def _redeploy_lost_endpoints(self, engine: Engine) -> None:
+    @ray.method(concurrency_group="hosting")
+    def redeploy_lost_endpoints(self, settings: S3Settings) -> None:
         """InService endpoints keep answering while Serve runs; if Serve lost their applications (the
         Ray cluster restarted), they are deployed again from their records."""
+        engine = self._engine(settings)
         in_service = engine.resources.list(Kind.ENDPOINT, status=E.IN_SERVICE, max_results=100_000)
         if not in_service:
             return

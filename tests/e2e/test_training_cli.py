@@ -37,7 +37,7 @@ def test_train_and_jobs_commands(ray_session, csv_dirs, capsys):
     args += ["--content-type", "text/csv", "--hp", "num_round=5", "--hp", "objective=binary:logistic"]
     assert main([*args, "--job-name", "cli-train-job"]) == 0
     out = capsys.readouterr().out
-    assert "Completed - Completed" in out and "model: file://" in out
+    assert "Completed - Training job completed" in out and "model: file://" in out
 
     assert main(["jobs", "list", "--name-contains", "cli-train"]) == 0
     assert "cli-train-job" in capsys.readouterr().out
