@@ -26,6 +26,7 @@ from raymaker.io.channels import Channel
 from raymaker.io.storage import S3Settings, storage_for
 
 MODEL_CHANNEL = "model"  # SageMaker's channel for incremental training: an earlier model.tar.gz
+FINAL_FLUSH_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -88,12 +89,21 @@ class JobEvents:
     def controller(self, handle: Any) -> None:
         self._service.set_controller.remote(self.job, handle)
 
-    def flush(self) -> None:
+    def flush(self, wait: bool = False) -> None:
+        """Send what is buffered. Sent under the lock, so calls leave in order (the flusher thread's
+        and this one's); with ``wait``, return once the service has stored everything sent so far,
+        so the job's final metrics are complete when its code returns."""
         with self._lock:
             metrics, lines = self._metrics, self._lines
             self._metrics, self._lines = [], []
-        if metrics or lines:
-            self._service.report.remote(self.job, metrics, lines)
+            ref = self._service.report.remote(self.job, metrics, lines) if metrics or lines or wait else None
+        if wait and ref is not None:
+            import ray
+
+            try:
+                ray.get(ref, timeout=FINAL_FLUSH_TIMEOUT_S)
+            except Exception as e:  # noqa: BLE001 - the job's own outcome matters more than its last metrics
+                print(f"raymaker: the job's last metrics may be missing: {e}", flush=True)
 
     def _start_flusher(self) -> None:
         if self._flusher is None:
@@ -281,7 +291,7 @@ def run_training(
         return {k: float(v) for k, v in (final or {}).items()}
     finally:
         if ctx.events is not None:
-            ctx.events.flush()
+            ctx.events.flush(wait=True)  # FinalMetricDataList is read from the store right after
         shutil.rmtree(root, ignore_errors=True)
         ctx.cleanup()
 
