@@ -298,15 +298,15 @@ def test_update_under_load_fails_no_request(trained, s3_server, session, cancer)
     for t in threads:
         t.start()
     try:
-        time.sleep(1.0)
+        time.sleep(0.6)
         before = ok[0]
         old_answer = answers[-1]
         predictor.update_endpoint(initial_instance_count=2)  # more replicas (Serve adds them)
-        time.sleep(1.0)
+        time.sleep(0.6)
         # a different model on the same replicas: loaded in a probe, then swapped in place
         Model(other.model_data, algorithm="xgboost", name="xgb-update-2", session=session).create()
         predictor.update_endpoint(model_name="xgb-update-2")
-        time.sleep(1.0)
+        time.sleep(0.6)
     finally:
         stop.set()
         for t in threads:

@@ -67,7 +67,7 @@ def _kill_service(session) -> None:
     """Kill the job service as a crash would, and start the next one."""
     path = str(session.backend.store.path)
     ray.kill(job_service(path), no_restart=True)
-    time.sleep(1)
+    time.sleep(0.3)
     ray.get(job_service(path).ping.remote())
 
 

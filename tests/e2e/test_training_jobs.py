@@ -155,7 +155,7 @@ def test_data_in_the_wrong_format_names_the_assumed_content_type(session, data_b
 def test_linear_learner_recordio_pipe_two_workers(session, s3_server, data_bucket, cancer, tmp_path):
     est = Estimator(
         "linear-learner",
-        hyperparameters={"predictor_type": "binary_classifier", "epochs": 5, "mini_batch_size": 32},
+        hyperparameters={"predictor_type": "binary_classifier", "epochs": 3, "mini_batch_size": 32},
         instance_count=2,
         input_mode="Pipe",
         output_path=f"s3://{data_bucket}/output",
