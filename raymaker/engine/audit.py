@@ -8,11 +8,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from raymaker.engine.context import Engine
+from raymaker.engine.metering import epoch_seconds
 from raymaker.protocol.errors import ValidationError
-
-
-def _epoch(t: Any) -> float | None:
-    return None if t is None else (t.timestamp() if hasattr(t, "timestamp") else float(t))
 
 
 def list_audit_events(engine: Engine, params: dict[str, Any]) -> dict[str, Any]:
@@ -24,8 +21,8 @@ def list_audit_events(engine: Engine, params: dict[str, Any]) -> dict[str, Any]:
     size = int(params.get("MaxResults", 50))
     events = engine.store.audit_events(
         params.get("EventName"),
-        since=_epoch(params.get("StartTime")),
-        until=_epoch(params.get("EndTime")),
+        since=epoch_seconds(params.get("StartTime")),
+        until=epoch_seconds(params.get("EndTime")),
         errors_only=bool(params.get("ErrorsOnly")),
         before_id=int(token) if token else None,
         newest_first=True,  # as CloudTrail's LookupEvents answers

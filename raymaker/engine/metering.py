@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
+from typing import Any
+
+from raymaker.engine.instance_types import load_instance_types
 
 Time = float | datetime  # epoch seconds or an aware/naive datetime
 
@@ -36,3 +39,25 @@ def billable_seconds(instance_count: int, start: Time | None, end: Time | None) 
 def cost(billable_seconds: int, price_per_hour: float) -> float:
     """Cost of ``billable_seconds`` instance-seconds at ``price_per_hour`` per instance-hour."""
     return billable_seconds * price_per_hour / 3600.0
+
+
+def cost_report(
+    arn: str, instance_count: int, instance_seconds: int, instance_type: str | None, cost_so_far: float
+) -> dict[str, Any]:
+    """GetResourceCost's answer for any metered job: SageMaker's BillableTimeInSeconds is per instance;
+    the record keeps instance-seconds, from which the cost was computed."""
+    count = max(int(instance_count), 1)
+    itype = load_instance_types().get(instance_type) if instance_type else None
+    return {
+        "ResourceArn": arn,
+        "InstanceCount": count,
+        "BillableTimeInSeconds": math.ceil(instance_seconds / count),
+        "BillableInstanceSeconds": int(instance_seconds),
+        "PricePerInstanceHour": float(itype.price_per_hour) if itype is not None else 0.0,
+        "Cost": float(cost_so_far),
+    }
+
+
+def epoch_seconds(t: Any) -> float | None:
+    """A request's timestamp (a datetime, as boto3 sends it, or epoch seconds) as epoch seconds."""
+    return None if t is None else _epoch(t)

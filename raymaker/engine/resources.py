@@ -9,6 +9,7 @@ the runner keeps, e.g. which Serve applications serve an endpoint now). Status m
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from typing import Any
@@ -37,6 +38,7 @@ CREATE TABLE IF NOT EXISTS resources (
 )"""
 
 _JSON = ("request", "state")
+_READY: set[tuple[str, int]] = set()  # databases whose resources table this process has set up
 
 
 class ResourceStore:
@@ -44,11 +46,15 @@ class ResourceStore:
 
     def __init__(self, store: JobStore):
         self.store = store
-        with store.transaction() as c:
-            c.execute(SCHEMA)
-            columns = {r["name"] for r in c.execute("PRAGMA table_info(resources)")}
-            if "runner_id" not in columns:  # a database from before runners were recorded
-                c.execute("ALTER TABLE resources ADD COLUMN runner_id TEXT")
+        # Made per call in the job service and per tuning trial: set the table up once per database.
+        key = (str(store.path), os.stat(store.path).st_ino)  # a file made anew at the same path is new
+        if key not in _READY:
+            with store.transaction() as c:
+                c.execute(SCHEMA)
+                columns = {r["name"] for r in c.execute("PRAGMA table_info(resources)")}
+                if "runner_id" not in columns:  # a database from before runners were recorded
+                    c.execute("ALTER TABLE resources ADD COLUMN runner_id TEXT")
+            _READY.add(key)
 
     def create(
         self, kind: str, name: str, request: dict[str, Any], status: str | None = None

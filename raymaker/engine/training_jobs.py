@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from raymaker.engine import states
+from raymaker.engine import metering, states
 from raymaker.engine.context import Engine
 from raymaker.engine.instance_types import load_instance_types
 from raymaker.engine.store import JobStore, as_datetime
@@ -69,16 +69,12 @@ def list_training_jobs(engine: Engine, params: dict[str, Any]) -> dict[str, Any]
         status=params.get("StatusEquals"),
         name_contains=params.get("NameContains"),
         max_results=int(params.get("MaxResults", 100)),
-        creation_time_after=_epoch(params.get("CreationTimeAfter")),
-        creation_time_before=_epoch(params.get("CreationTimeBefore")),
+        creation_time_after=metering.epoch_seconds(params.get("CreationTimeAfter")),
+        creation_time_before=metering.epoch_seconds(params.get("CreationTimeBefore")),
         sort_by=params.get("SortBy", "CreationTime"),
         sort_order=params.get("SortOrder", "Descending"),
     )
     return {"TrainingJobSummaries": [training_job_summary(r) for r in records]}
-
-
-def _epoch(t: Any) -> float | None:
-    return None if t is None else (t.timestamp() if hasattr(t, "timestamp") else float(t))
 
 
 # --- raymaker's own (service-model extension) ---------------------------------------------------
@@ -129,20 +125,15 @@ def get_training_job_metrics(engine: Engine, params: dict[str, Any]) -> dict[str
 
 
 def training_job_cost(record: Mapping[str, Any]) -> dict[str, Any]:
-    """GetResourceCost for a training job: SageMaker bills BillableTimeInSeconds per instance; the
-    record keeps instance-seconds, from which the cost is computed."""
-    count = max(int((record["request"].get("ResourceConfig") or {}).get("InstanceCount", 1)), 1)
-    instance_seconds = int(record.get("billable_seconds") or 0)
-    type_name = (record["request"].get("ResourceConfig") or {}).get("InstanceType")
-    price = load_instance_types().get(type_name)
-    return {
-        "ResourceArn": record["arn"],
-        "InstanceCount": count,
-        "BillableTimeInSeconds": math.ceil(instance_seconds / count),
-        "BillableInstanceSeconds": instance_seconds,
-        "PricePerInstanceHour": float(price.price_per_hour) if price is not None else 0.0,
-        "Cost": float(record.get("cost") or 0.0),
-    }
+    """GetResourceCost for a training job."""
+    resources = record["request"].get("ResourceConfig") or {}
+    return metering.cost_report(
+        record["arn"],
+        resources.get("InstanceCount", 1),
+        int(record.get("billable_seconds") or 0),
+        resources.get("InstanceType"),
+        record.get("cost") or 0.0,
+    )
 
 
 # --- for tuning trials ---------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from raymaker.engine import metering
 from raymaker.engine.context import Engine
 from raymaker.engine.hosting import _check_name, list_resources, model_spec
 from raymaker.engine.instance_types import get_instance_type, load_instance_types
@@ -141,19 +142,14 @@ def stop_transform_job(res: ResourceStore, params: dict[str, Any]) -> None:
 
 def transform_job_cost(record: dict[str, Any]) -> dict[str, Any]:
     """GetResourceCost for a transform job (per second, no minimum, as training jobs)."""
-    state = record["state"]
     resources = record["request"]["TransformResources"]
-    count = int(resources["InstanceCount"])
-    instance_seconds = int(state.get("BillableInstanceSeconds", 0))
-    itype = load_instance_types().get(resources["InstanceType"])
-    return {
-        "ResourceArn": record["arn"],
-        "InstanceCount": count,
-        "BillableTimeInSeconds": -(-instance_seconds // count),
-        "BillableInstanceSeconds": instance_seconds,
-        "PricePerInstanceHour": float(itype.price_per_hour) if itype is not None else 0.0,
-        "Cost": float(state.get("Cost", 0.0)),
-    }
+    return metering.cost_report(
+        record["arn"],
+        resources["InstanceCount"],
+        int(record["state"].get("BillableInstanceSeconds", 0)),
+        resources["InstanceType"],
+        record["state"].get("Cost", 0.0),
+    )
 
 
 # --- the operations ----------------------------------------------------------------------------------

@@ -17,7 +17,30 @@ HYPERPARAMETER_TUNING_JOB_NAME = "HyperParameterTuningJobName"
 LOGGER = logging.getLogger("raymaker.sdk")
 
 
-class HyperparameterTuningJobAnalytics:
+class AnalyticsMetricsBase:
+    """What every analytics object shares (as ``sagemaker.analytics`` has it): a DataFrame fetched once
+    and cached until ``clear_cache`` or ``dataframe(force_refresh=True)``."""
+
+    _dataframe: Any = None
+
+    def clear_cache(self) -> None:
+        self._dataframe = None
+
+    def dataframe(self, force_refresh: bool = False) -> Any:
+        if force_refresh:
+            self.clear_cache()
+        if self._dataframe is None:
+            self._dataframe = self._fetch_dataframe()
+        return self._dataframe
+
+    def export_csv(self, filename: str) -> None:
+        self.dataframe().to_csv(filename)
+
+    def _fetch_dataframe(self) -> Any:
+        raise NotImplementedError
+
+
+class HyperparameterTuningJobAnalytics(AnalyticsMetricsBase):
     """A tuning job's trials as a pandas DataFrame (``sagemaker.analytics``)."""
 
     def __init__(self, hyperparameter_tuning_job_name: str, sagemaker_session: Session | None = None):
@@ -33,24 +56,14 @@ class HyperparameterTuningJobAnalytics:
         return f"<raymaker.HyperparameterTuningJobAnalytics for {self.name}>"
 
     def clear_cache(self) -> None:
-        self._dataframe: Any = None
+        super().clear_cache()
         self._description: dict[str, Any] | None = None
         self._summaries: list[dict[str, Any]] | None = None
 
-    def dataframe(self, force_refresh: bool = False) -> Any:
+    def _fetch_dataframe(self) -> Any:
         """One row per trial: a column per tuned hyperparameter (floats for Integer and Continuous
         ranges, strings for Categorical ones), then TrainingJobName, TrainingJobStatus,
         FinalObjectiveValue, TrainingStartTime, TrainingEndTime, TrainingElapsedTimeSeconds."""
-        if force_refresh:
-            self.clear_cache()
-        if self._dataframe is None:
-            self._dataframe = self._fetch_dataframe()
-        return self._dataframe
-
-    def export_csv(self, filename: str) -> None:
-        self.dataframe().to_csv(filename)
-
-    def _fetch_dataframe(self) -> Any:
         import pandas as pd
 
         ranges = self.tuning_ranges
@@ -145,7 +158,7 @@ def _elapsed(start: Any, end: Any) -> float | None:
     return float(end) - float(start)
 
 
-class TrainingJobAnalytics:
+class TrainingJobAnalytics(AnalyticsMetricsBase):
     """A training job's metrics over time as a pandas DataFrame (``sagemaker.analytics``): columns
     ``timestamp`` (seconds since the metric's first point), ``metric_name`` and ``value``, one row per
     point the algorithm reported, metric by metric. raymaker keeps every point (GetTrainingJobMetrics),
@@ -166,7 +179,6 @@ class TrainingJobAnalytics:
         self._start_time = start_time
         self._end_time = end_time
         self._period = period
-        self._dataframe: Any = None
 
     @property
     def name(self) -> str:
@@ -174,20 +186,6 @@ class TrainingJobAnalytics:
 
     def __repr__(self) -> str:
         return f"<raymaker.TrainingJobAnalytics for {self.name}>"
-
-    def clear_cache(self) -> None:
-        self._dataframe = None
-
-    def dataframe(self, force_refresh: bool = False) -> Any:
-        """The metrics as a DataFrame (cached; ``force_refresh`` reads them again)."""
-        if force_refresh:
-            self.clear_cache()
-        if self._dataframe is None:
-            self._dataframe = self._fetch_dataframe()
-        return self._dataframe
-
-    def export_csv(self, filename: str) -> None:
-        self.dataframe().to_csv(filename)
 
     def _fetch_dataframe(self) -> Any:
         import pandas as pd

@@ -13,6 +13,8 @@ from sklearn.datasets import load_breast_cancer
 from raymaker import Estimator, Model, Session, TrainingInput
 from raymaker.engine.service import job_service
 
+from .test_training_jobs import _wait_for as wait_for
+
 
 @pytest.fixture(scope="module")
 def session(ray_session):
@@ -44,13 +46,7 @@ def model_data(session, data):
 
 
 def _wait_for(predicate, timeout=120.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("timed out waiting")
+    return wait_for(predicate, timeout)
 
 
 def _settled(session, operation: str, params: dict, key: str, moving: str) -> dict:
