@@ -418,7 +418,7 @@ def main() -> None:
         # Before anything starts: a throwaway home, a free runtime port, the HAProxy ingress.
         os.environ["RAYMAKER_HOME"] = os.path.join(work, "home")
         os.environ["RAYMAKER_RUNTIME_URL"] = f"http://127.0.0.1:{free_port()}"
-        from raymaker.engine.cluster import ray_env_for_serving
+        from raymaker.cluster.runtime import ray_env_for_serving
 
         ray_env_for_serving(os.environ)
         # HAProxy's stats and metrics listeners default to fixed ports (8404, 9101), and replicas' direct

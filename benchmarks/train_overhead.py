@@ -110,7 +110,7 @@ def main() -> None:
     import ray
 
     t = time.time()
-    from raymaker.engine.cluster import ensure_ray
+    from raymaker.cluster.runtime import ensure_ray
 
     ensure_ray()
     print(f"(Ray started in {time.time() - t:.1f} s; not counted; then 5 s for its start-up work to settle)")

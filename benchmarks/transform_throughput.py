@@ -346,7 +346,7 @@ def main() -> None:
         import xgboost
 
         from raymaker.algorithms import get_algorithm
-        from raymaker.engine.cluster import ensure_ray
+        from raymaker.cluster.runtime import ensure_ray
         from raymaker.sdk.model import Model
         from raymaker.sdk.session import Session
 

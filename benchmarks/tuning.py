@@ -261,7 +261,7 @@ def main() -> None:
 
     home = tempfile.mkdtemp(prefix="raymaker-bench-home-")
     os.environ["RAYMAKER_HOME"] = home
-    from raymaker.engine.cluster import ensure_ray, ray_env_for_serving
+    from raymaker.cluster.runtime import ensure_ray, ray_env_for_serving
 
     ray_env_for_serving(os.environ)
     data_dir, data = make_data(os.path.join(home, "data"))

@@ -111,7 +111,7 @@ def ray_session(s3_server: S3Server) -> Iterator[None]:
         # Train's controller polls reports at this interval (default 2 s): keeps runs short.
         mp.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
         # Endpoints on Serve's HAProxy ingress, as the product runs them (see engine.cluster.ensure_ray).
-        from raymaker.engine.cluster import ray_env_for_serving
+        from raymaker.cluster.runtime import ray_env_for_serving
 
         env = {}
         ray_env_for_serving(env)

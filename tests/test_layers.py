@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[1] / "raymaker"
 # Packages, lowest first: a module may import its own package and any package below it.
 LAYERS = [
     ["raymaker.protocol"],
+    ["raymaker.cluster"],
     ["raymaker.io"],
     ["raymaker.algorithms"],
     ["raymaker.serve"],
@@ -24,7 +25,7 @@ LAYERS = [
 
 # Inside the engine, lowest first.
 ENGINE_LAYERS = [
-    ["kinds", "states", "resource_states", "policies", "arns", "instance_types", "metering", "failures", "cluster"],
+    ["kinds", "states", "resource_states", "policies", "arns", "metering", "failures"],
     ["store", "resources"],
     ["validation", "tuning_spec", "channel_data", "worker", "context"],
     ["training_jobs", "hosting", "transform_jobs", "tuning_jobs", "billing", "audit", "resource_logs"],

@@ -15,8 +15,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from raymaker.cluster.runtime import ensure_ray
 from raymaker.engine import audit, billing, hosting, resource_logs, training_jobs, transform_jobs, tuning_jobs
-from raymaker.engine.cluster import ensure_ray
 from raymaker.engine.context import Engine
 from raymaker.engine.service import job_service
 from raymaker.engine.store import JobStore

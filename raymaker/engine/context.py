@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from raymaker.cluster.capacity import alive_nodes, check_capacity
+from raymaker.cluster.definition import cluster_config_path, get_instance_type, load_instance_types
 from raymaker.engine.resources import ResourceStore
 from raymaker.engine.store import JobStore
 from raymaker.io.storage import S3Settings
@@ -23,3 +25,11 @@ class Engine:
 
     def __post_init__(self) -> None:
         self.resources = ResourceStore(self.store)
+
+    def require_capacity(self, instance_type: str, instance_count: int, usage: str) -> None:
+        """ResourceLimitExceeded now, as SageMaker answers the create call, when no node the cluster has
+        or its definition can start could ever run ``instance_count`` x ``instance_type``. Joins Ray
+        (the job service starts with it) to see the nodes."""
+        itype = get_instance_type(instance_type, load_instance_types())
+        self.service()
+        check_capacity(itype, instance_count, usage, alive_nodes(), str(cluster_config_path()))

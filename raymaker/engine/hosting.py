@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from raymaker.algorithms import algorithm_names
+from raymaker.cluster.capacity import cpu_budget
+from raymaker.cluster.definition import get_instance_type, load_instance_types
 from raymaker.engine.context import Engine
-from raymaker.engine.instance_types import get_instance_type, load_instance_types
 from raymaker.engine.kinds import Kind
 from raymaker.engine.resource_states import EndpointStatus as E
 from raymaker.engine.resources import ResourceStore
@@ -175,7 +176,10 @@ def variant_plans(res: ResourceStore, endpoint: str, config_name: str) -> list[V
     plans = []
     for v in config["ProductionVariants"]:
         itype = get_instance_type(v["InstanceType"], types)
-        cpus = LOCAL_SERVING_CPUS if itype.cpus is None else float(itype.cpus)
+        if itype.node_type:  # a whole node per instance, leaving a CPU for Ray's own work on it
+            cpus = cpu_budget(itype.cpus or 1)
+        else:
+            cpus = LOCAL_SERVING_CPUS if itype.cpus is None else float(itype.cpus)
         scaling = v.get("ManagedInstanceScaling") or {}
         enabled = scaling.get("Status") == "ENABLED"
         plans.append(
@@ -186,6 +190,7 @@ def variant_plans(res: ResourceStore, endpoint: str, config_name: str) -> list[V
                 instance_count=int(v["InitialInstanceCount"]),
                 num_cpus=cpus,
                 num_gpus=float(itype.gpus),
+                custom_resources=((itype.name, 1.0),) if itype.node_type else (),
                 weight=float(v.get("InitialVariantWeight", 1.0)),
                 min_replicas=int(scaling.get("MinInstanceCount", 1)) if enabled else None,
                 max_replicas=int(scaling["MaxInstanceCount"]) if enabled else None,
@@ -298,14 +303,24 @@ def _hand_to_service(engine: Engine, endpoint: str) -> None:
     engine.service().apply_endpoint.remote(endpoint, engine.settings)
 
 
+def _require_capacity(engine: Engine, config_name: str) -> None:
+    config = engine.resources.get(Kind.ENDPOINT_CONFIG, config_name)["request"]
+    for v in config["ProductionVariants"]:
+        scaling = v.get("ManagedInstanceScaling") or {}
+        count = int(scaling.get("MinInstanceCount", 1)) if scaling.get("Status") == "ENABLED" else 0
+        engine.require_capacity(v["InstanceType"], max(int(v["InitialInstanceCount"]), count), "endpoint")
+
+
 def _create_endpoint(engine: Engine, params: dict[str, Any]) -> dict[str, Any]:
     service = engine.service()
+    _require_capacity(engine, params["EndpointConfigName"])
     out = create_endpoint(engine.resources, params)
     service.apply_endpoint.remote(params["EndpointName"], engine.settings)
     return out
 
 
 def _update_endpoint(engine: Engine, params: dict[str, Any]) -> dict[str, Any]:
+    _require_capacity(engine, params["EndpointConfigName"])
     out = update_endpoint(engine.resources, params)
     _hand_to_service(engine, params["EndpointName"])
     return out

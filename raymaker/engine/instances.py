@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,14 +98,12 @@ class InstanceActor:
 
 @dataclass
 class Idle:
-    """An idle actor: what it holds (``key``), until when it is kept, the CPUs and GPUs it reserves,
-    and ``tag`` (for a warm training instance, the job that last ran in it)."""
+    """An idle actor: what it holds (``key``), until when it is kept, and ``tag`` (for a warm training
+    instance, the job that last ran in it)."""
 
     actor: Any
     key: tuple
     expires: float
-    cpus: float = 0.0
-    gpus: float = 0.0
     tag: str | None = None
 
 
@@ -131,12 +129,13 @@ class ActorPool:
                 self.idle.remove(e)
         return found
 
-    def make_room(self, cpus: float, gpus: float = 0.0) -> None:
-        """Stop idle actors, soonest to expire first, until ``cpus`` and ``gpus`` are free in the
-        cluster (or no idle actor is left): warm actors must never hold back new work."""
+    def make_room(self, needed: Mapping[str, float]) -> None:
+        """Stop idle actors, soonest to expire first, until the ``needed`` resources (``{"CPU": 2,
+        "ml.m5.xlarge": 1}``) are free in the cluster (or no idle actor is left): warm actors must never
+        hold back new work."""
         while True:
             free = ray.available_resources()
-            if free.get("CPU", 0.0) >= cpus - 1e-9 and free.get("GPU", 0.0) >= gpus - 1e-9:
+            if all(free.get(k, 0.0) >= v - 1e-9 for k, v in needed.items()):
                 return
             with self.lock:
                 if not self.idle:
@@ -173,14 +172,3 @@ def kill(actor: Any) -> None:
     except Exception:  # noqa: BLE001 - already gone
         pass
 
-
-def waiting_for(cpus: float, gpus: float = 0.0) -> str | None:
-    """What a request for ``cpus``/``gpus`` would wait for now, in words, or None if they are free."""
-    free = ray.available_resources()
-    total = ray.cluster_resources()
-    short = []
-    if free.get("CPU", 0.0) < cpus - 1e-9:
-        short.append(f"{cpus:g} CPU ({free.get('CPU', 0.0):g} of {total.get('CPU', 0.0):g} free)")
-    if gpus and free.get("GPU", 0.0) < gpus - 1e-9:
-        short.append(f"{gpus:g} GPU ({free.get('GPU', 0.0):g} of {total.get('GPU', 0.0):g} free)")
-    return " and ".join(short) or None

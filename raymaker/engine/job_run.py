@@ -12,10 +12,10 @@ from typing import Any
 
 import ray
 
+from raymaker.cluster.capacity import custom_resources, waiting_message, worker_resources
 from raymaker.engine import metering, states
 from raymaker.engine.failures import failure_reason
-from raymaker.engine.instance_types import worker_resources
-from raymaker.engine.instances import LIBRARIES, ActorPool, Idle, InstanceActor, kill, waiting_for
+from raymaker.engine.instances import LIBRARIES, ActorPool, Idle, InstanceActor, kill
 from raymaker.engine.policies import FailureDecision, FailurePolicy, RuntimeDecision, RuntimePolicy
 from raymaker.engine.store import JobStore
 from raymaker.engine.train_launch import fit, model_uri, worker_job
@@ -103,20 +103,18 @@ class JobRun:
 
     def _new_instance(self) -> Any:
         res = self._instance_resources()
-        self._make_room(res.get("CPU", 1), res.get("GPU", 0), 1)
+        self._make_room(res, 1)
         total_cpus = float(ray.cluster_resources().get("CPU", 1))
-        return InstanceActor.options(num_cpus=res.get("CPU", 1), num_gpus=res.get("GPU", 0)).remote(
-            compute_threads(self.spec, total_cpus), LIBRARIES.get(self.spec.algorithm, ())
-        )
+        return InstanceActor.options(
+            num_cpus=res["CPU"], num_gpus=res.get("GPU", 0), resources=custom_resources(res)
+        ).remote(compute_threads(self.spec, total_cpus), LIBRARIES.get(self.spec.algorithm, ()))
 
-    def _make_room(self, cpus: float, gpus: float, count: int) -> None:
+    def _make_room(self, each: dict[str, float], count: int) -> None:
         """Idle actors give their resources back first; if the job must still wait, its status message
         and its log say for what (an autoscaler may be starting nodes, or other work holds them)."""
-        self.pool.make_room(cpus * count, gpus * count)
-        short = waiting_for(cpus * count, gpus * count)
-        if short:
-            what = f"{count} x {self.spec.instance_type.name}" if count > 1 else self.spec.instance_type.name
-            message = f"Waiting for resources: {what} needs {short}"
+        self.pool.make_room({k: v * count for k, v in each.items()})
+        message = waiting_message(self.spec.instance_type, count, each)
+        if message:
             self.store.set_status_message(self.name, message)
             self.store.append_logs(self.name, [message])
 
@@ -130,11 +128,8 @@ class JobRun:
         return entries[0].actor
 
     def _keep_warm(self) -> None:
-        res = self._instance_resources()
         keep = self.spec.keep_alive_seconds
-        self.pool.put(
-            Idle(self.instance, self._pool_key(), time.time() + keep, res.get("CPU", 1), res.get("GPU", 0), self.name)
-        )
+        self.pool.put(Idle(self.instance, self._pool_key(), time.time() + keep, self.name))
         self.store.update_training_job(
             self.name,
             warm_pool_status={"Status": "Available", "ResourceRetainedBillableTimeInSeconds": keep},
@@ -182,7 +177,7 @@ class JobRun:
     def _launch_train(self) -> Any:
         total_cpus = float(ray.cluster_resources().get("CPU", 1))
         per_worker = worker_resources(self.spec.instance_type, self.spec.instance_count, total_cpus)
-        self._make_room(per_worker.get("CPU", 1), per_worker.get("GPU", 0), self.spec.instance_count)
+        self._make_room(per_worker, self.spec.instance_count)
         storage_path = self.spec.checkpoint_uri or os.path.join(str(self.store.path.parent), "checkpoints")
         return fit.remote(self.spec, self.settings, self.events, storage_path)
 

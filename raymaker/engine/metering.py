@@ -11,7 +11,7 @@ import math
 from datetime import datetime
 from typing import Any
 
-from raymaker.engine.instance_types import load_instance_types
+from raymaker.cluster.definition import load_instance_types
 
 Time = float | datetime  # epoch seconds or an aware/naive datetime
 

@@ -18,13 +18,14 @@ from typing import Any
 
 import ray
 
+from raymaker.cluster.capacity import shortfall
+from raymaker.cluster.definition import load_instance_types
 from raymaker.engine import states
 from raymaker.engine.context import Engine
 from raymaker.engine.deployment import apply_endpoint
 from raymaker.engine.failures import failure_reason
 from raymaker.engine.hosting import variant_plans
-from raymaker.engine.instance_types import load_instance_types
-from raymaker.engine.instances import ActorPool, Idle, waiting_for
+from raymaker.engine.instances import ActorPool, Idle
 from raymaker.engine.job_run import JobRun
 from raymaker.engine.kinds import Kind
 from raymaker.engine.resource_states import EndpointStatus as E
@@ -252,10 +253,13 @@ class JobService:
             if record["status"] in (E.CREATING, E.UPDATING) and pending:
                 # Idle warm actors give their CPUs to the replicas first.
                 plans = variant_plans(res, name, pending)
-                cpus = sum(p.num_cpus * p.instance_count for p in plans)
-                gpus = sum(p.num_gpus * p.instance_count for p in plans)
-                self.pool.make_room(cpus, gpus)
-                short = waiting_for(cpus, gpus)
+                needed: dict[str, float] = {}
+                for p in plans:
+                    each = {"CPU": p.num_cpus, "GPU": p.num_gpus, **dict(p.custom_resources)}
+                    for k, v in each.items():
+                        needed[k] = needed.get(k, 0.0) + v * p.instance_count
+                self.pool.make_room(needed)
+                short = shortfall(needed)
                 if short:  # Serve's replicas wait for them; say so where the user can read it
                     self.store.append_logs(
                         log_key(Kind.ENDPOINT, name), [f"Waiting for resources: the replicas need {short}"]

@@ -8,7 +8,7 @@ from typing import Any
 
 import ray
 
-from raymaker.engine.instance_types import worker_resources
+from raymaker.cluster.capacity import worker_resources
 from raymaker.engine.policies import FailureKind, FailurePolicy
 from raymaker.engine.validation import TrainingJobSpec
 from raymaker.engine.worker import JobEvents, WorkerJob

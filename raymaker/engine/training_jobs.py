@@ -14,9 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from raymaker.cluster.definition import load_instance_types
 from raymaker.engine import metering, states
 from raymaker.engine.context import Engine
-from raymaker.engine.instance_types import load_instance_types
 from raymaker.engine.store import JobStore, as_datetime
 from raymaker.engine.validation import TrainingJobSpec, validate_training_job
 from raymaker.io.channels import list_objects
@@ -43,6 +43,7 @@ def create_training_job(
     spec = validate_training_job(params, instance_types=load_instance_types())
     check_channels_exist(spec, engine.settings)
     service = engine.service()  # Ray is up before the record exists: no record waits for a cluster
+    engine.require_capacity(spec.instance_type.name, spec.instance_count, "training job")
     record = engine.store.create_training_job(spec, tuning_job_arn=tuning_job_arn)
     service.run_job.remote(spec, engine.settings)
     return {"TrainingJobArn": record["arn"]}

@@ -14,10 +14,10 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from raymaker.cluster.definition import get_instance_type, load_instance_types
 from raymaker.engine import metering
 from raymaker.engine.context import Engine
 from raymaker.engine.hosting import _check_name, list_resources, model_spec
-from raymaker.engine.instance_types import get_instance_type, load_instance_types
 from raymaker.engine.kinds import Kind
 from raymaker.engine.resource_states import TransformJobStatus as T
 from raymaker.engine.resources import ResourceStore
@@ -158,6 +158,8 @@ def transform_job_cost(record: dict[str, Any]) -> dict[str, Any]:
 def create_transform_job(engine: Engine, params: dict[str, Any]) -> dict[str, Any]:
     check_transform_job(engine.resources, params, engine.settings)
     service = engine.service()
+    resources = params["TransformResources"]
+    engine.require_capacity(resources["InstanceType"], int(resources["InstanceCount"]), "transform job")
     record = engine.resources.create(
         Kind.TRANSFORM_JOB, params["TransformJobName"], params, status=T.IN_PROGRESS
     )

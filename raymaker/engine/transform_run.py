@@ -10,10 +10,11 @@ from typing import Any
 
 import ray
 
+from raymaker.cluster.capacity import custom_resources, waiting_message, worker_resources
+from raymaker.cluster.definition import get_instance_type, load_instance_types
 from raymaker.engine import metering
 from raymaker.engine.failures import failure_reason
-from raymaker.engine.instance_types import get_instance_type, load_instance_types, worker_resources
-from raymaker.engine.instances import ActorPool, Idle, kill, waiting_for
+from raymaker.engine.instances import ActorPool, Idle, kill
 from raymaker.engine.kinds import Kind
 from raymaker.engine.resource_states import TransformJobStatus as T
 from raymaker.engine.resources import ResourceStore
@@ -45,13 +46,15 @@ def run_transform_job(res: ResourceStore, name: str, settings: S3Settings | None
         objects = list_objects(input_channel(request), settings)
         units = work_units(objects, plan, plan.unit_bytes, instances=count)
         total_cpus = float(ray.cluster_resources().get("CPU", 1))
-        cpu = worker_resources(itype, count, total_cpus)["CPU"]
+        each = worker_resources(itype, count, total_cpus)
+        cpu = each["CPU"]
         # Ray caps a worker's OpenMP threads at its logical CPUs (xgboost then predicts on one): an
         # instance may use the node's cores, as the process it stands for would.
         threads = str(max(1, int(total_cpus)))
         actor_cls = ray.remote(TransformWorker).options(
             num_cpus=cpu,
             num_gpus=float(itype.gpus) or None,
+            resources=custom_resources(each),
             max_concurrency=IN_FLIGHT_PER_ACTOR,
             runtime_env={"env_vars": {"OMP_NUM_THREADS": threads}},
         )
@@ -60,13 +63,10 @@ def run_transform_job(res: ResourceStore, name: str, settings: S3Settings | None
         actors = [e.actor for e in pool.take(key, wanted)]
         if len(actors) < wanted:
             missing = wanted - len(actors)
-            pool.make_room(cpu * missing, float(itype.gpus) * missing)
-            short = waiting_for(cpu * missing, float(itype.gpus) * missing)
-            if short:  # the actors wait for them; say so where the user can read it (GetResourceLogs)
-                res.store.append_logs(
-                    log_key(Kind.TRANSFORM_JOB, name),
-                    [f"Waiting for resources: {missing} x {itype.name} needs {short}"],
-                )
+            pool.make_room({k: v * missing for k, v in each.items()})
+            message = waiting_message(itype, missing, each)
+            if message:  # the actors wait for them; say so where the user can read it (GetResourceLogs)
+                res.store.append_logs(log_key(Kind.TRANSFORM_JOB, name), [message])
             actors += [actor_cls.remote(plan, settings) for _ in range(wanted - len(actors))]
         out_prefix = request["TransformOutput"]["S3OutputPath"].rstrip("/")
         pending: dict[str, dict[int, bytes]] = defaultdict(dict)
@@ -108,7 +108,7 @@ def run_transform_job(res: ResourceStore, name: str, settings: S3Settings | None
                 ray.cancel(ref)
             if ok and keep_alive > 0:
                 for a in actors:
-                    pool.put(Idle(a, key, time.time() + keep_alive, cpu, float(itype.gpus)))
+                    pool.put(Idle(a, key, time.time() + keep_alive))
             else:  # a failed or stopped job's actors may be mid-unit: never reuse them
                 for a in actors:
                     kill(a)

@@ -15,15 +15,15 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from raymaker.cluster.definition import load_instance_types
 from raymaker.engine import states
 from raymaker.engine.context import Engine
 from raymaker.engine.hosting import list_resources
-from raymaker.engine.instance_types import load_instance_types
 from raymaker.engine.kinds import Kind
 from raymaker.engine.resource_states import TuningJobStatus as TS
 from raymaker.engine.resources import ResourceStore
 from raymaker.engine.store import JobStore, as_datetime
-from raymaker.engine.tuning_spec import TuningJobSpec, validate_tuning_job
+from raymaker.engine.tuning_spec import TuningJobSpec, trial_resources, validate_tuning_job
 from raymaker.io.channels import Channel, list_objects
 from raymaker.io.storage import S3Settings
 from raymaker.protocol.errors import ValidationError
@@ -31,7 +31,7 @@ from raymaker.protocol.errors import ValidationError
 KIND = Kind.TUNING_JOB
 
 
-def check_tuning_job(res: ResourceStore, params: dict[str, Any], settings: S3Settings) -> None:
+def check_tuning_job(res: ResourceStore, params: dict[str, Any], settings: S3Settings) -> TuningJobSpec:
     spec = validate_tuning_job(params, instance_types=load_instance_types())
     for channel in spec.training_definition.get("InputDataConfig") or []:
         if channel.get("ChannelName") == "model":
@@ -46,6 +46,7 @@ def check_tuning_job(res: ResourceStore, params: dict[str, Any], settings: S3Set
         record = res.get(KIND, parent)
         if record["status"] not in (TS.COMPLETED, TS.STOPPED, TS.FAILED):
             raise ValidationError(f"warm start parent {parent!r} is {record['status']}: wait until it ends")
+    return spec
 
 
 def stop_tuning_job(res: ResourceStore, params: dict[str, Any]) -> dict[str, Any]:
@@ -237,8 +238,10 @@ def tuning_job_summary(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def create_tuning_job(engine: Engine, params: dict[str, Any]) -> dict[str, Any]:
-    check_tuning_job(engine.resources, params, engine.settings)
+    spec = check_tuning_job(engine.resources, params, engine.settings)
     service = engine.service()
+    trial = trial_resources(spec)
+    engine.require_capacity(trial["InstanceType"], int(trial["InstanceCount"]), "training job")
     record = engine.resources.create(
         KIND, params["HyperParameterTuningJobName"], params, status=TS.IN_PROGRESS
     )

@@ -14,9 +14,9 @@ import tempfile
 import time
 from typing import Any, Protocol
 
+from raymaker.cluster.definition import load_instance_types
 from raymaker.engine import states
 from raymaker.engine.failures import failure_reason
-from raymaker.engine.instance_types import load_instance_types
 from raymaker.engine.resource_states import TuningJobStatus as TS
 from raymaker.engine.resources import ResourceStore
 from raymaker.engine.store import JobStore

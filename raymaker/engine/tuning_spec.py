@@ -40,7 +40,7 @@ from typing import Any
 
 from raymaker.algorithms import Algorithm, get_algorithm
 from raymaker.algorithms.base import Hyperparameter, HyperparameterError
-from raymaker.engine.instance_types import InstanceType
+from raymaker.cluster.definition import InstanceType
 from raymaker.engine.validation import _resolve_algorithm, validate_request, validate_training_job
 from raymaker.protocol.errors import ValidationError
 from raymaker.protocol.service_model import input_shape, service_model
@@ -408,6 +408,11 @@ def _warm_start(request: Mapping[str, Any], name: str) -> dict[str, Any] | None:
             "a tuning job cannot warm-start from itself"
         )
     return {"type": config["WarmStartType"], "parents": parents}
+
+
+def trial_resources(spec: TuningJobSpec) -> dict[str, Any]:
+    """Each trial's ResourceConfig (InstanceType, InstanceCount, ...)."""
+    return _resources(spec.training_definition)["ResourceConfig"]
 
 
 def _resources(definition: Mapping[str, Any]) -> dict[str, Any]:

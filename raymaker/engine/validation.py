@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from raymaker.algorithms import Algorithm, algorithm_names, get_algorithm
-from raymaker.engine.instance_types import InstanceType, get_instance_type, load_instance_types
+from raymaker.cluster.definition import InstanceType, get_instance_type, load_instance_types
 from raymaker.io.channels import Channel, parse_channels
 from raymaker.io.formats import parse_content_type
 from raymaker.io.storage import parse_uri

@@ -136,6 +136,8 @@ class VariantPlan:
     instance_count: int
     num_cpus: float
     num_gpus: float = 0.0
+    # Ray custom resources of each replica: an instance of a node type asks for one of its own name.
+    custom_resources: tuple[tuple[str, float], ...] = ()
     weight: float = 1.0
     min_replicas: int | None = None  # ManagedInstanceScaling: autoscaling between these bounds
     max_replicas: int | None = None
@@ -153,7 +155,11 @@ class VariantPlan:
 
     def deployment_options(self) -> dict[str, Any]:
         options: dict[str, Any] = {
-            "ray_actor_options": {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus},
+            "ray_actor_options": {
+                "num_cpus": self.num_cpus,
+                "num_gpus": self.num_gpus,
+                "resources": dict(self.custom_resources),
+            },
             "max_ongoing_requests": max(8, int(self.target_inflight * 4)),
             "health_check_period_s": 2.0,
             # Replicas retired by an update finish what they hold before they stop.

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from botocore.validate import ParamValidator
 
+from raymaker.cluster.definition import InstanceType
 from raymaker.engine import metering
-from raymaker.engine.instance_types import InstanceType
 from raymaker.engine.states import IllegalTransition
 from raymaker.engine.store import JobStore, default_db_path
 from raymaker.engine.training_jobs import describe_training_job, training_job_summary

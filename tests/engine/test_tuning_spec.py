@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from raymaker.engine.instance_types import InstanceType
+from raymaker.cluster.definition import InstanceType
 from raymaker.engine.tuning_spec import (
     OBJECTIVE_HYPERPARAMETER,
     ParameterRange,

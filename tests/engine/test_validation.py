@@ -7,7 +7,7 @@ import copy
 
 import pytest
 
-from raymaker.engine.instance_types import InstanceType
+from raymaker.cluster.definition import InstanceType
 from raymaker.engine.validation import (
     DEFAULT_MAX_RUNTIME_SECONDS,
     TrainingJobSpec,
