@@ -63,6 +63,12 @@ def alive_nodes() -> list[dict[str, float]]:
     return [dict(n.get("Resources") or {}) for n in ray.nodes() if n.get("Alive")]
 
 
+def spans_nodes(nodes: Iterable[Mapping[str, float]], node_types: int) -> bool:
+    """Whether work may run on more than one machine: the cluster has several nodes now, or its
+    definition has node types an autoscaler can start."""
+    return len(list(nodes)) > 1 or node_types > 0
+
+
 def check_capacity(
     instance_type: InstanceType,
     instance_count: int,

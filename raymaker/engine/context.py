@@ -4,15 +4,22 @@ starts), so operation modules never import the service or the API above them."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from raymaker.cluster.capacity import alive_nodes, check_capacity
-from raymaker.cluster.definition import cluster_config_path, get_instance_type, load_instance_types
+from raymaker.cluster.capacity import alive_nodes, check_capacity, spans_nodes
+from raymaker.cluster.definition import (
+    cluster_config_path,
+    get_instance_type,
+    load_cluster,
+    load_instance_types,
+)
 from raymaker.engine.resources import ResourceStore
 from raymaker.engine.store import JobStore
-from raymaker.io.storage import S3Settings
+from raymaker.io.storage import S3Settings, parse_uri
+from raymaker.protocol.environment import DEFAULT_BUCKET_ENV
+from raymaker.protocol.errors import ValidationError
 
 
 @dataclass
@@ -33,3 +40,24 @@ class Engine:
         itype = get_instance_type(instance_type, load_instance_types())
         self.service()
         check_capacity(itype, instance_count, usage, alive_nodes(), str(cluster_config_path()))
+
+    def spans_nodes(self) -> bool:
+        """Whether work may run on more than one machine (joins Ray to see the nodes)."""
+        self.service()
+        return spans_nodes(alive_nodes(), len(load_cluster().node_types))
+
+    def require_shared_storage(self, uris: Mapping[str, str | None]) -> None:
+        """ValidationError when the cluster spans several machines and one of ``uris`` (request field
+        name -> URI) is a folder on one of them: instances, replicas and trials on other nodes could
+        not read or write it. Joins Ray to see the nodes."""
+        local = {k: v for k, v in uris.items() if v and parse_uri(v).scheme == "file"}
+        if not local or not self.spans_nodes():
+            return
+        field, uri = next(iter(local.items()))
+        more = " and starts more" if load_cluster().node_types else ""
+        raise ValidationError(
+            f"{field} is {uri}, a folder on one machine, but this cluster runs work on "
+            f"{len(alive_nodes())} node(s){more}: work on the other nodes "
+            f"could not reach it. Give an s3:// URI (an Estimator's output_path, a Model's model_data), "
+            f"or set {DEFAULT_BUCKET_ENV} so the SDK's default output goes to S3"
+        )

@@ -304,7 +304,14 @@ def _hand_to_service(engine: Engine, endpoint: str) -> None:
 
 
 def _require_capacity(engine: Engine, config_name: str) -> None:
+    """Every variant's instances can run on this cluster, and load their model on any node."""
     config = engine.resources.get(Kind.ENDPOINT_CONFIG, config_name)["request"]
+    engine.require_shared_storage(
+        {
+            f"model {v['ModelName']}'s ModelDataUrl": model_spec(engine.resources, v["ModelName"]).model_data_url
+            for v in config["ProductionVariants"]
+        }
+    )
     for v in config["ProductionVariants"]:
         scaling = v.get("ManagedInstanceScaling") or {}
         count = int(scaling.get("MinInstanceCount", 1)) if scaling.get("Status") == "ENABLED" else 0

@@ -33,7 +33,7 @@ from raymaker.engine.resource_states import TransformJobStatus as T
 from raymaker.engine.store import SERVICE_HEARTBEAT_S, JobStore, log_key
 from raymaker.engine.training_jobs import TrainingJobSubmitter
 from raymaker.engine.transform_run import run_transform_job
-from raymaker.engine.tuning_run import run_tuning_job
+from raymaker.engine.tuning_run import TrialClient, caller_of, run_tuning_job, start_trial, trial_progress
 from raymaker.engine.validation import TrainingJobSpec, validate_training_job
 from raymaker.io.storage import S3Settings
 
@@ -234,10 +234,23 @@ class JobService:
 
     @ray.method(concurrency_group="jobs")
     def run_tuning(self, name: str, settings: S3Settings) -> str:
-        submitter = TrainingJobSubmitter(str(self.store.path), settings, self.me)
-        return self._run_resource(
-            Kind.TUNING_JOB, name, settings, lambda res: run_tuning_job(res, name, submitter)
-        )
+        client = TrialClient(self.me, settings)
+        return self._run_resource(Kind.TUNING_JOB, name, settings, lambda res: run_tuning_job(res, name, client))
+
+    # Tune trials run on any node and reach the job database only through these.
+
+    @ray.method(concurrency_group="jobs")
+    def start_trial(self, spec: Any, arn: str, hyperparameters: dict[str, str], settings: S3Settings) -> str:
+        engine = self._engine(settings)
+        return start_trial(engine.resources, TrainingJobSubmitter(engine), spec, arn, hyperparameters)
+
+    @ray.method(concurrency_group="jobs")
+    def trial_progress(self, job: str, metric: str, seen: int) -> dict[str, Any]:
+        return trial_progress(self.store, job, metric, seen)
+
+    @ray.method(concurrency_group="jobs")
+    def stop_trial(self, job: str, tuning_job: str) -> None:
+        TrainingJobSubmitter(self._engine()).stop(job, caller=caller_of(tuning_job))
 
     @ray.method(concurrency_group="hosting")
     def apply_endpoint(self, name: str, settings: S3Settings) -> str:

@@ -11,7 +11,7 @@ import copy
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from raymaker.cluster.definition import load_instance_types
@@ -44,6 +44,16 @@ def create_training_job(
     check_channels_exist(spec, engine.settings)
     service = engine.service()  # Ray is up before the record exists: no record waits for a cluster
     engine.require_capacity(spec.instance_type.name, spec.instance_count, "training job")
+    engine.require_shared_storage(
+        {
+            "OutputDataConfig.S3OutputPath": spec.output_path,
+            "CheckpointConfig.S3Uri": spec.checkpoint_uri,
+            **{f"InputDataConfig[{c.name}].S3Uri": c.s3_uri for c in spec.channels},
+        }
+    )
+    if spec.checkpoint_uri is None and engine.spans_nodes():
+        # An instance restarted on another node resumes from S3, not from a disk it cannot see.
+        spec = replace(spec, checkpoint_uri=f"{spec.output_path.rstrip('/')}/{spec.name}/checkpoints")
     record = engine.store.create_training_job(spec, tuning_job_arn=tuning_job_arn)
     service.run_job.remote(spec, engine.settings)
     return {"TrainingJobArn": record["arn"]}
@@ -142,35 +152,30 @@ def training_job_cost(record: Mapping[str, Any]) -> dict[str, Any]:
 
 @dataclass
 class TrainingJobSubmitter:
-    """How a tuning job's trials create and stop training jobs: injected into the tuning run by the
-    job service (it pickles to every Tune trial), so tuning never imports the API. Each call is audited
-    as the tuning job's own."""
+    """How a tuning job creates and stops its trials' training jobs, in the job service (Tune trials,
+    which may run on any node, ask the service; only the service opens the job database). Injected
+    into the tuning run, so tuning never imports the API. Each call is audited as the tuning job's own."""
 
-    store_path: str
-    settings: S3Settings
-    service: Any  # the job service's actor handle
-
-    def _engine(self) -> Engine:
-        return Engine(JobStore(self.store_path), self.settings, service=lambda: self.service)
+    engine: Engine
 
     def submit(self, request: dict[str, Any], *, tuning_job_arn: str, caller: str) -> None:
-        engine = self._engine()
+        store = self.engine.store
         try:
-            create_training_job(engine, request, tuning_job_arn=tuning_job_arn)
+            create_training_job(self.engine, request, tuning_job_arn=tuning_job_arn)
         except BaseException as e:
-            engine.store.record_api_call("CreateTrainingJob", request, error=e, caller=caller)
+            store.record_api_call("CreateTrainingJob", request, error=e, caller=caller)
             raise
-        engine.store.record_api_call("CreateTrainingJob", request, caller=caller)
+        store.record_api_call("CreateTrainingJob", request, caller=caller)
 
     def stop(self, name: str, *, caller: str) -> None:
-        engine = self._engine()
+        store = self.engine.store
         params = {"TrainingJobName": name}
         try:
-            stop_training_job(engine, params)
+            stop_training_job(self.engine, params)
         except ValidationError as e:  # it ended meanwhile
-            engine.store.record_api_call("StopTrainingJob", params, error=e, caller=caller)
+            store.record_api_call("StopTrainingJob", params, error=e, caller=caller)
             return
-        engine.store.record_api_call("StopTrainingJob", params, caller=caller)
+        store.record_api_call("StopTrainingJob", params, caller=caller)
 
 
 OPERATIONS = {

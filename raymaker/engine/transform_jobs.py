@@ -160,6 +160,13 @@ def create_transform_job(engine: Engine, params: dict[str, Any]) -> dict[str, An
     service = engine.service()
     resources = params["TransformResources"]
     engine.require_capacity(resources["InstanceType"], int(resources["InstanceCount"]), "transform job")
+    engine.require_shared_storage(
+        {
+            "TransformInput.DataSource.S3DataSource.S3Uri": input_channel(params).s3_uri,
+            "TransformOutput.S3OutputPath": params["TransformOutput"]["S3OutputPath"],
+            f"model {params['ModelName']}'s ModelDataUrl": model_spec(engine.resources, params["ModelName"]).model_data_url,
+        }
+    )
     record = engine.resources.create(
         Kind.TRANSFORM_JOB, params["TransformJobName"], params, status=T.IN_PROGRESS
     )

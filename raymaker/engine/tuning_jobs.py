@@ -242,6 +242,16 @@ def create_tuning_job(engine: Engine, params: dict[str, Any]) -> dict[str, Any]:
     service = engine.service()
     trial = trial_resources(spec)
     engine.require_capacity(trial["InstanceType"], int(trial["InstanceCount"]), "training job")
+    definition = spec.training_definition
+    engine.require_shared_storage(
+        {
+            "TrainingJobDefinition.OutputDataConfig.S3OutputPath": definition["OutputDataConfig"]["S3OutputPath"],
+            **{
+                f"TrainingJobDefinition.InputDataConfig[{c['ChannelName']}].S3Uri": Channel.from_request(c).s3_uri
+                for c in definition.get("InputDataConfig") or []
+            },
+        }
+    )
     record = engine.resources.create(
         KIND, params["HyperParameterTuningJobName"], params, status=TS.IN_PROGRESS
     )

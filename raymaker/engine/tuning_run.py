@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from raymaker.cluster.definition import load_instance_types
@@ -22,18 +23,72 @@ from raymaker.engine.resources import ResourceStore
 from raymaker.engine.store import JobStore
 from raymaker.engine.tuning_jobs import KIND, parent_results, trials
 from raymaker.engine.tuning_spec import TuningJobSpec, trial_request, validate_tuning_job
+from raymaker.io.storage import S3Settings
 
 POLL_S = 0.1
 
 
 class Submitter(Protocol):
-    """How trials create and stop training jobs (``training_jobs.TrainingJobSubmitter``)."""
-
-    store_path: str
+    """How the service creates and stops trials' training jobs (``training_jobs.TrainingJobSubmitter``)."""
 
     def submit(self, request: dict[str, Any], *, tuning_job_arn: str, caller: str) -> None: ...
 
     def stop(self, name: str, *, caller: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class TrialClient:
+    """What a Tune trial asks of the job service. Trials may run on any node of the cluster, and only
+    the service opens the job database, so they go through its actor (``start_trial``,
+    ``trial_progress``, ``stop_trial``)."""
+
+    service: Any  # the job service's actor handle
+    settings: S3Settings  # the tuning job's storage settings, for its training jobs
+
+    def start(self, spec: TuningJobSpec, arn: str, hyperparameters: dict[str, str]) -> str:
+        import ray
+
+        return ray.get(self.service.start_trial.remote(spec, arn, hyperparameters, self.settings))
+
+    def progress(self, job: str, metric: str, seen: int) -> dict[str, Any]:
+        import ray
+
+        return ray.get(self.service.trial_progress.remote(job, metric, seen))
+
+    def stop(self, job: str, tuning_job: str) -> None:
+        import ray
+
+        ray.get(self.service.stop_trial.remote(job, tuning_job))
+
+
+def caller_of(tuning_job: str) -> str:
+    """Who the audit trail says made a trial's calls."""
+    return f"hyper-parameter-tuning-job/{tuning_job}"
+
+
+def start_trial(
+    res: ResourceStore, submitter: Submitter, spec: TuningJobSpec, arn: str, hyperparameters: dict[str, str]
+) -> str:
+    """In the service: number the trial in launch order (whatever Tune's searcher calls it), build its
+    CreateTrainingJob request and submit it; returns the training job's name."""
+    index = res.next_number(KIND, spec.name, "trials_started")
+    request = trial_request(spec, index, hyperparameters)
+    submitter.submit(request, tuning_job_arn=arn, caller=caller_of(spec.name))
+    return request["TrainingJobName"]
+
+
+def trial_progress(store: JobStore, job: str, metric: str, seen: int) -> dict[str, Any]:
+    """In the service: the objective values training job ``job`` emitted after the first ``seen``, and
+    where the job is."""
+    record = store.get_training_job(job)
+    values = [m["value"] for m in store.metric_history(job, metric)]
+    return {
+        "values": values[seen:],
+        "secondary_status": record["secondary_status"],
+        "status": record["status"],
+        "failure_reason": record.get("failure_reason"),
+        "final_metrics": record.get("final_metrics") or [],
+    }
 
 
 def _space(spec: TuningJobSpec) -> dict[str, Any]:
@@ -70,9 +125,9 @@ def _wire(spec: TuningJobSpec, config: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-def run_tuning_job(res: ResourceStore, name: str, submitter: Submitter) -> str:
+def run_tuning_job(res: ResourceStore, name: str, client: TrialClient) -> str:
     """Run (or, after a job service restart, continue) tuning job ``name`` to its end; returns its
-    status. Trials create and stop their training jobs through ``submitter``."""
+    status. Trials create, watch and stop their training jobs through ``client``."""
     from ray import tune
 
     record = res.get(KIND, name)
@@ -139,7 +194,7 @@ def run_tuning_job(res: ResourceStore, name: str, submitter: Submitter) -> str:
         scheduler = MedianStoppingRule(time_attr="iteration", grace_period=1, min_samples_required=3)
 
     def trial(config: dict[str, Any]) -> None:
-        _run_trial(config, spec, arn, submitter)
+        _run_trial(config, spec, arn, client)
 
     class _StopAll(tune.Stopper):
         def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
@@ -211,38 +266,30 @@ def _end(res: ResourceStore, name: str, arn: str, status: str, reason: str | Non
     return status
 
 
-def _run_trial(config: dict[str, Any], spec: TuningJobSpec, arn: str, submitter: Submitter) -> None:
+def _run_trial(config: dict[str, Any], spec: TuningJobSpec, arn: str, client: TrialClient) -> None:
     """One Tune trial: start the training job, report its objective as it is emitted, stop it if Tune
     stops the trial."""
     from ray import tune
 
-    store = JobStore(submitter.store_path)
-    caller = f"hyper-parameter-tuning-job/{spec.name}"
-    # Trial numbers in launch order, whatever Tune's searcher calls its trials.
-    index = ResourceStore(store).next_number(KIND, spec.name, "trials_started")
-    hyperparameters = _wire(spec, config)
-    request = trial_request(spec, index, hyperparameters)
-    job = request["TrainingJobName"]
-    submitter.submit(request, tuning_job_arn=arn, caller=caller)
+    job = client.start(spec, arn, _wire(spec, config))
     seen = 0
     try:
         while True:
-            record = store.get_training_job(job)
-            values = [m["value"] for m in store.metric_history(job, spec.objective_metric)]
-            for value in values[seen:]:
+            progress = client.progress(job, spec.objective_metric, seen)
+            for value in progress["values"]:
                 seen += 1
                 tune.report({"objective": value, "iteration": seen, "training_job": job})
-            if states.is_terminal(record["secondary_status"]):
+            if states.is_terminal(progress["secondary_status"]):
                 break
             time.sleep(POLL_S)
-        if record["status"] != "Completed":
-            raise RuntimeError(f"training job {job} {record['status']}: {record.get('failure_reason')}")
+        if progress["status"] != "Completed":
+            raise RuntimeError(f"training job {job} {progress['status']}: {progress['failure_reason']}")
         if seen == 0:
-            final = {m["MetricName"]: m["Value"] for m in record.get("final_metrics") or []}
+            final = {m["MetricName"]: m["Value"] for m in progress["final_metrics"]}
             if spec.objective_metric not in final:
                 raise RuntimeError(f"training job {job} emitted no {spec.objective_metric}")
             tune.report({"objective": final[spec.objective_metric], "iteration": 1, "training_job": job})
     finally:
-        record = store.get_training_job(job)
-        if not states.is_terminal(record["secondary_status"]):  # Tune stopped the trial early
-            submitter.stop(job, caller=caller)
+        progress = client.progress(job, spec.objective_metric, seen)
+        if not states.is_terminal(progress["secondary_status"]):  # Tune stopped the trial early
+            client.stop(job, spec.name)

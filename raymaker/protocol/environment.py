@@ -9,6 +9,7 @@ from pathlib import Path
 
 DEFAULT_ACCOUNT_ID = "000000000000"
 DEFAULT_REGION = "us-east-1"
+DEFAULT_BUCKET_ENV = "RAYMAKER_DEFAULT_BUCKET"
 
 
 def raymaker_home() -> Path:
@@ -30,3 +31,12 @@ def account_id() -> str:
     if not re.fullmatch(r"\d{12}", account):
         raise ValueError(f"RAYMAKER_ACCOUNT_ID {account!r} must be 12 digits")
     return account
+
+
+def default_output_path() -> str:
+    """Where models go when a request names no output: ``s3://$RAYMAKER_DEFAULT_BUCKET/`` (the SageMaker
+    SDK's default bucket; what a cluster of several nodes needs), else a local folder (local mode)."""
+    bucket = os.environ.get(DEFAULT_BUCKET_ENV, "").strip().removeprefix("s3://").strip("/")
+    if bucket:
+        return f"s3://{bucket}/"
+    return "file://" + os.path.join(str(raymaker_home()), "output")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from raymaker.protocol.environment import raymaker_home
+from raymaker.protocol.environment import default_output_path
 from raymaker.sdk.backends import Backend, get_backend
 
 __all__ = ["Backend", "Session"]
@@ -73,5 +73,6 @@ class Session:
 
     @property
     def default_output_path(self) -> str:
-        """Where models go when an Estimator names no ``output_path``: a local folder in local mode."""
-        return self._default_output_path or "file://" + os.path.join(str(raymaker_home()), "output")
+        """Where models go when an Estimator names no ``output_path``: ``s3://$RAYMAKER_DEFAULT_BUCKET/``
+        if set, else a local folder (local mode)."""
+        return self._default_output_path or default_output_path()

@@ -1,0 +1,173 @@
+"""A real multi-node Ray cluster on this machine (``ray.cluster_utils.Cluster``: a head and two worker
+nodes of type ml.m5.xlarge), driven through raymaker's SDK as a user would. Run by
+tests/e2e/test_multinode.py in its own process (the test session's own Ray stays untouched); prints one
+JSON line of what it saw, which the test checks.
+
+Environment: the S3 test server's AWS_* settings, RAYMAKER_HOME, and BUCKET (an existing bucket).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+NODE_TYPE = "ml.m5.xlarge"
+DEFINITION = f"""
+cluster_name: multinode-test
+provider: {{type: local, head_ip: 127.0.0.1, worker_ips: []}}
+available_node_types:
+  {NODE_TYPE}: {{resources: {{CPU: 1, "{NODE_TYPE}": 1}}, node_config: {{}}, min_workers: 0, max_workers: 2}}
+metadata: {{raymaker: {{instance_types: {{{NODE_TYPE}: {{price_per_hour: 0.23}}}}}}}}
+"""
+
+
+def instance_nodes(before: set[str]) -> dict[str, str]:
+    """Actor id -> node id of the instances (and Ray Train workers) started since ``before``."""
+    import ray
+
+    out = {}
+    for actor_id, a in ray._private.state.actors().items():
+        if actor_id in before:
+            continue
+        if a.get("ActorClassName") in ("InstanceActor", "RayTrainWorker") or "ServeReplica" in str(
+            a.get("ActorClassName")
+        ):
+            out[actor_id] = (a.get("Address") or {}).get("NodeID", "")
+    return out
+
+
+def actors_now() -> set[str]:
+    import ray
+
+    return set(ray._private.state.actors())
+
+
+def main() -> None:
+    from ray.cluster_utils import Cluster
+
+    from raymaker.cluster.runtime import ray_env_for_serving
+
+    # Every Ray process of this cluster must start with raymaker's settings.
+    os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = "0.1"
+    os.environ["RAYMAKER_RUNTIME_URL"] = f"http://127.0.0.1:{free_port()}"
+    ray_env_for_serving(os.environ)
+    definition = os.path.join(tempfile.mkdtemp(prefix="rm-multinode-"), "cluster.yaml")
+    with open(definition, "w") as f:
+        f.write(DEFINITION)
+    os.environ["RAYMAKER_CLUSTER_CONFIG"] = definition
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    workers = [cluster.add_node(num_cpus=1, resources={NODE_TYPE: 1}) for _ in range(2)]
+    cluster.wait_for_nodes()
+    os.environ["RAY_ADDRESS"] = cluster.address
+    seen: dict = {
+        "head": cluster.head_node.node_id,
+        "workers": sorted(w.node_id for w in workers),
+    }
+    try:
+        run(seen)
+    finally:
+        print(json.dumps(seen), flush=True)
+        import ray
+
+        ray.shutdown()
+        cluster.shutdown()
+
+
+def run(seen: dict) -> None:
+    import boto3
+    from sklearn.datasets import load_breast_cancer
+
+    from raymaker import Estimator, Session, TrainingInput
+    from raymaker.protocol.errors import ValidationError
+    from raymaker.sdk.serializers import CSVSerializer
+    from raymaker.sdk.tuner import HyperparameterTuner, IntegerParameter
+
+    bucket = os.environ["BUCKET"]
+    s3 = boto3.client("s3")
+    x, y = load_breast_cancer(return_X_y=True)
+    buf = io.StringIO()
+    np.savetxt(buf, np.column_stack([y, x]), delimiter=",", fmt="%.7g")
+    for part in (0, 1):  # two objects: ShardedByS3Key gives each instance one
+        s3.put_object(Bucket=bucket, Key=f"train/part-{part}.csv", Body=buf.getvalue().encode())
+    train = TrainingInput(f"s3://{bucket}/train/", content_type="text/csv")
+    session = Session()
+    hp = {"objective": "binary:logistic", "num_round": 10, "max_depth": 3}
+
+    # A local folder as output cannot work across nodes: refused at fit(), naming the fix.
+    try:
+        Estimator("xgboost", hyperparameters=hp, instance_type=NODE_TYPE, session=session).fit(train, logs=False)
+        seen["file_output_error"] = None
+    except ValidationError as e:
+        seen["file_output_error"] = str(e)
+
+    # A 2-instance job: one instance per ml.m5.xlarge node.
+    before = actors_now()
+    t0 = time.monotonic()
+    est = Estimator(
+        "xgboost",
+        hyperparameters=hp,
+        instance_type=NODE_TYPE,
+        instance_count=2,
+        output_path=f"s3://{bucket}/output",
+        session=session,
+    )
+    est.fit(train, logs=False)
+    seen["two_instance_s"] = round(time.monotonic() - t0, 1)
+    desc = est.latest_training_job.describe()
+    seen["two_instance_status"] = desc["TrainingJobStatus"]
+    seen["two_instance_reason"] = desc.get("FailureReason")
+    seen["two_instance_nodes"] = sorted(set(instance_nodes(before).values()))
+
+    # One instance trains; the endpoint's two replicas (one per node) load its model from S3.
+    before = actors_now()
+    one = Estimator("xgboost", hyperparameters=hp, instance_type=NODE_TYPE, output_path=f"s3://{bucket}/output",
+                    session=session)
+    one.fit(train, logs=False)
+    seen["trained_on"] = sorted(set(instance_nodes(before).values()))
+    before = actors_now()
+    predictor = one.deploy(2, NODE_TYPE, endpoint_name="multinode-ep", serializer=CSVSerializer())
+    try:
+        seen["replica_nodes"] = sorted(set(instance_nodes(before).values()))
+        answer = predictor.predict(x[:3])
+        seen["predictions"] = len(json.loads(answer) if isinstance(answer, (bytes, str)) else answer)
+    finally:
+        predictor.delete_endpoint()
+
+    # Two trials at once: their training jobs run on both nodes; trials reach the database only
+    # through the job service.
+    before = actors_now()
+    tuner = HyperparameterTuner(
+        Estimator("xgboost", hyperparameters=hp, instance_type=NODE_TYPE, output_path=f"s3://{bucket}/tuning",
+                  session=session),
+        "train:logloss",
+        {"max_depth": IntegerParameter(2, 5)},
+        objective_type="Minimize",
+        strategy="Random",
+        max_jobs=2,
+        max_parallel_jobs=2,
+        random_seed=1,
+    )
+    tuner.fit({"train": train}, wait=True)
+    desc = tuner.describe()
+    seen["tuning_status"] = desc["HyperParameterTuningJobStatus"]
+    seen["tuning_completed"] = desc["TrainingJobStatusCounters"]["Completed"]
+    seen["trial_nodes"] = sorted(set(instance_nodes(before).values()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
