@@ -274,8 +274,8 @@ def test_range_outside_the_valid_range() -> None:
 
 def test_categorical_values_are_parsed_by_the_hyperparameter() -> None:
     request = xgb_request()
-    ranges(request, "CategoricalParameterRanges")[0]["Values"] = ["auto", "gpu_hist"]
-    check(request, "'tree_method'", "'gpu_hist'", "not one of")
+    ranges(request, "CategoricalParameterRanges")[0]["Values"] = ["auto", "gpu_exact"]
+    check(request, "'tree_method'", "'gpu_exact'", "not one of")
 
     request = xgb_request()
     ranges(request, "CategoricalParameterRanges").append({"Name": "max_bin", "Values": ["16", "many"]})
