@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -174,11 +174,16 @@ class ConformanceCase:
 
 class TrainContext(ABC):
     """What ``Algorithm.train`` may ask of where it runs: its place among the workers, a way to report
-    metrics, and checkpoints. ``LocalContext`` runs in-process; the engine provides one for Ray Train."""
+    metrics, checkpoints, and the GPUs it was given. ``LocalContext`` runs in-process; the engine
+    provides one for Ray Train.
+
+    ``gpus``: the GPU ids assigned to this worker, as ``ray.get_gpu_ids()`` reports them inside it
+    (empty: train on the CPU). ``devices.choose_devices`` turns them into torch / xgboost devices."""
 
     rank: int = 0
     world_size: int = 1
     seed: int = 0
+    gpus: tuple[int | str, ...] = ()
 
     @abstractmethod
     def report(self, metrics: Mapping[str, float], *, step: int | None = None) -> None:
@@ -199,8 +204,9 @@ class TrainContext(ABC):
 class LocalContext(TrainContext):
     """Single-process training, no Ray: used by the conformance suite and for quick local runs."""
 
-    def __init__(self, checkpoint_dir: str | None = None, seed: int = 0):
+    def __init__(self, checkpoint_dir: str | None = None, seed: int = 0, gpus: Iterable[int | str] = ()):
         self.seed = seed
+        self.gpus = tuple(gpus)
         self.metrics: list[tuple[int | None, dict[str, float]]] = []
         self.checkpoint_dir = checkpoint_dir
         self.checkpoints: list[int] = []
@@ -325,6 +331,13 @@ class Algorithm(ABC):
     @classmethod
     def check_hyperparameters(cls, hp: dict[str, Any]) -> None:
         """Rules that involve several hyperparameters (e.g. ``num_class`` for multiclass objectives)."""
+        return None
+
+    @classmethod
+    def check_gpus(cls, hp: dict[str, Any], gpus: int) -> None:
+        """Rules that involve the GPUs of one instance (``gpus``; 0 for a CPU instance type), e.g.
+        XGBoost's ``tree_method=gpu_hist`` needs one: HyperparameterError. ``train`` applies them again
+        to the GPUs its worker was given; a caller that knows the instance type can fail sooner."""
         return None
 
     @classmethod

@@ -14,6 +14,11 @@ Model files (``model_dir``): ``kmeans-centers.npy`` (k x feature_dim float64 cen
 ``kmeans-model.json`` (format, k, feature_dim, training hyperparameters). SageMaker's own MXNet
 ``model_algo-1`` is not produced.
 
+On a worker with a GPU (``TrainContext.gpus``) the mini-batch passes (distances, assignments, center
+updates) and the test scoring run in torch on that GPU, in float64 like the NumPy path, so the centers
+match the CPU's to rounding; the seeding sample and the final reduction over K centers are small and
+stay in NumPy. Without a GPU nothing imports torch.
+
 ``distance_to_cluster`` is the Euclidean (not squared) distance to the closest center. ``train:msd``
 is the mean squared distance of each row to its closest working center when the row was seen in that
 epoch (no extra pass); ``test:msd``/``test:ssd`` are exact, against the final ``k`` centers.
@@ -28,7 +33,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -96,6 +101,8 @@ class KMeans(Algorithm):
     distributed = True
     checkpointing = True
     trainer = "torch"
+    # "auto": NumPy on the CPU, torch on the worker's GPU; "torch": torch on either (tests, benchmarks).
+    compute: ClassVar[str] = "auto"
     # Mini-batch k-means visits the rows in another order on two workers: equivalent, not the same.
     conformance_cases = (
         ConformanceCase(
@@ -134,6 +141,7 @@ class KMeans(Algorithm):
         def stream() -> Iterator[st.Matrix]:
             return st.iter_minibatches(data, "train", size, dim)
 
+        device = st.compute_device(ctx, "kmeans", self.compute)
         state = _load_state(ctx.load_checkpoint(), dim, k)
         first: Iterator[st.Matrix] | None = None
         if state is None:
@@ -148,7 +156,7 @@ class KMeans(Algorithm):
         for epoch in range(state["epoch"], hp["epochs"]):
             batches = first if first is not None else stream()
             first = None
-            _run_epoch(state, batches, hp["half_life_time_size"])
+            _run_epoch(state, batches, hp["half_life_time_size"], device)
             state["epoch"] = epoch + 1
             ctx.report({"train:msd": state["msd"]}, step=epoch + 1)
             with tempfile.TemporaryDirectory() as tmp:
@@ -160,7 +168,7 @@ class KMeans(Algorithm):
         final = {"train:msd": state["msd"]}
         if "test" in data:
             # The test channel is FullyReplicated in SageMaker: each worker scores all of it itself.
-            ssd, n = _score(st.iter_minibatches(data, "test", size, dim), centers)
+            ssd, n = _score(st.iter_minibatches(data, "test", size, dim), centers, device)
             if n:
                 scores = {"test:msd": ssd / n, "test:ssd": ssd}
                 final.update({f"test:{m}": scores[f"test:{m}"] for m in hp["eval_metrics"]})
@@ -274,10 +282,26 @@ def _kmeans_pp(x: st.Matrix, weights: np.ndarray, count: int, rng: np.random.Gen
 # --- the mini-batch epoch ----------------------------------------------------------------------------
 
 
-def _run_epoch(state: dict[str, Any], batches: Iterator[st.Matrix], half_life: int) -> None:
-    """One pass of mini-batch updates on this worker's shard, then (distributed) one all-reduce that
-    leaves every worker with the centers it would have had from all shards' sums and counts."""
+def _run_epoch(
+    state: dict[str, Any], batches: Iterator[st.Matrix], half_life: int, device: Any | None = None
+) -> None:
+    """One pass of mini-batch updates on this worker's shard (NumPy, or torch on ``device``), then
+    (distributed) one all-reduce that leaves every worker with the centers it would have had from all
+    shards' sums and counts."""
     c0, v0 = state["centers"], state["counts"]
+    local = _local_pass if device is None else _local_pass_torch
+    centers, counts, seen, ssd, rows = local(c0, v0, batches, half_life, device)
+    _combine(state, c0, v0, centers, counts, seen, ssd, rows, half_life)
+
+
+_Pass = tuple[np.ndarray, np.ndarray, np.ndarray, float, int]
+
+
+def _local_pass(
+    c0: np.ndarray, v0: np.ndarray, batches: Iterator[st.Matrix], half_life: int, device: Any = None
+) -> _Pass:
+    """Sculley's mini-batch updates over this worker's rows: (centers, counts, rows taken per center,
+    sum of squared distances, rows)."""
     centers, counts = c0.copy(), v0.copy()
     seen = np.zeros(len(c0))  # rows assigned to each center this epoch (the reduction's weights)
     ssd = 0.0
@@ -298,8 +322,52 @@ def _run_epoch(state: dict[str, Any], batches: Iterator[st.Matrix], half_life: i
         centers[moved] = (centers[moved] * counts[moved, None] + sums[moved]) / new[moved, None]
         counts = new
         seen += hits
+    return centers, counts, seen, ssd, rows
 
-    # Combine workers: each one's contribution is what it added on top of the shared start.
+
+def _local_pass_torch(
+    c0: np.ndarray, v0: np.ndarray, batches: Iterator[st.Matrix], half_life: int, device: Any
+) -> _Pass:
+    """``_local_pass`` in torch on ``device``: the same float64 arithmetic, no host round trip per
+    mini-batch (masks instead of boolean indexing, one sum read back at the end)."""
+    import torch
+
+    centers, counts = st.to_device(c0, device), st.to_device(v0, device)
+    seen = torch.zeros(len(c0), dtype=torch.float64, device=device)
+    ssd = torch.zeros((), dtype=torch.float64, device=device)
+    rows = 0
+    for x in batches:
+        b = x.shape[0]
+        xt = st.TorchRows(x, device)
+        d2 = xt.sq_distances(centers)
+        assign = d2.argmin(dim=1)
+        ssd += d2.gather(1, assign[:, None]).sum()
+        rows += b
+        hits = torch.bincount(assign, minlength=len(c0)).to(torch.float64)
+        sums = xt.sum_rows_by(assign, len(c0))
+        if half_life:
+            counts = counts * 0.5 ** (b / half_life)
+        new = counts + hits
+        moved = hits > 0
+        updated = (centers * counts[:, None] + sums) / torch.where(moved, new, 1.0)[:, None]
+        centers = torch.where(moved[:, None], updated, centers)
+        counts = new
+        seen += hits
+    return st.to_numpy(centers), st.to_numpy(counts), st.to_numpy(seen), float(ssd), rows
+
+
+def _combine(
+    state: dict[str, Any],
+    c0: np.ndarray,
+    v0: np.ndarray,
+    centers: np.ndarray,
+    counts: np.ndarray,
+    seen: np.ndarray,
+    ssd: float,
+    rows: int,
+    half_life: int,
+) -> None:
+    """Combine workers: each one's contribution is what it added on top of the shared start."""
     decay = 0.5 ** (rows / half_life) if half_life else 1.0
     added_sum = centers * counts[:, None] - c0 * (v0 * decay)[:, None]
     added_count = counts - v0 * decay
@@ -365,8 +433,16 @@ def _lloyd(
     return centers, float((w * d2.min(axis=1)).sum())
 
 
-def _score(batches: Iterator[st.Matrix], centers: np.ndarray) -> tuple[float, int]:
-    """Sum of squared distances to the closest center, and the row count."""
+def _score(batches: Iterator[st.Matrix], centers: np.ndarray, device: Any | None = None) -> tuple[float, int]:
+    """Sum of squared distances to the closest center, and the row count (NumPy, or torch on ``device``)."""
+    if device is not None:
+        c = st.to_device(centers, device)
+        csq_t = (c * c).sum(dim=1)
+        total, n = st.to_device(np.zeros(()), device), 0
+        for x in batches:
+            total += st.TorchRows(x, device).sq_distances(c, csq_t).min(dim=1).values.sum()
+            n += x.shape[0]
+        return float(total), n
     csq = np.einsum("ij,ij->i", centers, centers)
     ssd, n = 0.0, 0
     for x in batches:

@@ -12,6 +12,11 @@ Under the engine it runs in Ray's TorchTrainer workers: gradients are summed ove
 ``torch.distributed`` (gloo) every step, so the result equals one big mini-batch; evaluation outputs are
 gathered so every worker takes the same decisions. With a LocalContext it is one process.
 
+On a worker with a GPU (``TrainContext.gpus``) the models, the optimizer and every mini-batch live on
+that GPU; models start from the same CPU-drawn weights as on the CPU, the statistics pass and the
+evaluation metrics run on the CPU, and snapshots, checkpoints and the model file hold CPU tensors, so
+a job resumes on either kind of instance.
+
 Metrics: ``train:objective_loss`` is the epoch's mean training loss (for regressors in normalised label
 units); ``validation:*`` are the best model's each epoch (epochs count from 0); ``test:*`` are the saved
 model's, reported once at the end.
@@ -36,6 +41,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from raymaker.algorithms import _streaming as st
+from raymaker.algorithms import devices as dv
 from raymaker.algorithms import linear_learner_metrics as llm
 from raymaker.algorithms._lazy import LazyModule
 from raymaker.algorithms.base import (
@@ -230,10 +236,13 @@ class LinearLearner(Algorithm):
     def train(
         self, hp: dict[str, Any], data: TrainingData, ctx: TrainContext, model_dir: str
     ) -> dict[str, float]:
+        devices = dv.context_devices(ctx)
+        device = dv.torch_device(devices)
+        dv.log_devices(ctx, "linear-learner", devices)
         torch.manual_seed(ctx.seed)
         state = _load_state(ctx.load_checkpoint())
         setup = _Setup.from_hp(hp, data, state)
-        trainer = _Trainer(setup, hp, ctx, data, state)
+        trainer = _Trainer(setup, hp, ctx, data, state, device)
         final = trainer.fit()
         if ctx.rank == 0:
             os.makedirs(model_dir, exist_ok=True)
@@ -439,12 +448,8 @@ def _distributed() -> bool:
 
 
 def _allreduce(t: torch.Tensor, op: str = "sum") -> torch.Tensor:
-    if _distributed():
-        import torch.distributed as dist
-
-        t = t.clone()
-        dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
-    return t
+    """A sum (or maximum) over workers, on ``t``'s device whatever device the backend needs."""
+    return st.all_reduce_tensor(t, op)
 
 
 def _gather(arrays: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
@@ -458,34 +463,38 @@ def _gather(arrays: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
 # --- the model: M linear models side by side ------------------------------------------------------
 
 
-def _to_torch(features: np.ndarray | sp.csr_matrix, scaler: _Scaler, dim: int) -> torch.Tensor:
-    """Scaled rows, x * scale; the centring (- mean * scale) is applied by ``_Models.forward`` as a
-    shift of the outputs, so sparse rows stay sparse."""
+def _to_torch(
+    features: np.ndarray | sp.csr_matrix, scaler: _Scaler, dim: int, device: Any = "cpu"
+) -> torch.Tensor:
+    """Scaled rows, x * scale, on ``device``; the centring (- mean * scale) is applied by
+    ``_Models.forward`` as a shift of the outputs, so sparse rows stay sparse."""
     features = _fit_width(features, dim, "data")
     if sp.issparse(features):
         csr = features.tocsr().astype(np.float32)
         values = csr.data * scaler.scale[csr.indices]
         coo = sp.csr_matrix((values, csr.indices, csr.indptr), shape=csr.shape).tocoo()
         indices = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
-        return torch.sparse_coo_tensor(indices, torch.from_numpy(coo.data), coo.shape, check_invariants=False)
+        return torch.sparse_coo_tensor(
+            indices, torch.from_numpy(coo.data), coo.shape, check_invariants=False
+        ).to(device)
     x = np.asarray(features, dtype=np.float32) * scaler.scale
-    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
 
 
 class _Models:
-    def __init__(self, setup: _Setup, hp: dict[str, Any]):
+    def __init__(self, setup: _Setup, hp: dict[str, Any], device: Any = "cpu"):
         d, o = setup.feature_dim, setup.outputs
-        self.shift = torch.from_numpy(setup.scaler.mean * setup.scaler.scale).float()
+        self.shift = torch.from_numpy(setup.scaler.mean * setup.scaler.scale).float().to(device)
         self.weights, self.biases = [], []
         for _ in setup.configs:
-            w = torch.empty(d, o)
+            w = torch.empty(d, o)  # drawn on the CPU: the same start on every device
             if hp["init_method"] == "uniform":
                 w.uniform_(-hp["init_scale"], hp["init_scale"])
             else:
                 w.normal_(0.0, hp["init_sigma"])
-            self.weights.append(w.requires_grad_())
+            self.weights.append(w.to(device).requires_grad_())
             bias = float(hp["init_bias"]) if hp["use_bias"] else 0.0
-            self.biases.append(torch.full((o,), bias, requires_grad=hp["use_bias"]))
+            self.biases.append(torch.full((o,), bias, device=device, requires_grad=hp["use_bias"]))
         self.outputs = o
 
     def params(self) -> list[torch.Tensor]:
@@ -567,10 +576,17 @@ class _Eval:
 
 class _Trainer:
     def __init__(
-        self, setup: _Setup, hp: dict[str, Any], ctx: TrainContext, data: TrainingData, state: dict | None
+        self,
+        setup: _Setup,
+        hp: dict[str, Any],
+        ctx: TrainContext,
+        data: TrainingData,
+        state: dict | None,
+        device: Any = "cpu",
     ):
         self.setup, self.hp, self.ctx, self.data = setup, hp, ctx, data
-        self.models = _Models(setup, hp)
+        self.device = torch.device(device)
+        self.models = _Models(setup, hp, self.device)
         self.optimizer = self._optimizer()
         self.start_epoch, self.steps, self.stale = 0, 0, 0
         self.best_key = (-math.inf, -math.inf)  # (selection criterion, -objective loss) of self.best
@@ -658,16 +674,19 @@ class _Trainer:
         """One pass over ``train``; the mean training loss of every model (normalised label units)."""
         setup, hp, params = self.setup, self.hp, self.models.params()
         n_models = len(setup.configs)
-        weights = None if setup.class_weights is None else torch.from_numpy(setup.class_weights).float()
+        device = self.device
+        weights = (
+            None if setup.class_weights is None else torch.from_numpy(setup.class_weights).float().to(device)
+        )
         batches = _minibatches(self.data.iter("train"), hp["mini_batch_size"])
-        totals = torch.zeros(n_models + 1, dtype=torch.float64)  # loss sums per model, rows
+        totals = torch.zeros(n_models + 1, dtype=torch.float64, device=device)  # loss sums per model, rows
         while True:
             batch = next(batches, None)
             self.optimizer.zero_grad(set_to_none=False)
-            local = torch.zeros(n_models + 1, dtype=torch.float64)
+            local = torch.zeros(n_models + 1, dtype=torch.float64, device=device)
             if batch is not None:
-                y = torch.from_numpy(self._normalised_labels(_labels(batch))).float()
-                z = self.models.forward(_to_torch(batch.features, setup.scaler, setup.feature_dim))
+                y = torch.from_numpy(self._normalised_labels(_labels(batch))).float().to(device)
+                z = self.models.forward(_to_torch(batch.features, setup.scaler, setup.feature_dim, device))
                 per_row = _loss(z, y, setup.loss, self.train_params)
                 if weights is not None:
                     per_row = per_row * weights[y.long()].view(-1, 1)
@@ -688,7 +707,7 @@ class _Trainer:
             self._regularise()
             self.optimizer.step()
             self._schedule()
-        return (totals[:n_models] / max(totals[n_models].item(), 1.0)).numpy()
+        return (totals[:n_models] / max(totals[n_models].item(), 1.0)).cpu().numpy()
 
     def _normalised_labels(self, y: np.ndarray) -> np.ndarray:
         if self.setup.kind != "regressor":
@@ -740,9 +759,13 @@ class _Trainer:
         with torch.no_grad():
             for batch in _minibatches(self.data.iter(channel), max(self.hp["mini_batch_size"], 1024)):
                 if model is None:
-                    z = self.models.forward(
-                        _to_torch(batch.features, setup.scaler, setup.feature_dim)
-                    ).numpy()
+                    z = (
+                        self.models.forward(
+                            _to_torch(batch.features, setup.scaler, setup.feature_dim, self.device)
+                        )
+                        .cpu()
+                        .numpy()
+                    )
                     z = (
                         z * setup.scaler.label_std + setup.scaler.label_mean
                         if setup.kind == "regressor"
@@ -808,9 +831,10 @@ class _Trainer:
     # models and checkpoints --------------------------------------------------------------------
 
     def _snapshot(self, m: int, threshold: float, epoch: int) -> dict[str, Any]:
+        """Model m as CPU tensors (what final_model and checkpoints read)."""
         return {
-            "weight": self.models.weights[m].detach().clone(),
-            "bias": self.models.biases[m].detach().clone(),
+            "weight": self.models.weights[m].detach().to("cpu", copy=True),
+            "bias": self.models.biases[m].detach().to("cpu", copy=True),
             "threshold": float(threshold),
             "epoch": int(epoch),
         }
@@ -833,9 +857,9 @@ class _Trainer:
             "best_key": list(self.best_key),
             "best_loss": self.best_loss,
             "best": self.best or {},
-            "weights": [w.detach() for w in self.models.weights],
-            "biases": [b.detach() for b in self.models.biases],
-            "optimizer": self.optimizer.state_dict(),
+            "weights": [w.detach().cpu() for w in self.models.weights],
+            "biases": [b.detach().cpu() for b in self.models.biases],
+            "optimizer": _on_cpu(self.optimizer.state_dict()),
             "feature_dim": s.feature_dim,
             "mean": torch.from_numpy(s.scaler.mean),
             "scale": torch.from_numpy(s.scaler.scale),
@@ -850,10 +874,23 @@ class _Trainer:
             self.ctx.save_checkpoint(tmp, step=epoch)
 
 
+def _on_cpu(obj: Any) -> Any:
+    """``obj`` (an optimizer's state_dict) with every tensor in it copied to the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _on_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_on_cpu(v) for v in obj)
+    return obj
+
+
 def _load_state(path: str | None) -> dict | None:
+    """A checkpoint's state, on the CPU whichever device wrote it (the optimizer moves its state to
+    its parameters' device when loaded)."""
     if path is None:
         return None
-    return torch.load(os.path.join(path, _STATE_FILE), weights_only=True)
+    return torch.load(os.path.join(path, _STATE_FILE), weights_only=True, map_location="cpu")
 
 
 def _save_model(path: str, model: dict[str, Any], setup: _Setup) -> None:

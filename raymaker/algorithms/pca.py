@@ -14,6 +14,11 @@ Every pass works the same on one worker or many: with ``torch.distributed`` up, 
 all-reduced, so each worker ends with the model of the union of the shards. CSR input is never
 densified. ``subtract_mean=false`` decomposes the uncentered second moment X^T X / n instead.
 
+On a worker with a GPU (``TrainContext.gpus``) the passes over the data (column sums, X^T X or
+X^T (X q)), the regular mode's eigendecomposition and the test scoring run in torch on that GPU, in
+float64 like the NumPy path; the randomized mode's QR and small eigenproblems stay in NumPy. Without
+a GPU nothing imports torch.
+
 Model files (``model_dir``): ``pca-components.npy`` (num_components x feature_dim, one component per
 row, largest variance first, each signed so its largest-magnitude entry is positive, as scikit-learn
 does), ``pca-mean.npy`` (feature_dim; zeros when subtract_mean is false), ``pca-explained-variance.npy``
@@ -32,7 +37,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -105,6 +110,8 @@ class PCA(Algorithm):
     distributed = True
     checkpointing = True
     trainer = "torch"
+    # "auto": NumPy on the CPU, torch on the worker's GPU; "torch": torch on either (tests, benchmarks).
+    compute: ClassVar[str] = "auto"
     conformance_cases = (
         ConformanceCase(
             {"num_components": "3", "feature_dim": "6", "mini_batch_size": "64"},
@@ -143,11 +150,12 @@ class PCA(Algorithm):
         def stream() -> Iterator[st.Matrix]:
             return st.iter_minibatches(data, "train", size, dim)
 
+        device = st.compute_device(ctx, "pca", self.compute)
         state = _load_state(ctx.load_checkpoint(), dim)
         if hp["algorithm_mode"] == "regular":
-            values, vectors, total_var, n = _regular(stream, state, hp, ctx)
+            values, vectors, total_var, n = _regular(stream, state, hp, ctx, device)
         else:
-            values, vectors, total_var, n = _randomized(stream, state, hp, ctx)
+            values, vectors, total_var, n = _randomized(stream, state, hp, ctx, device)
         values = values[: hp["num_components"]]
         components = _flip_signs(vectors[:, : hp["num_components"]].T)
         mean = n["sum"] / n["rows"] if center else np.zeros(dim)
@@ -157,7 +165,7 @@ class PCA(Algorithm):
         ctx.report(dict(final), step=1)
         if "test" in data:
             # The test channel is FullyReplicated in SageMaker: each worker scores all of it itself.
-            scores = _score(model, st.iter_minibatches(data, "test", size, dim))
+            scores = _score(model, st.iter_minibatches(data, "test", size, dim), device)
             if scores:
                 final.update(scores)
                 ctx.report(scores, step=1)
@@ -199,8 +207,13 @@ class PCA(Algorithm):
 # --- the two modes -----------------------------------------------------------------------------------
 
 
-def _moments(batches: Iterator[st.Matrix], q: np.ndarray | None) -> dict[str, np.ndarray]:
-    """One pass: row count, column sums, sum of squared norms, and X^T X (q None) or X^T (X q)."""
+def _moments(
+    batches: Iterator[st.Matrix], q: np.ndarray | None, device: Any | None = None
+) -> dict[str, np.ndarray]:
+    """One pass: row count, column sums, sum of squared norms, and X^T X (q None) or X^T (X q).
+    NumPy, or torch on ``device`` (summed there, read back once)."""
+    if device is not None:
+        return _moments_torch(batches, q, device)
     rows, total, sq, acc = 0.0, None, 0.0, None
     for x in batches:
         rows += x.shape[0]
@@ -210,6 +223,32 @@ def _moments(batches: Iterator[st.Matrix], q: np.ndarray | None) -> dict[str, np
         part = st.gram(x) if q is None else np.asarray(x.T @ np.asarray(x @ q))
         acc = part if acc is None else acc + part
     return {"rows": rows, "sum": total, "sq": sq, "acc": acc}
+
+
+def _moments_torch(batches: Iterator[st.Matrix], q: np.ndarray | None, device: Any) -> dict[str, Any]:
+    rows, total, sq, acc = 0.0, None, None, None
+    qt = None if q is None else st.to_device(q, device)
+    for x in batches:
+        xt = st.TorchRows(x, device)
+        rows += x.shape[0]
+        s, n2 = xt.col_sums(), xt.row_sq_norms().sum()
+        part = xt.gram() if qt is None else xt.t_matmul(xt.matmul(qt))
+        total = s if total is None else total + s
+        sq = n2 if sq is None else sq + n2
+        acc = part if acc is None else acc + part
+    if total is None:
+        return {"rows": rows, "sum": None, "sq": 0.0, "acc": None}
+    return {"rows": rows, "sum": st.to_numpy(total), "sq": float(sq), "acc": st.to_numpy(acc)}
+
+
+def _eigh(sym: np.ndarray, device: Any | None) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (ascending) and eigenvectors of a symmetric matrix: NumPy, or torch on ``device``."""
+    if device is None:
+        return np.linalg.eigh(sym)
+    import torch
+
+    values, vectors = torch.linalg.eigh(st.to_device(sym, device))
+    return st.to_numpy(values), st.to_numpy(vectors)
 
 
 def _reduce_moments(m: dict[str, np.ndarray], dim: int, width: int) -> dict[str, np.ndarray]:
@@ -244,23 +283,23 @@ Decomposition = tuple[np.ndarray, np.ndarray, float, dict[str, Any]]
 
 
 def _regular(
-    stream: Stream, state: dict[str, Any] | None, hp: dict[str, Any], ctx: TrainContext
+    stream: Stream, state: dict[str, Any] | None, hp: dict[str, Any], ctx: TrainContext, device: Any = None
 ) -> Decomposition:
     dim, center = hp["feature_dim"], hp["subtract_mean"]
     if state is not None and state["mode"] == "regular":
         ctx.log("pca: resuming from the checkpointed moments")
         m = state
     else:
-        m = _reduce_moments(_moments(stream(), None), dim, dim)
+        m = _reduce_moments(_moments(stream(), None, device), dim, dim)
         _checkpoint(ctx, {"mode": "regular", **m}, step=1)
     cov = _cov_times(m, None, center)
-    values, vectors = np.linalg.eigh((cov + cov.T) / 2)
+    values, vectors = _eigh((cov + cov.T) / 2, device)
     order = np.argsort(values)[::-1]
     return np.maximum(values[order], 0.0), vectors[:, order], _total_variance(m, center), m
 
 
 def _randomized(
-    stream: Stream, state: dict[str, Any] | None, hp: dict[str, Any], ctx: TrainContext
+    stream: Stream, state: dict[str, Any] | None, hp: dict[str, Any], ctx: TrainContext, device: Any = None
 ) -> Decomposition:
     dim, k, center = hp["feature_dim"], hp["num_components"], hp["subtract_mean"]
     extra = max(10, k) if hp["extra_components"] == -1 else hp["extra_components"]
@@ -272,7 +311,7 @@ def _randomized(
         rng = np.random.default_rng(ctx.seed)
         q, start = st.broadcast(np.linalg.qr(rng.standard_normal((dim, width)))[0]), 0
     for p in range(start, _RANDOMIZED_PASSES):
-        m = _reduce_moments(_moments(stream(), q), dim, width)
+        m = _reduce_moments(_moments(stream(), q, device), dim, width)
         cq = _cov_times(m, q, center)
         if p == _RANDOMIZED_PASSES - 1:
             break
@@ -293,8 +332,11 @@ def _flip_signs(components: np.ndarray) -> np.ndarray:
     return components * signs[:, None]
 
 
-def _score(model: PCAModel, batches: Iterator[st.Matrix]) -> dict[str, float]:
-    """Test-set explained variance ratio and mean squared reconstruction error (CSR stays sparse)."""
+def _score(model: PCAModel, batches: Iterator[st.Matrix], device: Any | None = None) -> dict[str, float]:
+    """Test-set explained variance ratio and mean squared reconstruction error (CSR stays sparse);
+    NumPy, or torch on ``device``."""
+    if device is not None:
+        return _score_torch(model, batches, device)
     rows, total, residual = 0, 0.0, 0.0
     mu = model.mean
     for x in batches:
@@ -310,6 +352,30 @@ def _score(model: PCAModel, batches: Iterator[st.Matrix]) -> dict[str, float]:
     return {
         "test:explained_variance_ratio": 1.0 - residual / total if total > 0 else 1.0,
         "test:reconstruction_error": residual / rows,
+    }
+
+
+def _score_torch(model: PCAModel, batches: Iterator[st.Matrix], device: Any) -> dict[str, float]:
+    comps, mu = st.to_device(model.components, device), st.to_device(model.mean, device)
+    shift = mu @ comps.T
+    rows, total, residual = 0, None, None
+    for x in batches:
+        xt = st.TorchRows(x, device)
+        norms = xt.row_sq_norms()
+        proj = xt.matmul(comps.T)
+        if model.subtract_mean:
+            norms = norms - 2 * xt.matmul(mu[:, None])[:, 0] + mu @ mu
+            proj = proj - shift
+        t, r = norms.sum(), (norms - (proj * proj).sum(dim=1)).clamp(min=0).sum()
+        total = t if total is None else total + t
+        residual = r if residual is None else residual + r
+        rows += x.shape[0]
+    if not rows:
+        return {}
+    total_f, residual_f = float(total), float(residual)
+    return {
+        "test:explained_variance_ratio": 1.0 - residual_f / total_f if total_f > 0 else 1.0,
+        "test:reconstruction_error": residual_f / rows,
     }
 
 

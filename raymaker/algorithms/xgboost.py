@@ -4,6 +4,12 @@ Hyperparameters, metric names and the model file name (``xgboost-model``) are Sa
 engine this runs inside Ray Train's XGBoostTrainer workers, where ``xgboost.train`` joins the collective
 by itself: each worker builds a DMatrix from its own shard and the trees are grown together.
 
+On a worker given a GPU (``TrainContext.gpus``) it trains on that GPU, as xgboost >= 2 spells it:
+``device="cuda:N"`` with ``tree_method="hist"`` (or "approx"; "exact" has no GPU implementation and
+stays on the CPU). SageMaker's ``tree_method=gpu_hist`` is accepted as its XGBoost 1.7+ container
+accepts it: xgboost 2 deprecated and xgboost 3 removed it, so it means hist on the GPU here, and on an
+instance type without a GPU it is a HyperparameterError.
+
 The model file is xgboost's UBJSON format (what ``Booster.save_model`` writes by default in xgboost
 >= 2.1); SageMaker's own containers pickle the Booster, which this module does not load (unpickling
 untrusted files runs code).
@@ -21,6 +27,7 @@ from typing import Any, ClassVar
 import numpy as np
 import scipy.sparse as sp
 
+from raymaker.algorithms import devices as dv
 from raymaker.algorithms._lazy import LazyModule
 from raymaker.algorithms.base import (
     Algorithm,
@@ -122,6 +129,10 @@ OBJECTIVES = (
 _CLASSIFICATION_OBJECTIVES = ("binary:logistic", "binary:logitraw", "binary:hinge", "reg:logistic")
 _MULTI_OBJECTIVES = ("multi:softmax", "multi:softprob")
 
+# SageMaker's choices; gpu_hist is the pre-2.0 name of hist on the GPU (xgboost 3 removed it).
+TREE_METHODS = ("auto", "exact", "approx", "hist", "gpu_hist")
+GPU_TREE_METHOD = "gpu_hist"
+
 # name -> xgboost parameter it sets (SageMaker accepts xgboost's aliases for these four)
 _ALIASES = {"learning_rate": "eta", "min_split_loss": "gamma", "reg_lambda": "lambda", "reg_alpha": "alpha"}
 # Hyperparameters this module consumes itself instead of handing them to xgboost as parameters.
@@ -151,7 +162,7 @@ _HYPERPARAMETERS = (
     _hp("colsample_bynode", "float", 1.0, low=0, high=1),
     _hp("lambda", "float", 1.0, low=0),
     _hp("alpha", "float", 0.0, low=0),
-    _hp("tree_method", "str", "auto", choices=("auto", "exact", "approx", "hist")),
+    _hp("tree_method", "str", "auto", choices=TREE_METHODS),
     _hp("scale_pos_weight", "float", 1.0, low=0),
     _hp("max_bin", "int", 256, low=2),
     _hp("grow_policy", "str", "depthwise", choices=("depthwise", "lossguide")),
@@ -262,6 +273,15 @@ class XGBoost(Algorithm):
         for metric in hp["eval_metric"] or ():
             _check_eval_metric(metric, objective)
 
+    @classmethod
+    def check_gpus(cls, hp: dict[str, Any], gpus: int) -> None:
+        if hp["tree_method"] == GPU_TREE_METHOD and gpus <= 0:
+            raise HyperparameterError(
+                "tree_method 'gpu_hist' trains on a GPU, but this job's instance type has none: choose "
+                "an instance type with GPUs, or tree_method 'hist' (on a GPU instance type every "
+                "tree_method but 'exact' trains on the GPU)"
+            )
+
     # --- training ----------------------------------------------------------------------------
 
     def train(
@@ -271,7 +291,12 @@ class XGBoost(Algorithm):
             raise HyperparameterError(
                 "tree_method 'exact' cannot train on several instances; use 'hist' or 'approx'"
             )
-        params = _xgb_params(hp, ctx.seed)
+        devices = dv.context_devices(ctx, probe=_cuda_probe)
+        params = _xgb_params(hp, ctx.seed, device=devices.xgboost)
+        if devices.cuda and "device" not in params:
+            ctx.log("xgboost: tree_method 'exact' has no GPU implementation; training on the CPU")
+        elif devices.cuda:
+            dv.log_devices(ctx, "xgboost", devices)
         native, custom, stop_metric = _split_eval_metrics(hp)
         if native:
             params["eval_metric"] = native
@@ -393,15 +418,27 @@ def _check_eval_metric(metric: str, objective: str) -> None:
         raise HyperparameterError("eval_metric 'f1_binary' is for two classes; use 'f1_macro' with multi:*")
 
 
-def _xgb_params(hp: dict[str, Any], ctx_seed: int) -> dict[str, Any]:
+def _xgb_params(hp: dict[str, Any], ctx_seed: int, device: str = "cpu") -> dict[str, Any]:
+    """xgboost's parameters for the hyperparameters, training on ``device`` ("cpu" or "cuda:N", the
+    worker's ``devices.Devices.xgboost``). HyperparameterError for gpu_hist on the CPU."""
+    XGBoost.check_gpus(hp, 0 if device == "cpu" else 1)
     # Values equal to the default are xgboost's defaults too: leaving them out keeps xgboost from
-    # warning that (say) dart's rate_drop is unused by gbtree.
+    # warning that (say) dart's rate_drop is unused by gbtree. Keys with a leading "_" are SageMaker's
+    # (_tuning_objective_metric), not xgboost's.
     defaults = {h.name: h.default for h in _HYPERPARAMETERS}
-    params = {k: v for k, v in hp.items() if k not in _NOT_PARAMS and v is not None and v != defaults.get(k)}
+    params = {
+        k: v
+        for k, v in hp.items()
+        if k not in _NOT_PARAMS and not k.startswith("_") and v is not None and v != defaults.get(k)
+    }
     params["objective"] = hp["objective"]
+    tree_method = hp["tree_method"]
     if hp["booster"] != "gblinear":
-        # xgboost's own "auto" has meant hist since 2.0; say so, as SageMaker's docs promise
-        params["tree_method"] = "hist" if hp["tree_method"] == "auto" else hp["tree_method"]
+        # xgboost's own "auto" has meant hist since 2.0; say so, as SageMaker's docs promise. gpu_hist
+        # is hist on the GPU (xgboost >= 2: tree_method="hist", device="cuda").
+        params["tree_method"] = "hist" if tree_method in ("auto", GPU_TREE_METHOD) else tree_method
+    if device != "cpu" and (hp["booster"] == "gblinear" or tree_method != "exact"):
+        params["device"] = device  # exact has no GPU implementation: it stays on the CPU
     if params["objective"] == "reg:linear":
         params["objective"] = "reg:squarederror"  # removed name, same loss
     if params["objective"] not in _MULTI_OBJECTIVES:
@@ -411,6 +448,14 @@ def _xgb_params(hp: dict[str, Any], ctx_seed: int) -> dict[str, Any]:
     params["seed"] = hp["seed"] if hp["seed"] is not None else ctx_seed
     params["nthread"] = hp["nthread"] or os.cpu_count() or 1
     return params
+
+
+def _cuda_probe() -> tuple[int, str]:
+    """CUDA devices xgboost can train on: none when this xgboost build lacks CUDA (the xgboost-cpu
+    wheel), else as many as torch sees."""
+    if not xgb.build_info().get("USE_CUDA"):
+        return 0, f"xgboost {xgb.__version__} was built without CUDA"
+    return dv.torch_cuda_probe()
 
 
 def _split_eval_metrics(hp: dict[str, Any]) -> tuple[list[str], list[str], str | None]:
@@ -623,4 +668,4 @@ def _classification_metrics(confusion: np.ndarray) -> dict[str, float]:
     }
 
 
-__all__ = ["MODEL_FILE", "XGBoost", "prediction_outputs"]
+__all__ = ["MODEL_FILE", "TREE_METHODS", "XGBoost", "prediction_outputs"]

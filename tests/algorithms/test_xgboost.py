@@ -275,3 +275,80 @@ def test_the_tuning_objective_is_computed_without_eval_metric():
     with tempfile.TemporaryDirectory() as model_dir:
         final = XGBoost().train(hp, data, LocalContext(), model_dir)
     assert "validation:auc" in final and final["validation:auc"] > 0.9
+
+
+# --- the GPU: xgboost >= 2's device parameter, SageMaker's gpu_hist --------------------------------
+
+
+def _params(device: str, **raw: str) -> dict:
+    from raymaker.algorithms.xgboost import _xgb_params
+
+    return _xgb_params(XGBoost.validate_hyperparameters({"num_round": "2", **raw}), 0, device=device)
+
+
+def test_tree_method_choices_are_sagemakers():
+    assert XGBoost.hyperparameter("tree_method").choices == ("auto", "exact", "approx", "hist", "gpu_hist")
+    assert XGBoost.validate_hyperparameters({"num_round": "2", "tree_method": "gpu_hist"})["tree_method"] == (
+        "gpu_hist"
+    )
+
+
+@pytest.mark.parametrize(
+    "tree_method, cpu, gpu",
+    [
+        ("auto", "hist", "hist"),
+        ("hist", "hist", "hist"),
+        ("approx", "approx", "approx"),
+        ("exact", "exact", "exact"),
+        ("gpu_hist", None, "hist"),  # the pre-2.0 name of hist on the GPU; xgboost 3 removed it
+    ],
+)
+def test_params_train_on_the_workers_device(tree_method, cpu, gpu):
+    if cpu is not None:
+        params = _params("cpu", tree_method=tree_method)
+        assert params["tree_method"] == cpu and "device" not in params
+    params = _params("cuda:1", tree_method=tree_method)
+    assert params["tree_method"] == gpu
+    # exact has no GPU implementation: it stays on the CPU of a GPU instance
+    assert params.get("device") == (None if tree_method == "exact" else "cuda:1")
+
+
+def test_gblinear_takes_the_device_too():
+    params = _params("cuda:0", booster="gblinear")
+    assert params["device"] == "cuda:0" and "tree_method" not in params
+
+
+def test_gpu_hist_without_a_gpu_is_a_hyperparameter_error(tmp_path, cancer):
+    hp = XGBoost.validate_hyperparameters({"num_round": "2", "tree_method": "gpu_hist"})
+    with pytest.raises(
+        HyperparameterError, match="'gpu_hist' trains on a GPU, but this job's instance type has none"
+    ):
+        _params("cpu", tree_method="gpu_hist")
+    with pytest.raises(HyperparameterError, match="instance type has none"):
+        XGBoost.check_gpus(hp, 0)
+    XGBoost.check_gpus(hp, 1)
+    Xtr, _, ytr, _ = cancer
+    with pytest.raises(HyperparameterError, match="instance type has none"):
+        _train(tmp_path, {"num_round": "2", "tree_method": "gpu_hist"}, train=_channel(Xtr, ytr))
+
+
+def test_sagemakers_own_keys_are_not_xgboost_params():
+    params = _params("cpu", _tuning_objective_metric="validation:auc")
+    assert not any(k.startswith("_") for k in params)
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+@pytest.mark.skipif(_cuda(), reason="this machine has CUDA")
+def test_gpus_assigned_without_cuda_fail_clearly(tmp_path, cancer):
+    from raymaker.algorithms.devices import DeviceError
+
+    Xtr, _, ytr, _ = cancer
+    with pytest.raises(DeviceError, match="no usable CUDA"):
+        _train(tmp_path, {"num_round": "2"}, ctx=LocalContext(gpus=[0]), train=_channel(Xtr, ytr))
