@@ -65,6 +65,9 @@ def test_unknown_extension_asks_for_content_type(tmp_path, capsys):
 
 # One command line per command: a new command without one here fails test_every_command_parses.
 SAMPLES: dict[tuple[str, ...], list[str]] = {
+    ("up",): ["--num-cpus", "2", "--dashboard-port", "8266", "--port", "6380", "--temp-dir", "/tmp/r"],
+    ("down",): ["--timeout", "10"],
+    ("status",): ["--json"],
     ("io", "inspect"): ["data.csv"],
     ("io", "convert"): ["a.csv", "a.rec"],
     ("io", "demo"): ["--rows", "10", "--no-ray"],
@@ -514,5 +517,5 @@ def test_lasting_cluster_is_the_backends_answer():
     cli.require_lasting_cluster(Session(backend=_Backend(None)), "deploy", "the endpoint")  # not known
     # a backend without ensure_ready (a remote server, a fake) keeps its own cluster
     cli.require_lasting_cluster(Session(backend=FakeBackend()), "deploy", "the endpoint")
-    with pytest.raises(SystemExit, match="deploy needs a running Ray cluster.*ray start --head"):
+    with pytest.raises(SystemExit, match="deploy needs a running Ray cluster.*raymaker up"):
         cli.require_lasting_cluster(Session(backend=_Backend(False)), "deploy", "the endpoint")

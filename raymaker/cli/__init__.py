@@ -1,18 +1,19 @@
 """The ``raymaker`` command line: ``build_parser`` and ``main``. Each area's commands live in their own
-module (``io``, ``quickstart``, ``jobs``, ``hosting``, ``tuning``, ``audit``), built from the options,
-printers and ``list|describe|stop`` builder in ``common``; every command talks to raymaker through the
-SDK's ``Session``, never the engine."""
+module (``cluster``, ``io``, ``quickstart``, ``jobs``, ``hosting``, ``tuning``, ``audit``), built from
+the options, printers and ``list|describe|stop`` builder in ``common``; every command talks to raymaker
+through the SDK's ``Session``, never the engine (``cluster`` starts and stops Ray itself, through
+``raymaker.cluster``)."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
 
-from raymaker.cli import audit, common, hosting, io, jobs, quickstart, tuning
+from raymaker.cli import audit, cluster, common, hosting, io, jobs, quickstart, tuning
 from raymaker.protocol.errors import SageMakerError
 from raymaker.sdk import Session
 
-AREAS = (io, quickstart, jobs, hosting, tuning, audit)
+AREAS = (cluster, io, quickstart, jobs, hosting, tuning, audit)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -102,7 +102,7 @@ def require_lasting_cluster(session: Session, command: str, what: str) -> None:
         return
     raise SystemExit(
         f"{command} needs a running Ray cluster: one started by this command would stop when it "
-        f"exits, taking {what} with it: start one with `ray start --head` (or set RAY_ADDRESS to a "
+        f"exits, taking {what} with it: start one with `raymaker up` (or set RAY_ADDRESS to a "
         f"running cluster) and {command} again"
     )
 
