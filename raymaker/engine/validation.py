@@ -236,6 +236,10 @@ def validate_training_job(
     count = resources.get("InstanceCount", 1)
     if count < 1:
         raise ValidationError(f"ResourceConfig.InstanceCount is {count}; give 1 or more")
+    try:  # e.g. XGBoost's tree_method gpu_hist on an instance type without GPUs
+        algo.check_gpus(hyperparameters, instance_type.gpus)
+    except ValueError as e:
+        raise ValidationError(f"HyperParameters: {e}") from None
     if count > 1 and not algo.distributed:
         raise ValidationError(
             f"{algo.name} trains on one instance only: set ResourceConfig.InstanceCount to 1 (it is {count})"
