@@ -60,7 +60,7 @@ def test_aws_node_types_are_instance_types() -> None:
     g5 = types["ml.g5.xlarge"]
     assert (g5.cpus, g5.gpus, g5.node_type, g5.max_nodes, g5.price_per_hour) == (4.0, 1, True, 4, 1.408)
     assert types["ml.m5.xlarge"].gpus == 0 and types["ml.m5.xlarge"].price_per_hour == 0.23
-    # The head (no resource of its own name) is not an instance type: it takes no training work.
+    # The head (no resource of its own name) is not an instance type: no instance runs there.
     assert "ray.head.default" not in types
 
 
@@ -75,7 +75,7 @@ def test_kuberay_file_as_kuberay_and_rays_autoscaler_read_it() -> None:
     assert spec["enableInTreeAutoscaling"] is True
     assert set(spec["autoscalerOptions"]) <= {"upscalingMode", "idleTimeoutSeconds", "resources", "env", "image"}
     head = spec["headGroupSpec"]
-    assert head["rayStartParams"]["num-cpus"] == "0"
+    assert "resources" not in head["rayStartParams"]  # no instance type: no instance runs on the head
     env = {e["name"]: e["value"] for e in head["template"]["spec"]["containers"][0]["env"]}
     assert env["RAYMAKER_CLUSTER_CONFIG"] == "/etc/raymaker/cluster.yaml"
     for group in spec["workerGroupSpecs"]:
