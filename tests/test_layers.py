@@ -29,7 +29,7 @@ ENGINE_LAYERS = [
     ["store", "resources"],
     ["validation", "tuning_spec", "channel_data", "worker", "context"],
     ["training_jobs", "hosting", "transform_jobs", "tuning_jobs", "billing", "audit", "resource_logs"],
-    ["instances", "train_launch", "job_run", "deployment", "transform_run", "tuning_run"],
+    ["instances", "instance_group", "train_launch", "job_run", "deployment", "transform_run", "tuning_run"],
     ["service"],
     ["api"],
 ]

@@ -1,12 +1,14 @@
 """Instances: the Ray actors that stand for SageMaker's ML instances, and the pool that keeps idle ones
 warm.
 
-* ``InstanceActor`` runs single-instance training jobs, one at a time. With ``KeepAlivePeriodInSeconds``
-  it stays up afterwards, with the algorithm's libraries imported, and the next job on the same
-  instance type starts in it at once (SageMaker's managed warm pools).
-* ``ActorPool`` holds idle actors of every kind (warm training instances, transform model actors) for
-  their keep-alive period. Anything about to ask Ray for CPUs first calls ``make_room``, so an idle
-  actor never holds back waiting work: it is stopped at once, oldest first.
+* ``InstanceActor`` runs training jobs, one at a time: a single-instance job alone, or one rank of a
+  multi-instance job in an ``instance_group.InstanceGroup`` (rank 0 also prepares each job's collective).
+  With ``KeepAlivePeriodInSeconds`` it (or its whole group) stays up afterwards, with the algorithm's
+  libraries imported, and the next job on the same instance type (and count) starts in it at once
+  (SageMaker's managed warm pools).
+* ``ActorPool`` holds idle actors of every kind (warm training instances and instance groups, transform
+  model actors) for their keep-alive period. Anything about to ask Ray for CPUs first calls
+  ``make_room``, so an idle actor never holds back waiting work: it is stopped at once, oldest first.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 import ray
 
-from raymaker.engine.worker import JobEvents, WorkerJob
+from raymaker.engine.worker import GroupStart, JobEvents, WorkerJob
 from raymaker.io.storage import S3Settings
 
 
@@ -51,12 +53,28 @@ def _import_xgboost_without_sklearn() -> None:
             sys.modules.pop(k, None)
 
 
-LIBRARIES = {"xgboost": ("xgboost",), "linear-learner": ("torch",)}
+# What an algorithm's instances import in the background as they start (a warm instance has them):
+# linear-learner's first optimizer imports torch._dynamo (2 s here), its metrics scipy.stats (1.5 s).
+LIBRARIES = {
+    "xgboost": ("xgboost",),
+    "linear-learner": ("torch", "torch._dynamo"),
+}
+# What each kind of collective needs imported (a group's instances preload it too).
+COLLECTIVE_LIBRARIES = {"xgboost": ("xgboost",), "torch": ("torch",)}
+
+
+def _free_port(host: str) -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.bind(("", 0))
+        return int(s.getsockname()[1])
 
 
 @ray.remote
 class InstanceActor:
-    """One ML instance: runs single-instance jobs, one at a time, and may stay warm between them."""
+    """One ML instance: runs jobs one at a time (alone, or as one rank of a group), and may stay warm
+    between them."""
 
     def __init__(self, env: dict[str, str], preload: tuple[str, ...] = ()) -> None:
         # Set before the math libraries load (their thread pools read it once). Passing it as a
@@ -68,6 +86,7 @@ class InstanceActor:
         # The algorithm's libraries (xgboost takes a second to import) load in the background while the
         # first job fetches and decodes its data; a warm instance has them already.
         threading.Thread(target=_preload, args=(preload,), daemon=True, name="raymaker-preload").start()
+        self._tracker: Any = None  # rank 0 of an xgboost group: the current job's Rabit tracker
 
     def ping(self) -> int:
         return os.getpid()
@@ -83,7 +102,8 @@ class InstanceActor:
         from raymaker.engine.worker import InstanceContext, run_training
 
         os.makedirs(checkpoint_dir, exist_ok=True)
-        ctx = InstanceContext(events, job.seed, checkpoint_dir, checkpoint_uri, settings)
+        gpus = tuple(ray.get_gpu_ids())
+        ctx = InstanceContext(events, job.seed, checkpoint_dir, checkpoint_uri, settings, gpus=gpus)
         channels = {c.name: c for c in job.channels}
 
         def shard_for(name: str) -> Any:
@@ -94,6 +114,94 @@ class InstanceActor:
         return run_training(
             job, ctx, settings, shard_for=shard_for, resumed=ctx.load_checkpoint() is not None
         )
+
+    # --- one rank of an instance group --------------------------------------------------------------
+
+    def prepare_group_job(
+        self,
+        collective: str | None,
+        world_size: int,
+        checkpoint_dir: str,
+        checkpoint_uri: str | None,
+        settings: S3Settings,
+    ) -> GroupStart:
+        """Rank 0, before each job of its group: start the job's collective here, as Ray Train's
+        backends do on their driver (xgboost: a Rabit tracker; torch: a free port for gloo's
+        rendezvous, which rank 0 then hosts), and read the checkpoint every rank starts from."""
+        from raymaker.engine.worker import checkpoint_archive
+
+        ip = ray.util.get_node_ip_address()
+        address: Any = None
+        self._free_tracker()
+        if collective == "xgboost":
+            _preload(("xgboost",))
+            from xgboost.tracker import RabitTracker
+
+            # sortby="task": xgboost's ranks follow the task ids, which carry our ranks.
+            tracker = RabitTracker(n_workers=world_size, host_ip=ip, sortby="task")
+            tracker.start()
+            threading.Thread(target=tracker.wait_for, daemon=True, name="raymaker-rabit").start()
+            self._tracker = tracker
+            address = dict(tracker.worker_args())
+        elif collective == "torch":
+            host = f"[{ip}]" if ":" in ip else ip
+            address = f"tcp://{host}:{_free_port(ip)}"
+        return GroupStart(collective, address, checkpoint_archive(checkpoint_dir, checkpoint_uri, settings))
+
+    def _free_tracker(self) -> None:
+        tracker, self._tracker = self._tracker, None
+        if tracker is not None:
+            try:
+                tracker.free()  # the previous job's workers have finalized: its thread has ended
+            except Exception:  # noqa: BLE001 - a failed job's tracker: nothing left to free
+                pass
+
+    def run_rank(
+        self,
+        job: WorkerJob,
+        settings: S3Settings,
+        events: JobEvents,
+        rank: int,
+        world_size: int,
+        start: GroupStart,
+        checkpoint_dir: str,
+        checkpoint_uri: str | None = None,
+    ) -> dict[str, Any]:
+        """Run rank ``rank`` of a multi-instance job: join the job's collective, read this rank's share of
+        each channel (Pipe: this rank's stream, as SageMaker's Pipe mode gives each instance its own),
+        train, and leave the collective. Returns the final metrics, this process's id and its node."""
+        from raymaker.engine.worker import InstanceContext, collective, run_training
+
+        if rank == 0:
+            os.makedirs(checkpoint_dir, exist_ok=True)
+        ctx = InstanceContext(
+            events,
+            job.seed,
+            checkpoint_dir,
+            checkpoint_uri,
+            settings,
+            rank=rank,
+            world_size=world_size,
+            start_checkpoint=start.checkpoint,
+            gpus=tuple(ray.get_gpu_ids()),
+        )
+        channels = {c.name: c for c in job.channels}
+
+        def shard_for(name: str) -> Any:
+            from raymaker.io.modes.pipe import pipe_dataset
+
+            return pipe_dataset(
+                channels[name], settings=settings, num_workers=world_size, rank=rank
+            ).iterator()
+
+        def join() -> Any:
+            _preload(COLLECTIVE_LIBRARIES.get(start.collective or "", ()))  # xgboost without scikit-learn
+            return collective(start, rank, world_size)
+
+        metrics = run_training(
+            job, ctx, settings, shard_for=shard_for, resumed=start.checkpoint is not None, join=join
+        )
+        return {"metrics": metrics, "pid": os.getpid(), "node": ray.util.get_node_ip_address()}
 
 
 @dataclass
@@ -166,9 +274,11 @@ class ActorPool:
 
 
 def kill(actor: Any) -> None:
-    """Stop an actor that may already be gone."""
+    """Stop an actor that may already be gone, or every actor of a group (anything else with ``kill``)."""
+    if not isinstance(actor, ray.actor.ActorHandle) and callable(getattr(actor, "kill", None)):
+        actor.kill()
+        return
     try:
         ray.kill(actor)
     except Exception:  # noqa: BLE001 - already gone
         pass
-

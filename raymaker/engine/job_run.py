@@ -1,6 +1,7 @@
 """One training job's run, in the job service: executes the job's state machine (``states`` says which
 moves are legal; ``policies`` decide what a stop, the runtime limit or a failure means) on an instance
-actor (one instance) or on Ray Train (several), and meters it."""
+actor (one instance) or an instance group (several), either warm from the pool or started for it, and
+meters it."""
 
 from __future__ import annotations
 
@@ -15,10 +16,18 @@ import ray
 from raymaker.cluster.capacity import custom_resources, waiting_message, worker_resources
 from raymaker.engine import metering, states
 from raymaker.engine.failures import failure_reason
+from raymaker.engine.instance_group import (
+    GroupRun,
+    InstanceGroup,
+    checkpoint_location,
+    collective_kind,
+    group_key,
+    group_libraries,
+)
 from raymaker.engine.instances import LIBRARIES, ActorPool, Idle, InstanceActor, kill
 from raymaker.engine.policies import FailureDecision, FailurePolicy, RuntimeDecision, RuntimePolicy
 from raymaker.engine.store import JobStore
-from raymaker.engine.train_launch import fit, model_uri, worker_job
+from raymaker.engine.train_launch import model_uri, worker_job
 from raymaker.engine.validation import TrainingJobSpec
 from raymaker.engine.worker import JobEvents
 from raymaker.io.storage import S3Settings
@@ -42,8 +51,8 @@ class JobRun:
         self.spec, self.settings, self.store, self.pool = spec, settings, store, pool
         self.name = spec.name
         self.events = JobEvents(service, spec.name)
-        self.controller: Any = None  # Ray Train's controller (multi-instance), once known
         self.instance: Any = None  # the instance actor (single instance)
+        self.group: InstanceGroup | None = None  # the instance group (several instances)
         self.lock = threading.Lock()
 
     def move(self, new: states.SecondaryStatus, message: str | None = None, **fields: Any) -> bool:
@@ -66,7 +75,7 @@ class JobRun:
         if spec.instance_count == 1:
             decision, outcome = self._run_on_instance(start)
         else:
-            decision, outcome = self._watch(self._launch_train(), start)
+            decision, outcome = self._run_on_group(start)
         end = time.time()
         done = dict(
             training_end_time=end, final_metrics=store.latest_metrics(self.name), **self._billing(start, end)
@@ -127,9 +136,10 @@ class JobRun:
         )
         return entries[0].actor
 
-    def _keep_warm(self) -> None:
+    def _keep_warm(self, actor: Any, key: tuple) -> None:
+        """The instance (or group) waits in the pool for the next job of its kind."""
         keep = self.spec.keep_alive_seconds
-        self.pool.put(Idle(self.instance, self._pool_key(), time.time() + keep, self.name))
+        self.pool.put(Idle(actor, key, time.time() + keep, self.name))
         self.store.update_training_job(
             self.name,
             warm_pool_status={"Status": "Available", "ResourceRetainedBillableTimeInSeconds": keep},
@@ -167,33 +177,113 @@ class JobRun:
             self.instance = self._new_instance()
         keep = decision == RuntimeDecision.CONTINUE and not isinstance(outcome, BaseException)
         if keep and spec.keep_alive_seconds > 0:
-            self._keep_warm()
+            self._keep_warm(self.instance, self._pool_key())
         else:
             kill(self.instance)
         return decision, outcome
 
-    # --- several instances: Ray Train -----------------------------------------------------------
+    # --- several instances: an instance group ---------------------------------------------------
 
-    def _launch_train(self) -> Any:
+    def _group_key(self) -> tuple:
+        spec = self.spec
+        libraries = group_libraries(spec.algorithm, spec.algorithm_class.trainer)
+        return group_key(spec.instance_type, spec.instance_count, libraries)
+
+    def _take_warm_group(self) -> InstanceGroup | None:
+        entries = self.pool.take(self._group_key())
+        if not entries:
+            return None
+        group, kept_by = entries[0].actor, entries[0].tag
+        self.store.update_training_job(
+            kept_by, warm_pool_status={"Status": "Reused", "ReusedByJob": self.name}
+        )
+        self.store.append_logs(
+            self.name,
+            [f"Reusing the warm instance group of training job {kept_by}: {group.describe()}"],
+        )
+        return group
+
+    def _launch_train(self) -> GroupRun:
+        """Start the job on its instance group: the warm one taken from the pool, else a new one (idle
+        actors make room first)."""
         total_cpus = float(ray.cluster_resources().get("CPU", 1))
         per_worker = worker_resources(self.spec.instance_type, self.spec.instance_count, total_cpus)
-        self._make_room(per_worker, self.spec.instance_count)
         storage_path = self.spec.checkpoint_uri or os.path.join(str(self.store.path.parent), "checkpoints")
-        return fit.remote(self.spec, self.settings, self.events, storage_path)
+        spec = self.spec
+        if self.group is None:
+            self._make_room(per_worker, spec.instance_count)
+            self.group = InstanceGroup.start(
+                spec.instance_count,
+                per_worker,
+                compute_threads(spec, total_cpus),
+                group_libraries(spec.algorithm, spec.algorithm_class.trainer),
+                self._group_key(),
+                spread=spec.instance_type.node_type,
+            )
+        checkpoint_dir, checkpoint_uri = checkpoint_location(
+            storage_path, spec.name, os.path.join(str(self.store.path.parent), "checkpoints")
+        )
+        return self.group.run(
+            worker_job(spec),
+            self.settings,
+            self.events,
+            collective=collective_kind(spec.algorithm_class.trainer),
+            checkpoint_dir=checkpoint_dir,
+            checkpoint_uri=checkpoint_uri,
+        )
+
+    def _run_on_group(self, start: float) -> tuple[RuntimeDecision, Any]:
+        """Run the job on an instance group; a lost instance restarts the whole group from the latest
+        checkpoint (the other ranks' collective broke with it), as often as the FailurePolicy allows."""
+        policy = FailurePolicy.from_request(self.spec.request)
+        attempt = 1
+        self.group = self._take_warm_group()
+        try:
+            while True:
+                decision, outcome = self._watch(self._launch_train(), start)
+                lost = isinstance(outcome, ray.exceptions.RayActorError)
+                if decision != RuntimeDecision.CONTINUE or not lost:
+                    break
+                if policy.decide(attempt, has_checkpoint=True) == FailureDecision.FAIL:
+                    break
+                attempt += 1
+                self.store.append_logs(
+                    self.name, [f"An instance was lost ({outcome}); restarting the group, attempt {attempt}"]
+                )
+                self._release_group()
+        except BaseException:
+            self._release_group()
+            raise
+        ok = decision == RuntimeDecision.CONTINUE and not isinstance(outcome, BaseException)
+        if ok and self.spec.keep_alive_seconds > 0 and self.group is not None:
+            self._keep_warm(self.group, self._group_key())
+        else:
+            self._release_group()
+        return decision, outcome
+
+    def _release_group(self) -> None:
+        group, self.group = self.group, None
+        if group is not None:
+            group.kill()
 
     # --- watching -------------------------------------------------------------------------------
 
     def _watch(self, ref: Any, start: float) -> tuple[RuntimeDecision, Any]:
-        """Wait for the job's code to finish, a stop request, or the runtime limit. Returns the
-        decision and the result (or the exception it raised)."""
+        """Wait for the job's code to finish (an ObjectRef, or a ``GroupRun``), a stop request, or the
+        runtime limit. Returns the decision and the result (or the exception it raised)."""
         policy = RuntimePolicy(self.spec.max_runtime_seconds)
         while True:
-            ready, _ = ray.wait([ref], timeout=POLL_S)
-            if ready:
-                try:
-                    return RuntimeDecision.CONTINUE, ray.get(ref)
-                except Exception as e:  # noqa: BLE001 - becomes FailureReason (or a retry)
-                    return RuntimeDecision.CONTINUE, e
+            if isinstance(ref, GroupRun):
+                done, outcome = ref.poll(POLL_S)
+                if done:
+                    return RuntimeDecision.CONTINUE, outcome
+            else:
+                ready, _ = ray.wait([ref], timeout=POLL_S)
+                if ready:
+                    try:
+                        return RuntimeDecision.CONTINUE, ray.get(ref)
+                    except Exception as e:  # noqa: BLE001 - becomes FailureReason (or a retry)
+                        return RuntimeDecision.CONTINUE, e
             record = self.store.get_training_job(self.name)
             decision = policy.decide(
                 time.time() - start, stop_requested=record["secondary_status"] == S.STOPPING
@@ -203,15 +293,11 @@ class JobRun:
                 return decision, None
 
     def _abort(self, ref: Any) -> None:
+        """Nothing outlives an instance (or a group): no placement group but the group's, no workers."""
         if self.instance is not None:
-            kill(self.instance)  # nothing outlives the instance: no placement group, no workers
-            return
-        if self.controller is not None:
-            try:  # graceful: workers and the placement group are released
-                ray.get(self.controller.abort.remote(), timeout=30)
-            except Exception:  # noqa: BLE001 - abort ends the controller actor, which raises here
-                pass
-        ray.cancel(ref, force=True, recursive=True)
+            kill(self.instance)
+        if self.group is not None:
+            self._release_group()
 
     def _billing(self, start: float, end: float) -> dict[str, Any]:
         seconds = metering.running_seconds(start, end)

@@ -1,20 +1,25 @@
-"""What runs inside each Ray Train worker of a training job: build the worker's channels, run the
-algorithm, and (rank 0) package ``model.tar.gz`` into ``<output_path>/<job>/output/``.
+"""What runs inside each instance of a training job: build the instance's channels, run the algorithm,
+and (rank 0) package ``model.tar.gz`` into ``<output_path>/<job>/output/``.
 
-Metrics and log lines go to the job's runner actor with fire-and-forget calls, so reporting never
-paces the training loop (``ray.train.report`` blocks on the controller's poll); ``ray.train.report`` is
-used only for checkpoints, where Ray Train's bookkeeping is the point.
+An instance is an ``instances.InstanceActor``: alone (one-instance jobs) or rank r of an instance group
+(``instance_group``), where the job's collective is set up here per job (``collective``: xgboost's
+Rabit communicator, or a ``torch.distributed`` gloo process group) and torn down after it, so a warm
+group can take the next job.
+
+Metrics and log lines go to the job service with fire-and-forget calls, so reporting never paces the
+training loop.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tarfile
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,9 +91,6 @@ class JobEvents:
         self.flush()
         self._service.set_phase.remote(self.job, phase, restarted)
 
-    def controller(self, handle: Any) -> None:
-        self._service.set_controller.remote(self.job, handle)
-
     def flush(self, wait: bool = False) -> None:
         """Send what is buffered. Sent under the lock, so calls leave in order (the flusher thread's
         and this one's); with ``wait``, return once the service has stored everything sent so far,
@@ -129,47 +131,15 @@ class _EventsContext(TrainContext):
             self.events.logs([message])
 
 
-class RayTrainContext(_EventsContext):
-    """A worker of a multi-instance job under Ray Train: checkpoints go through ``ray.train.report``."""
-
-    def __init__(self, events: JobEvents | None, seed: int):
-        import ray.train
-
-        ctx = ray.train.get_context()
-        self.rank = ctx.get_world_rank()
-        self.world_size = ctx.get_world_size()
-        self.seed = seed
-        self.events = events
-        self._checkpoint_dirs: list[str] = []
-
-    def save_checkpoint(self, state_dir: str, *, step: int) -> None:
-        import ray.train
-
-        # A barrier: every rank reports; rank 0's files are the checkpoint.
-        checkpoint = ray.train.Checkpoint.from_directory(state_dir) if self.rank == 0 else None
-        ray.train.report({"step": step}, checkpoint=checkpoint)
-
-    def load_checkpoint(self) -> str | None:
-        import ray.train
-
-        checkpoint = ray.train.get_checkpoint()
-        if checkpoint is None:
-            return None
-        path = tempfile.mkdtemp(prefix="raymaker-ckpt-")
-        self._checkpoint_dirs.append(path)
-        checkpoint.to_directory(path)
-        return path
-
-    def cleanup(self) -> None:
-        for path in self._checkpoint_dirs:
-            shutil.rmtree(path, ignore_errors=True)
-
-
 class InstanceContext(_EventsContext):
-    """A single-instance job in a (warm) instance actor. Checkpoints are files in a local directory,
-    which a replacement instance on this node resumes from; with a ``CheckpointConfig.S3Uri`` each one is
-    also written there (one archive object, replaced atomically) and read back when the local copy is
-    missing, as SageMaker syncs /opt/ml/checkpoints."""
+    """A job's code in one (warm) instance actor. Checkpoints are files in a local directory, which a
+    replacement instance on this node resumes from; with a checkpoint URI (S3) each one is also written
+    there (one archive object, replaced atomically) and read back when the local copy is missing, as
+    SageMaker syncs /opt/ml/checkpoints.
+
+    In an instance group (``world_size`` > 1) rank 0 alone writes checkpoints, and every rank starts
+    from the same one: ``start_checkpoint``, the archive rank 0 read before the job started
+    (``checkpoint_archive``), or None for a fresh start."""
 
     ARCHIVE = "raymaker-checkpoint.tar.gz"
 
@@ -180,14 +150,24 @@ class InstanceContext(_EventsContext):
         checkpoint_dir: str,
         checkpoint_uri: str | None = None,
         settings: S3Settings | None = None,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        start_checkpoint: bytes | None = None,
+        gpus: tuple[int | str, ...] = (),
     ):
-        self.rank, self.world_size, self.seed = 0, 1, seed
+        self.rank, self.world_size, self.seed = rank, world_size, seed
+        self.gpus = tuple(gpus)
         self.events = events
         self.checkpoint_dir = checkpoint_dir
         self.archive_uri = f"{checkpoint_uri.rstrip('/')}/{self.ARCHIVE}" if checkpoint_uri else None
         self.settings = settings
+        self._start_checkpoint = start_checkpoint
+        self._unpacked: str | None = None
 
     def save_checkpoint(self, state_dir: str, *, step: int) -> None:
+        if self.rank != 0:
+            return  # rank 0's files are the checkpoint
         latest = os.path.join(self.checkpoint_dir, "latest")
         staging = os.path.join(self.checkpoint_dir, f".staging-{step}")
         shutil.rmtree(staging, ignore_errors=True)
@@ -202,6 +182,8 @@ class InstanceContext(_EventsContext):
             upload_tar_gz(latest, self.archive_uri, self.settings)
 
     def load_checkpoint(self) -> str | None:
+        if self.world_size > 1:
+            return self._shared_checkpoint()
         latest = os.path.join(self.checkpoint_dir, "latest")
         if not os.path.isdir(latest) and self.archive_uri:
             storage = storage_for(self.archive_uri, self.settings)
@@ -209,14 +191,77 @@ class InstanceContext(_EventsContext):
                 data = storage.read_bytes(self.archive_uri)
             except FileNotFoundError:
                 return None
-            import io
-
-            with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-                tar.extractall(latest, filter="data")
+            _untar(data, latest)
         return latest if os.path.isdir(latest) else None
 
+    def _shared_checkpoint(self) -> str | None:
+        if self._start_checkpoint is None:
+            return None
+        if self._unpacked is None:
+            self._unpacked = tempfile.mkdtemp(prefix="raymaker-ckpt-")
+            _untar(self._start_checkpoint, self._unpacked)
+        return self._unpacked
+
     def cleanup(self) -> None:
-        pass
+        if self._unpacked is not None:
+            shutil.rmtree(self._unpacked, ignore_errors=True)
+            self._unpacked = None
+
+
+def _untar(data: bytes, dest: str) -> None:
+    import io
+
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        tar.extractall(dest, filter="data")
+
+
+def checkpoint_archive(
+    checkpoint_dir: str, checkpoint_uri: str | None, settings: S3Settings | None
+) -> bytes | None:
+    """The latest checkpoint of a job (its local directory, else the archive at ``checkpoint_uri``) as
+    gzipped tar bytes, or None: what an instance group's rank 0 reads once and every rank starts from."""
+    latest = InstanceContext(None, 0, checkpoint_dir, checkpoint_uri, settings).load_checkpoint()
+    if latest is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = os.path.join(tmp, "checkpoint.tar.gz")
+        _tar_gz(latest, archive)
+        with open(archive, "rb") as f:
+            return f.read()
+
+
+@dataclass(frozen=True)
+class GroupStart:
+    """What rank 0 of an instance group prepares for a job and every rank receives: how to join the
+    job's collective (``collective`` "xgboost": xgboost's tracker arguments; "torch": a gloo
+    ``init_method`` URL; None: no collective) and the checkpoint the job starts from."""
+
+    collective: str | None
+    address: Any = None
+    checkpoint: bytes | None = None
+
+
+@contextlib.contextmanager
+def collective(start: GroupStart, rank: int, world_size: int) -> Iterator[None]:
+    """This rank in the job's collective for the duration of the job, as Ray Train's backends set it
+    up: xgboost's Rabit communicator (ranks sorted by task id, so xgboost's rank is ours), or a
+    ``torch.distributed`` gloo process group (destroyed afterwards, so the process can join the next
+    job's)."""
+    if start.collective == "xgboost" and world_size > 1:
+        from xgboost.collective import CommunicatorContext
+
+        with CommunicatorContext(**start.address, dmlc_task_id=f"raymaker-rank-{rank:08}"):
+            yield
+    elif start.collective == "torch" and world_size > 1:
+        import torch.distributed as dist
+
+        dist.init_process_group("gloo", init_method=start.address, rank=rank, world_size=world_size)
+        try:
+            yield
+        finally:
+            dist.destroy_process_group()
+    else:
+        yield
 
 
 def _model_channel(channel: Channel, settings: S3Settings | None, root: str) -> str:
@@ -239,22 +284,31 @@ def upload_tar_gz(directory: str, uri: str, settings: S3Settings | None) -> int:
     """Write a directory's files as a gzipped tar at ``uri`` (model.tar.gz, checkpoint archives); returns its size."""
     with tempfile.TemporaryDirectory() as tmp:
         archive = os.path.join(tmp, "archive.tar.gz")
-        with tarfile.open(archive, "w:gz") as tar:
-            for name in sorted(os.listdir(directory)):
-                tar.add(os.path.join(directory, name), arcname=name)
+        _tar_gz(directory, archive)
         storage_for(uri, settings).upload(archive, uri)
         return os.path.getsize(archive)
 
 
+def _tar_gz(directory: str, archive: str) -> None:
+    with tarfile.open(archive, "w:gz") as tar:
+        for name in sorted(os.listdir(directory)):
+            tar.add(os.path.join(directory, name), arcname=name)
+
+
 def run_training(
     job: WorkerJob,
-    ctx: RayTrainContext | InstanceContext,
+    ctx: InstanceContext,
     settings: S3Settings | None,
     *,
     shard_for: Callable[[str], Any] | None,
     resumed: bool,
+    join: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
 ) -> dict[str, float]:
-    """The body of every training job on one worker: channels, the algorithm, and (rank 0) the model."""
+    """The body of every training job on one worker: channels, the algorithm, and (rank 0) the model.
+
+    ``join`` enters the job's collective (``collective``) around the algorithm alone: joining waits
+    for every rank and for the collective's library, whose import (started when the instance did)
+    then overlaps this rank's download."""
     algo_cls = get_algorithm(job.algorithm)
     root = tempfile.mkdtemp(prefix=f"raymaker-{job.name}-")
     try:
@@ -273,14 +327,19 @@ def run_training(
             data = TrainingData(
                 {**data.channels, MODEL_CHANNEL: _model_channel(model_channel, settings, root)}
             )
+        line = f"raymaker worker {ctx.rank} of {ctx.world_size}: pid {os.getpid()}, algorithm {job.algorithm}"
         if ctx.rank == 0:
-            ctx.log(f"raymaker worker 0 of {ctx.world_size}: pid {os.getpid()}, algorithm {job.algorithm}")
+            ctx.log(line)
             if ctx.events is not None:
                 ctx.events.phase("Training", restarted=resumed)
+        elif ctx.events is not None:  # every instance of a group says where it runs
+            print(line, flush=True)
+            ctx.events.logs([line])
         model_dir = os.path.join(root, "model")
         os.makedirs(model_dir, exist_ok=True)
         try:
-            final = algo_cls().train(dict(job.hyperparameters), data, ctx, model_dir)
+            with join() if join is not None else contextlib.nullcontext():
+                final = algo_cls().train(dict(job.hyperparameters), data, ctx, model_dir)
         except DataFormatError as e:
             raise _with_assumed_content_type(e, job) from e
         if ctx.rank == 0:
@@ -306,17 +365,4 @@ def _with_assumed_content_type(error: DataFormatError, job: WorkerJob) -> DataFo
         f"{error} -- the request gave no ContentType for channel(s) {which}, so {job.algorithm}'s "
         "default was assumed: set the channel's ContentType (e.g. TrainingInput(s3_data, "
         "content_type='text/csv')) if the data is in another format"
-    )
-
-
-def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float]:
-    """The Ray Train ``train_loop_per_worker`` of multi-instance jobs."""
-    import ray.train
-
-    job: WorkerJob = config["job"]
-    ctx = RayTrainContext(config.get("events"), seed=job.seed)
-    # A checkpoint at start means Ray Train restarted the workers after a failure.
-    resumed = ray.train.get_checkpoint() is not None
-    return run_training(
-        job, ctx, config.get("settings"), shard_for=ray.train.get_dataset_shard, resumed=resumed
     )
