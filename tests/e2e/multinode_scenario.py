@@ -80,6 +80,9 @@ def main() -> None:
     }
     try:
         run(seen)
+    except BaseException as e:  # noqa: BLE001 - reported to the test
+        seen["error"] = repr(e)
+        raise
     finally:
         print(json.dumps(seen), flush=True)
         import ray

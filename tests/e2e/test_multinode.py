@@ -37,6 +37,10 @@ def seen(s3_server, tmp_path_factory) -> dict:
     return out
 
 
+def test_the_scenario_ran_to_its_end(seen):
+    assert seen.get("error") is None, seen["stderr"]
+
+
 def test_a_local_output_folder_is_refused_on_several_nodes(seen):
     message = seen["file_output_error"]
     assert message is not None, seen["stderr"]
