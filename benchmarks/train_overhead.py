@@ -8,8 +8,8 @@ with ``nthread / 2`` each.
 Reported: wall time of each, their ratio, and the fixed overhead: seconds from ``fit()`` to the first
 boosting round's metric report (raymaker) against data loading plus the first round (plain xgboost).
 "cold" is the first job of its kind (no warm instance or instance group to take); "second job" runs
-right after it on the same cluster, in the instance (group) the first one kept warm. The one-instance
-cold job is the first job after Ray started (it also starts the job service).
+right after it on the same cluster, in the instance (group) the first one kept warm. The run's first
+job also starts the job service.
 
 Then the fixed cost alone, on 364 rows (CSV): xgboost (3 rounds) and linear-learner (3 epochs), one
 and two instances, cold (no warm instance or group of the kind) and warm (the next job, in what the

@@ -54,7 +54,8 @@ def _import_xgboost_without_sklearn() -> None:
 
 
 # What an algorithm's instances import in the background as they start (a warm instance has them):
-# linear-learner's first optimizer imports torch._dynamo (2 s here), its metrics scipy.stats (1.5 s).
+# linear-learner's first optimizer imports torch._dynamo (2 s here). Not scipy.stats (1.5 s, for its
+# metrics): on 2 cores, importing it beside two starting instances delayed their first epoch by 4 s.
 LIBRARIES = {
     "xgboost": ("xgboost",),
     "linear-learner": ("torch", "torch._dynamo"),
