@@ -1,7 +1,7 @@
 """What the streaming unsupervised algorithms (k-means, PCA) share: fixed-size mini-batches from a
 channel, feature-width checks, squared distances that work for dense and CSR rows, the same mini-batch
 math in torch on a device (``TorchRows``, used when the worker has a GPU), and NumPy collectives over
-``torch.distributed`` (the process group Ray's TorchTrainer sets up, gloo or NCCL).
+``torch.distributed`` (the process group the engine sets up across an instance group, gloo or NCCL).
 
 Mini-batches are re-cut to exactly ``size`` rows whatever Batches the channel yields, so a result does
 not depend on how the input happened to be split into files or records.

@@ -4,7 +4,7 @@ An algorithm declares, once and exactly as SageMaker names them: its hyperparame
 valid range or choices, required), the channels and training content types it takes, whether it
 trains distributed, resumes from checkpoints or continues an earlier model, its metric names, and the
 small problems (``ConformanceCase``) the conformance suite trains it on. It implements ``train`` (runs
-inside a Ray Train worker, or in-process with a ``LocalContext``), ``load`` of the model directory that
+inside one instance of a training job, or in-process with a ``LocalContext``), ``load`` of the model directory that
 becomes ``model.tar.gz``, and ``predict`` for hosting and batch transform.
 
 ``raymaker.testing.conformance`` (a layer above this one) runs every algorithm through the same checks.
@@ -175,7 +175,7 @@ class ConformanceCase:
 class TrainContext(ABC):
     """What ``Algorithm.train`` may ask of where it runs: its place among the workers, a way to report
     metrics, checkpoints, and the GPUs it was given. ``LocalContext`` runs in-process; the engine
-    provides one for Ray Train.
+    provides one per instance.
 
     ``gpus``: the GPU ids assigned to this worker, as ``ray.get_gpu_ids()`` reports them inside it
     (empty: train on the CPU). ``devices.choose_devices`` turns them into torch / xgboost devices."""

@@ -8,7 +8,7 @@ objective loss, measured on ``validation`` when given. Binary classifiers get a 
 ``num_point_for_scaler`` rows (for sparse rows the centring is an output shift, so they stay sparse),
 regression labels too.
 
-Under the engine it runs in Ray's TorchTrainer workers: gradients are summed over workers with
+Under the engine it runs in each instance of an instance group: gradients are summed over workers with
 ``torch.distributed`` (gloo) every step, so the result equals one big mini-batch; evaluation outputs are
 gathered so every worker takes the same decisions. With a LocalContext it is one process.
 

@@ -1,8 +1,8 @@
 """SageMaker's built-in XGBoost algorithm ("algorithm mode") on xgboost 3.x.
 
 Hyperparameters, metric names and the model file name (``xgboost-model``) are SageMaker's. Under the
-engine this runs inside Ray Train's XGBoostTrainer workers, where ``xgboost.train`` joins the collective
-by itself: each worker builds a DMatrix from its own shard and the trees are grown together.
+engine this runs in each instance of an instance group, where ``xgboost.train`` joins the job's Rabit
+collective (set up by the engine) by itself: each worker builds a DMatrix from its own shard and the trees are grown together.
 
 On a worker given a GPU (``TrainContext.gpus``) it trains on that GPU, as xgboost >= 2 spells it:
 ``device="cuda:N"`` with ``tree_method="hist"`` (or "approx"; "exact" has no GPU implementation and

@@ -2,7 +2,7 @@
 
 File: this worker's objects are copied to local disk first (cached by ETag), then decoded from there.
 FastFile: objects are opened lazily and read as they are decoded. Pipe: the worker's Ray Data shard
-(``ChannelDataConfig``) is streamed; nothing touches local disk. Every channel is a callable that
+(``pipe_dataset`` per rank) is streamed; nothing touches local disk. Every channel is a callable that
 starts a fresh pass, so algorithms can make several epochs over streamed data.
 
 ShuffleConfig: every call of a channel's callable is the next epoch (0, 1, 2...), and a channel with a

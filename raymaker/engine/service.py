@@ -196,12 +196,6 @@ class JobService:
             self.store.append_logs(job, lines)
 
     @ray.method(concurrency_group="events")
-    def set_controller(self, job: str, controller: Any) -> None:
-        run = self.runs.get(job)
-        if run is not None:
-            run.controller = controller
-
-    @ray.method(concurrency_group="events")
     def set_phase(self, job: str, phase: str, restarted: bool = False) -> None:
         run = self.runs.get(job)
         if run is None:

@@ -1,4 +1,5 @@
-"""Training jobs end to end: the SDK, the engine, Ray Train, the moto S3 server and the SQLite records."""
+"""Training jobs end to end: the SDK, the engine, instance actors and groups, the moto S3 server and the
+SQLite records."""
 
 import io
 import os
@@ -227,7 +228,7 @@ def test_max_runtime(session, data_bucket):
     assert 8 <= desc["TrainingTimeInSeconds"] <= 20
 
 
-@pytest.mark.parametrize("instance_count", [1, 2])  # an instance actor; Ray Train workers
+@pytest.mark.parametrize("instance_count", [1, 2])  # an instance actor; an instance group
 def test_killed_worker_resumes_from_checkpoint(session, data_bucket, instance_count):
     est = Estimator(
         "xgboost",
@@ -328,7 +329,7 @@ def test_xgboost_two_workers_sharded(session, s3_server, data_bucket, cancer, tm
     assert metrics["validation:auc"] > 0.97
     algo, model = _load_model(s3_server, est.model_data, "xgboost", tmp_path)
     assert (algo.predict(model, Batch(cancer[1]))["predicted_label"] == cancer[3]).mean() > 0.93
-    # Ray Train wrote its checkpoints under the job's CheckpointConfig.S3Uri
+    # rank 0 wrote the group's checkpoints under the job's CheckpointConfig.S3Uri
     listed = s3_server.client.list_objects_v2(Bucket=data_bucket, Prefix=f"checkpoints/xgb-2-{input_mode}/")
     assert listed.get("KeyCount", 0) > 0
 

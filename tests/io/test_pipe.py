@@ -13,7 +13,8 @@ import pytest
 import scipy.sparse as sp
 
 from raymaker.io.channels import Channel, list_objects, shard_objects, shuffled
-from raymaker.io.modes.pipe import ChannelDataConfig, PipeEpochIterator, batches_to_numpy, pipe_dataset
+from raymaker.io.modes.pipe import PipeEpochIterator, batches_to_numpy, pipe_dataset
+from raymaker.io.modes.train_data import ChannelDataConfig
 from raymaker.io.recordio import write_numpy_to_dense_tensor, write_spmatrix_to_sparse_tensor
 
 pytestmark = pytest.mark.e2e
