@@ -70,8 +70,14 @@ def start_serve() -> RuntimeListener:
         http |= {"ssl_certfile": listener.certfile, "ssl_keyfile": listener.keyfile}
     access_log = os.environ.get("RAYMAKER_SERVE_ACCESS_LOG") == "1"
     # Per-request access logging costs about a millisecond a request: off unless asked for.
+    # Serve's ingress runs on every node by default (clients may use any node's address); where
+    # several nodes share one address (nodes on one machine) only one of them can listen on it.
+    location = os.environ.get("RAYMAKER_SERVE_PROXY_LOCATION") or None
+    if location not in (None, "EveryNode", "HeadOnly"):
+        raise ValueError(f"RAYMAKER_SERVE_PROXY_LOCATION {location!r} must be EveryNode or HeadOnly")
     serve.start(
         http_options=http,
+        **({"proxy_location": location} if location else {}),
         logging_config={"enable_access_log": access_log, "log_level": "INFO" if access_log else "WARNING"},
     )
     return listener

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 NODE_TYPE = "ml.m5.xlarge"
-IDLE_TIMEOUT_MIN = 0.2
+IDLE_TIMEOUT_MIN = 0.1
 
 
 def free_port() -> int:
@@ -104,6 +104,9 @@ def main() -> None:
         RAY_TRAIN_HEALTH_CHECK_INTERVAL_S="0.1",
         RAYMAKER_RUNTIME_URL=f"http://127.0.0.1:{free_port()}",
         RAYMAKER_CLUSTER_CONFIG=definition,
+        # All nodes share this machine's address: one ingress, on the head (a real cluster's nodes each
+        # have their own, and Serve's default runs one on every node).
+        RAYMAKER_SERVE_PROXY_LOCATION="HeadOnly",
     )
     ray_env_for_serving(env)
     head = subprocess.Popen(

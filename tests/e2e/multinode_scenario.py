@@ -64,6 +64,9 @@ def main() -> None:
     # Every Ray process of this cluster must start with raymaker's settings.
     os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = "0.1"
     os.environ["RAYMAKER_RUNTIME_URL"] = f"http://127.0.0.1:{free_port()}"
+    # All nodes share this machine's address: one ingress, on the head (a real cluster's nodes each
+    # have their own, and Serve's default runs one on every node).
+    os.environ["RAYMAKER_SERVE_PROXY_LOCATION"] = "HeadOnly"
     ray_env_for_serving(os.environ)
     definition = os.path.join(tempfile.mkdtemp(prefix="rm-multinode-"), "cluster.yaml")
     with open(definition, "w") as f:
