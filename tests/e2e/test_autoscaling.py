@@ -27,7 +27,15 @@ def seen(s3_server, tmp_path_factory) -> dict:
         "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
-    for key in ("RAY_ADDRESS", "RAYMAKER_CLUSTER_CONFIG", "RAYMAKER_DEFAULT_BUCKET"):
+    # Nothing of the test session's own Ray (its address, its Serve ports) may leak into this one.
+    for key in (
+        "RAY_ADDRESS",
+        "RAYMAKER_CLUSTER_CONFIG",
+        "RAYMAKER_DEFAULT_BUCKET",
+        "RAYMAKER_RUNTIME_URL",
+        "RAY_SERVE_HAPROXY_STATS_PORT",
+        "RAY_SERVE_HAPROXY_METRICS_PORT",
+    ):
         env.pop(key, None)
     proc = subprocess.run([sys.executable, str(SCENARIO)], env=env, capture_output=True, text=True, timeout=480)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
