@@ -127,3 +127,23 @@ def ray_session(s3_server: S3Server) -> Iterator[None]:
             yield
         finally:
             ray.shutdown()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def background_scenarios(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """The scenarios with Ray clusters of their own (tests/e2e/scenarios.py) that this run selected,
+    started now in the background: their clusters start while the other tests run."""
+    from tests.e2e.scenarios import SCENARIOS, Scenario
+
+    selected = {item.path.name for item in request.session.items} & set(SCENARIOS)
+    running: dict = {}
+    if selected:
+        s3 = request.getfixturevalue("s3_server")
+        for module in sorted(selected):
+            home = str(tmp_path_factory.mktemp(module.removesuffix(".py")))
+            running[module] = Scenario(SCENARIOS[module], s3.new_bucket(), home)
+    try:
+        yield running
+    finally:
+        for scenario in running.values():
+            scenario.stop()

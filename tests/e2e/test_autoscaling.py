@@ -1,47 +1,19 @@
 """Autoscaling with Ray's own autoscaler (its fake multi-node provider, on this machine): work of an
 instance type no running node has makes the autoscaler start nodes of that type, and they go away once
 idle; an endpoint autoscaling past one node's capacity gets another node. The scenario runs in its
-own process with its own Ray head (autoscaling_scenario.py); this test checks what it saw."""
+own process with its own Ray head (autoscaling_scenario.py, started as the session begins); this test
+checks what it saw."""
 
 from __future__ import annotations
-
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.e2e
 
-SCENARIO = Path(__file__).with_name("autoscaling_scenario.py")
-
 
 @pytest.fixture(scope="module")
-def seen(s3_server, tmp_path_factory) -> dict:
-    env = {
-        **os.environ,
-        "BUCKET": s3_server.new_bucket(),
-        "RAYMAKER_HOME": str(tmp_path_factory.mktemp("autoscaling-home")),
-        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
-    # Nothing of the test session's own Ray (its address, its Serve ports) may leak into this one.
-    for key in (
-        "RAY_ADDRESS",
-        "RAYMAKER_CLUSTER_CONFIG",
-        "RAYMAKER_DEFAULT_BUCKET",
-        "RAYMAKER_RUNTIME_URL",
-        "RAY_SERVE_HAPROXY_STATS_PORT",
-        "RAY_SERVE_HAPROXY_METRICS_PORT",
-    ):
-        env.pop(key, None)
-    proc = subprocess.run([sys.executable, str(SCENARIO)], env=env, capture_output=True, text=True, timeout=480)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    assert lines, f"the scenario printed nothing (rc {proc.returncode}):\n{proc.stderr[-4000:]}"
-    out = json.loads(lines[-1])
-    out["stderr"] = proc.stderr[-4000:]
+def seen(background_scenarios) -> dict:
+    out = background_scenarios["test_autoscaling.py"].result()
     print({k: v for k, v in out.items() if k != "stderr"})  # the figures, with -s
     return out
 
