@@ -122,7 +122,9 @@ def ray_session(s3_server: S3Server) -> Iterator[None]:
         # HAProxy's stats and metrics listeners default to fixed ports (8404, 9101): move them too.
         mp.setenv("RAY_SERVE_HAPROXY_STATS_PORT", str(free_port()))
         mp.setenv("RAY_SERVE_HAPROXY_METRICS_PORT", str(free_port()))
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        # address="local": a new instance, even while a scenario's own cluster runs on the machine
+        # (ray.init() alone would join it).
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
         try:
             yield
         finally:
