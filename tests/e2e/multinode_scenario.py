@@ -35,17 +35,17 @@ metadata: {{raymaker: {{instance_types: {{{NODE_TYPE}: {{price_per_hour: 0.23}}}
 """
 
 
-def instance_nodes(before: set[str]) -> dict[str, str]:
-    """Actor id -> node id of the instances (and Ray Train workers) started since ``before``."""
+def instance_nodes(before: set[str], app: str | None = None) -> dict[str, str]:
+    """Actor id -> node id of the training instances started since ``before``, or with ``app`` of that
+    Serve application's replicas (not the runtime ingress's, which needs no node type)."""
     import ray
 
     out = {}
     for actor_id, a in ray._private.state.actors().items():
+        name = str(a.get("ActorClassName"))
         if actor_id in before:
             continue
-        if a.get("ActorClassName") in ("InstanceActor", "RayTrainWorker") or "ServeReplica" in str(
-            a.get("ActorClassName")
-        ):
+        if (name == "InstanceActor") if app is None else name.startswith(f"ServeReplica:{app}:"):
             out[actor_id] = (a.get("Address") or {}).get("NodeID", "")
     return out
 
@@ -148,7 +148,7 @@ def run(seen: dict) -> None:
     before = actors_now()
     predictor = one.deploy(2, NODE_TYPE, endpoint_name="multinode-ep", serializer=CSVSerializer())
     try:
-        seen["replica_nodes"] = sorted(set(instance_nodes(before).values()))
+        seen["replica_nodes"] = sorted(set(instance_nodes(before, app="ep.multinode-ep").values()))
         answer = predictor.predict(x[:3])
         text = answer.decode() if isinstance(answer, bytes) else str(answer)
         seen["predictions"] = len(text.split())  # one score per row

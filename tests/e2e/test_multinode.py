@@ -35,7 +35,7 @@ def test_two_instance_job_runs_one_instance_on_each_node(seen):
 def test_endpoint_replicas_load_the_model_on_other_nodes(seen):
     assert len(seen["trained_on"]) == 1 and seen["trained_on"][0] in seen["workers"]
     # One replica per ml.m5.xlarge node: one of them is a node the model was not trained on.
-    assert seen["replica_nodes"] == seen["workers"], seen["stderr"]
+    assert seen["replica_nodes"] == seen["workers"], seen
     assert set(seen["replica_nodes"]) - set(seen["trained_on"])
     assert seen.get("predictions") == 3, seen["stderr"]
 
