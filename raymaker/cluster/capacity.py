@@ -126,7 +126,8 @@ def waiting_message(instance_type: InstanceType, count: int, each: Mapping[str, 
     shape on a fixed cluster."""
     import ray
 
-    if shortfall({k: v * count for k, v in each.items()}) is None:
+    short = shortfall({k: v * count for k, v in each.items()})
+    if short is None:
         return None
     if instance_type.node_type:
         free = ray.available_resources().get(instance_type.name, 0.0)
@@ -136,4 +137,4 @@ def waiting_message(instance_type: InstanceType, count: int, each: Mapping[str, 
             f"({free:g} of {total:g} such nodes free)"
         )
     what = f"{count} x {instance_type.name}" if count > 1 else instance_type.name
-    return f"Waiting for resources: {what} needs {shortfall({k: v * count for k, v in each.items()})}"
+    return f"Waiting for resources: {what} needs {short}"

@@ -9,12 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from raymaker.cluster.capacity import alive_nodes, check_capacity, spans_nodes
-from raymaker.cluster.definition import (
-    cluster_config_path,
-    get_instance_type,
-    load_cluster,
-    load_instance_types,
-)
+from raymaker.cluster.definition import ClusterDefinition, get_instance_type, load_cluster
 from raymaker.engine.resources import ResourceStore
 from raymaker.engine.store import JobStore
 from raymaker.io.storage import S3Settings, parse_uri
@@ -33,31 +28,41 @@ class Engine:
     def __post_init__(self) -> None:
         self.resources = ResourceStore(self.store)
 
+    def cluster(self) -> ClusterView:
+        """The cluster as one create call sees it: its definition and its nodes, read once. Joins Ray
+        (the job service starts with it) to see the nodes."""
+        self.service()
+        return ClusterView(load_cluster(), alive_nodes())
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    definition: ClusterDefinition
+    nodes: list[dict[str, float]]
+
+    @property
+    def spans_nodes(self) -> bool:
+        """Whether work may run on more than one machine."""
+        return spans_nodes(self.nodes, len(self.definition.node_types))
+
     def require_capacity(self, instance_type: str, instance_count: int, usage: str) -> None:
         """ResourceLimitExceeded now, as SageMaker answers the create call, when no node the cluster has
-        or its definition can start could ever run ``instance_count`` x ``instance_type``. Joins Ray
-        (the job service starts with it) to see the nodes."""
-        itype = get_instance_type(instance_type, load_instance_types())
-        self.service()
-        check_capacity(itype, instance_count, usage, alive_nodes(), str(cluster_config_path()))
-
-    def spans_nodes(self) -> bool:
-        """Whether work may run on more than one machine (joins Ray to see the nodes)."""
-        self.service()
-        return spans_nodes(alive_nodes(), len(load_cluster().node_types))
+        or its definition can start could ever run ``instance_count`` x ``instance_type``."""
+        itype = get_instance_type(instance_type, self.definition.instance_types)
+        check_capacity(itype, instance_count, usage, self.nodes, str(self.definition.path))
 
     def require_shared_storage(self, uris: Mapping[str, str | None]) -> None:
         """ValidationError when the cluster spans several machines and one of ``uris`` (request field
         name -> URI) is a folder on one of them: instances, replicas and trials on other nodes could
-        not read or write it. Joins Ray to see the nodes."""
+        not read or write it."""
         local = {k: v for k, v in uris.items() if v and parse_uri(v).scheme == "file"}
-        if not local or not self.spans_nodes():
+        if not local or not self.spans_nodes:
             return
         field, uri = next(iter(local.items()))
-        more = " and starts more" if load_cluster().node_types else ""
+        more = " and starts more" if self.definition.node_types else ""
         raise ValidationError(
             f"{field} is {uri}, a folder on one machine, but this cluster runs work on "
-            f"{len(alive_nodes())} node(s){more}: work on the other nodes "
+            f"{len(self.nodes)} node(s){more}: work on the other nodes "
             f"could not reach it. Give an s3:// URI (an Estimator's output_path, a Model's model_data), "
             f"or set {DEFAULT_BUCKET_ENV} so the SDK's default output goes to S3"
         )

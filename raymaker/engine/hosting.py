@@ -306,7 +306,8 @@ def _hand_to_service(engine: Engine, endpoint: str) -> None:
 def _require_capacity(engine: Engine, config_name: str) -> None:
     """Every variant's instances can run on this cluster, and load their model on any node."""
     config = engine.resources.get(Kind.ENDPOINT_CONFIG, config_name)["request"]
-    engine.require_shared_storage(
+    cluster = engine.cluster()
+    cluster.require_shared_storage(
         {
             f"model {v['ModelName']}'s ModelDataUrl": model_spec(engine.resources, v["ModelName"]).model_data_url
             for v in config["ProductionVariants"]
@@ -315,7 +316,7 @@ def _require_capacity(engine: Engine, config_name: str) -> None:
     for v in config["ProductionVariants"]:
         scaling = v.get("ManagedInstanceScaling") or {}
         count = int(scaling.get("MinInstanceCount", 1)) if scaling.get("Status") == "ENABLED" else 0
-        engine.require_capacity(v["InstanceType"], max(int(v["InitialInstanceCount"]), count), "endpoint")
+        cluster.require_capacity(v["InstanceType"], max(int(v["InitialInstanceCount"]), count), "endpoint")
 
 
 def _create_endpoint(engine: Engine, params: dict[str, Any]) -> dict[str, Any]:

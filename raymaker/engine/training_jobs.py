@@ -43,15 +43,16 @@ def create_training_job(
     spec = validate_training_job(params, instance_types=load_instance_types())
     check_channels_exist(spec, engine.settings)
     service = engine.service()  # Ray is up before the record exists: no record waits for a cluster
-    engine.require_capacity(spec.instance_type.name, spec.instance_count, "training job")
-    engine.require_shared_storage(
+    cluster = engine.cluster()
+    cluster.require_capacity(spec.instance_type.name, spec.instance_count, "training job")
+    cluster.require_shared_storage(
         {
             "OutputDataConfig.S3OutputPath": spec.output_path,
             "CheckpointConfig.S3Uri": spec.checkpoint_uri,
             **{f"InputDataConfig[{c.name}].S3Uri": c.s3_uri for c in spec.channels},
         }
     )
-    if spec.checkpoint_uri is None and engine.spans_nodes():
+    if spec.checkpoint_uri is None and cluster.spans_nodes:
         # An instance restarted on another node resumes from S3, not from a disk it cannot see.
         spec = replace(spec, checkpoint_uri=f"{spec.output_path.rstrip('/')}/{spec.name}/checkpoints")
     record = engine.store.create_training_job(spec, tuning_job_arn=tuning_job_arn)

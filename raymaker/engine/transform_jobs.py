@@ -159,8 +159,9 @@ def create_transform_job(engine: Engine, params: dict[str, Any]) -> dict[str, An
     check_transform_job(engine.resources, params, engine.settings)
     service = engine.service()
     resources = params["TransformResources"]
-    engine.require_capacity(resources["InstanceType"], int(resources["InstanceCount"]), "transform job")
-    engine.require_shared_storage(
+    cluster = engine.cluster()
+    cluster.require_capacity(resources["InstanceType"], int(resources["InstanceCount"]), "transform job")
+    cluster.require_shared_storage(
         {
             "TransformInput.DataSource.S3DataSource.S3Uri": input_channel(params).s3_uri,
             "TransformOutput.S3OutputPath": params["TransformOutput"]["S3OutputPath"],

@@ -241,9 +241,10 @@ def create_tuning_job(engine: Engine, params: dict[str, Any]) -> dict[str, Any]:
     spec = check_tuning_job(engine.resources, params, engine.settings)
     service = engine.service()
     trial = trial_resources(spec)
-    engine.require_capacity(trial["InstanceType"], int(trial["InstanceCount"]), "training job")
+    cluster = engine.cluster()
+    cluster.require_capacity(trial["InstanceType"], int(trial["InstanceCount"]), "training job")
     definition = spec.training_definition
-    engine.require_shared_storage(
+    cluster.require_shared_storage(
         {
             "TrainingJobDefinition.OutputDataConfig.S3OutputPath": definition["OutputDataConfig"]["S3OutputPath"],
             **{

@@ -13,7 +13,6 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,14 +22,10 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from raymaker.cluster.local import free_port
+
 NODE_TYPE = "ml.m5.xlarge"
 IDLE_TIMEOUT_MIN = 0.1
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def config(gcs_port: int) -> dict:

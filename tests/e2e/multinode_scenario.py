@@ -11,19 +11,13 @@ from __future__ import annotations
 import io
 import json
 import os
-import socket
 import sys
 import tempfile
 import time
 
 import numpy as np
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
+from raymaker.cluster.local import free_port
 
 NODE_TYPE = "ml.m5.xlarge"
 DEFINITION = f"""
