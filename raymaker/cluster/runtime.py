@@ -7,6 +7,8 @@ from collections.abc import Mapping, MutableMapping
 
 from raymaker.cluster import local
 
+HEAD_RESOURCE = "node:__internal_head__"  # the resource Ray gives the head node only
+
 
 def ensure_ray() -> None:
     """Join the Ray cluster this process should use, else start a private one (local mode):
@@ -32,6 +34,23 @@ def ensure_ray() -> None:
     # Set before Ray starts, so every Ray process (Serve's controller, Train's workers) inherits it.
     local.ray_env(os.environ)
     ray.init(include_dashboard=False, log_to_driver=False)
+
+
+def head_node_id() -> str:
+    """The Ray node id of the cluster's head (the node holding the job database); needs Ray joined."""
+    import ray
+
+    for node in ray.nodes():
+        if node.get("Alive") and HEAD_RESOURCE in (node.get("Resources") or {}):
+            return node["NodeID"]
+    return ray.get_runtime_context().get_node_id()  # pragma: no cover - every Ray cluster has a head
+
+
+def on_head_node() -> bool:
+    """Whether this process runs on the head node (needs Ray joined)."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id() == head_node_id()
 
 
 def join_address(environ: Mapping[str, str], cluster: local.LocalCluster | None) -> str | None:

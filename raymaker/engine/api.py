@@ -1,62 +1,59 @@
-"""The engine's one entry point: SageMaker's control-plane operations (and raymaker's own, declared in
-the service-model extension) as a dispatch-and-audit table, dict in, dict out.
+"""The engine's one entry point, ``SageMakerAPI.call(operation, params)``: dict in, dict out.
 
 This is the narrow seam of DESIGN.md: the in-process backend is ``SageMakerAPI`` itself; an HTTP server
-speaking SageMaker's JSON 1.1 protocol wraps the same ``call``. Every request is checked against the
-service model first, then handed to its resource's operation module (``training_jobs``, ``hosting``,
-``transform_jobs``, ``tuning_jobs``, ``billing``, ``audit``, ``resource_logs``); every call, whatever it raised, is
-recorded in the audit trail.
+speaking SageMaker's JSON 1.1 protocol wraps the same ``call``. The operations themselves (validation,
+dispatch, audit) are ``dispatch.py``'s table; this module decides where it runs: here, on the node that
+holds the job database, or in the job service for a process on any other node.
 """
 
 from __future__ import annotations
 
+import os
 import threading
-import uuid
-from collections.abc import Callable
 from typing import Any
 
-from raymaker.cluster.runtime import ensure_ray
-from raymaker.engine import audit, billing, hosting, resource_logs, training_jobs, transform_jobs, tuning_jobs
+from raymaker.cluster.runtime import ensure_ray, on_head_node
 from raymaker.engine.context import Engine
+from raymaker.engine.dispatch import OPERATIONS, dispatch
 from raymaker.engine.service import job_service
-from raymaker.engine.store import JobStore
+from raymaker.engine.store import JobStore, default_db_path
 from raymaker.engine.validation import validate_request
 from raymaker.io.storage import S3Settings
-from raymaker.protocol.errors import ValidationError
 
-Handler = Callable[[Engine, dict[str, Any]], dict[str, Any]]
-
-OPERATIONS: dict[str, Handler] = {
-    **training_jobs.OPERATIONS,
-    **hosting.OPERATIONS,
-    **transform_jobs.OPERATIONS,
-    **tuning_jobs.OPERATIONS,
-    **billing.OPERATIONS,
-    **audit.OPERATIONS,
-    **resource_logs.OPERATIONS,
-}
-
-# Where each Describe keeps its status, and which statuses still need the job service.
-_IN_PROGRESS = {
-    "DescribeTrainingJob": ("TrainingJobStatus", {"InProgress", "Stopping"}),
-    "DescribeEndpoint": ("EndpointStatus", {"Creating", "Updating", "Deleting"}),
-    "DescribeTransformJob": ("TransformJobStatus", {"InProgress", "Stopping"}),
-    "DescribeHyperParameterTuningJob": ("HyperParameterTuningJobStatus", {"InProgress", "Stopping"}),
-}
+__all__ = ["OPERATIONS", "SageMakerAPI"]
 
 
 class SageMakerAPI:
-    """The in-process backend: ``call(operation, params)`` runs the operation in this process against
-    the job database, handing long work to the job service on the local Ray cluster (or RAY_ADDRESS)."""
+    """The in-process backend: ``call(operation, params)``. On the node holding the job database (the
+    Ray head, which is this machine in local mode) the operation runs here, against the database; from
+    any other node of a Ray cluster the call goes to the job service, which alone touches the database
+    there (the database's path then names a file on the head)."""
 
     def __init__(self, store: JobStore | None = None, settings: S3Settings | None = None):
-        self.store = store or JobStore()
+        self.db_path = store.path if store is not None else default_db_path()
+        self._store = store
+        self._engine: Engine | None = None
+        # None: not decided yet (needs to know where this process runs); a given store is local.
+        self._remote: bool | None = False if store is not None else None
         self.settings = (settings or S3Settings()).resolve()
         self._ray_ready = False
         self._lock = threading.Lock()
-        self.engine = Engine(self.store, self.settings, service=self.service)
         # Load botocore's SageMaker model and find the job service while the caller sets up its job.
         threading.Thread(target=self._prewarm, daemon=True, name="raymaker-prewarm").start()
+
+    @property
+    def store(self) -> JobStore:
+        """The job database, opened on first use: only by an API on the database's node."""
+        with self._lock:
+            if self._store is None:
+                self._store = JobStore(self.db_path)
+            return self._store
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = Engine(self.store, self.settings, service=self.service)
+        return self._engine
 
     @property
     def resources(self) -> Any:
@@ -66,11 +63,27 @@ class SageMakerAPI:
         """The job service's actor handle: Ray is joined or started on first use, and the service is
         looked up by name every time (a millisecond), so a service that died and was replaced is never
         called through a stale handle."""
+        self._join()
+        return job_service(str(self.db_path))
+
+    def _join(self) -> None:
         with self._lock:
             if not self._ray_ready:
                 ensure_ray()
                 self._ray_ready = True
-        return job_service(str(self.store.path))
+
+    def is_remote(self) -> bool:
+        """Whether calls go to the job service: this process runs on a Ray node other than the head.
+        Without a Ray cluster to join (local mode, no RAY_ADDRESS) this machine holds the database."""
+        if self._remote is None:
+            import ray
+
+            if ray.is_initialized() or os.environ.get("RAY_ADDRESS"):
+                self._join()
+                self._remote = not on_head_node()
+            else:
+                self._remote = False
+        return self._remote
 
     def ensure_ready(self) -> bool:
         """Join Ray and start the job service now, for work that must outlive this process (the CLI's
@@ -108,45 +121,14 @@ class SageMakerAPI:
         source_ip: str | None = None,
         user_agent: str | None = None,
     ) -> dict[str, Any]:
-        request_id = str(uuid.uuid4())
-        try:
-            handler = OPERATIONS.get(operation)
-            if handler is None:
-                raise ValidationError(f"raymaker does not support the operation {operation!r} yet")
-            validate_request(operation, params)
-            result = handler(self.engine, dict(params))
-            if operation in _IN_PROGRESS:
-                self._note_if_service_gone(operation, result)
-        except BaseException as e:  # every call is audited, whatever it raised
-            self.store.record_api_call(
-                operation,
-                params,
-                error=e,
-                caller=caller,
-                source_ip=source_ip,
-                user_agent=user_agent,
-                request_id=request_id,
-            )
-            raise
-        self.store.record_api_call(
-            operation,
-            params,
-            caller=caller,
-            source_ip=source_ip,
-            user_agent=user_agent,
-            request_id=request_id,
-        )
-        return result
+        audit = dict(caller=caller, source_ip=source_ip, user_agent=user_agent)
+        if not self.is_remote():
+            return dispatch(self.engine, operation, params, **audit)
+        import ray
 
-    def _note_if_service_gone(self, operation: str, out: dict[str, Any]) -> None:
-        """A resource still in progress whose job service is gone says so in its Describe."""
-        key, active = _IN_PROGRESS[operation]
-        if out.get(key) not in active:
-            return
-        message = self.store.service_gone_message()
-        if message is None:
-            return
-        if operation == "DescribeTrainingJob" and out.get("SecondaryStatusTransitions"):
-            out["SecondaryStatusTransitions"][-1]["StatusMessage"] = message
-        else:
-            out["FailureReason"] = message
+        try:
+            return ray.get(self.service().call.remote(operation, params, self.settings, **audit))
+        except ray.exceptions.RayTaskError as e:  # the operation's own error, as in-process
+            if isinstance(getattr(e, "cause", None), Exception):
+                raise e.cause from None
+            raise

@@ -20,9 +20,11 @@ import ray
 
 from raymaker.cluster.capacity import shortfall
 from raymaker.cluster.definition import load_instance_types
+from raymaker.cluster.runtime import head_node_id
 from raymaker.engine import states
 from raymaker.engine.context import Engine
 from raymaker.engine.deployment import apply_endpoint
+from raymaker.engine.dispatch import dispatch
 from raymaker.engine.failures import failure_reason
 from raymaker.engine.hosting import variant_plans
 from raymaker.engine.instances import ActorPool, Idle
@@ -44,7 +46,7 @@ HANDOFF_S = 30.0  # a record nobody picked up this long after it was created los
 LOST_REASON = "The job's Ray cluster stopped while the job ran (its job service is gone); run it again"
 
 
-@ray.remote(num_cpus=0, concurrency_groups={"events": 1, "jobs": 64, "hosting": 1})
+@ray.remote(num_cpus=0, concurrency_groups={"events": 1, "jobs": 64, "hosting": 1, "api": 16})
 class JobService:
     """Runs every job of one job database; job code reports to it through ``JobEvents``.
 
@@ -173,6 +175,11 @@ class JobService:
     def ping(self) -> int:
         return os.getpid()
 
+    @ray.method(concurrency_group="api")
+    def call(self, operation: str, params: dict[str, Any], settings: S3Settings, **audit: Any) -> dict[str, Any]:
+        """One API call from a process on another node than the job database (``SageMakerAPI``)."""
+        return dispatch(self._engine(settings), operation, params, **audit)
+
     @ray.method(concurrency_group="jobs")
     def run_job(self, spec: TrainingJobSpec, settings: S3Settings) -> str:
         run = self.runs[spec.name] = JobRun(spec, settings, self.store, self.me, self.pool)
@@ -293,10 +300,11 @@ def service_name(store_path: str) -> str:
 
 
 def job_service(store_path: str) -> Any:
-    """The job service of this job database: found by name, or started (detached, on this node)."""
+    """The job service of this job database: found by name, or started (detached) on the head node,
+    which holds the database."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    node = ray.get_runtime_context().get_node_id()
+    node = head_node_id()
     return JobService.options(
         name=service_name(store_path),
         namespace="raymaker",

@@ -50,6 +50,45 @@ def actors_now() -> set[str]:
     return set(ray._private.state.actors())
 
 
+def open_files(path: str) -> list[str]:
+    """This process's open file descriptors that point at ``path`` (or its WAL and shared memory)."""
+    out = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(path):
+            out.append(target)
+    return out
+
+
+def driver_on_worker_node(bucket: str, hp: dict) -> dict:
+    """A driver script as a user on a worker node runs it: fit, describe, a bad request. Runs as a Ray
+    task pinned to that node; reports whether it ever opened the job database."""
+    import ray
+
+    from raymaker import Estimator, Session, TrainingInput
+    from raymaker.engine.store import default_db_path
+    from raymaker.protocol.errors import ResourceNotFound
+
+    out: dict = {"node": ray.get_runtime_context().get_node_id()}
+    session = Session()
+    est = Estimator("xgboost", hyperparameters=hp, instance_type=NODE_TYPE, output_path=f"s3://{bucket}/remote",
+                    session=session)
+    est.fit(TrainingInput(f"s3://{bucket}/train/", content_type="text/csv"), logs=False)
+    out["job"] = est.latest_training_job.name
+    out["status"] = est.latest_training_job.describe()["TrainingJobStatus"]
+    try:
+        session.call("DescribeTrainingJob", {"TrainingJobName": "no-such-job-anywhere"})
+    except ResourceNotFound as e:  # the service's error, as the caller would get it in-process
+        out["missing_error"] = f"{type(e).__name__}: {e}"
+    out["remote"] = session.backend.is_remote()
+    out["opened_store"] = session.backend._store is not None
+    out["open_db_files"] = open_files(str(default_db_path()))
+    return out
+
+
 def main() -> None:
     from ray.cluster_utils import Cluster
 
@@ -168,6 +207,22 @@ def run(seen: dict) -> None:
     seen["tuning_status"] = desc["HyperParameterTuningJobStatus"]
     seen["tuning_completed"] = desc["TrainingJobStatusCounters"]["Completed"]
     seen["trial_nodes"] = sorted(set(instance_nodes(before).values()))
+
+    # A driver on a worker node: its calls go to the job service on the head, which alone opens the
+    # job database; its job is in the records the head's driver reads.
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    remote = ray.get(
+        ray.remote(num_cpus=0)(driver_on_worker_node)
+        .options(scheduling_strategy=NodeAffinitySchedulingStrategy(seen["workers"][0], soft=False))
+        .remote(bucket, hp)
+    )
+    seen["worker_driver"] = remote
+    seen["worker_driver_job_here"] = session.call("DescribeTrainingJob", {"TrainingJobName": remote["job"]})[
+        "TrainingJobStatus"
+    ]
+    seen["head_driver_remote"] = session.backend.is_remote()
 
 
 if __name__ == "__main__":

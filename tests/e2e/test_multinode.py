@@ -43,3 +43,15 @@ def test_endpoint_replicas_load_the_model_on_other_nodes(seen):
 def test_tuning_trials_spread_over_nodes(seen):
     assert seen["tuning_status"] == "Completed" and seen["tuning_completed"] == 2, seen["stderr"]
     assert seen["trial_nodes"] == seen["workers"]
+
+
+def test_a_driver_on_a_worker_node_reaches_the_database_only_through_the_job_service(seen):
+    remote = seen["worker_driver"]
+    assert remote["node"] in seen["workers"]
+    assert remote["remote"] is True and seen["head_driver_remote"] is False
+    assert remote["status"] == "Completed", seen["stderr"]
+    assert seen["worker_driver_job_here"] == "Completed"  # the same records, seen from the head
+    assert remote["opened_store"] is False and remote["open_db_files"] == []
+    assert remote["missing_error"].startswith("ResourceNotFound: ") and "no-such-job-anywhere" in remote[
+        "missing_error"
+    ], remote
