@@ -15,7 +15,7 @@ LAYERS = [
     ["raymaker.protocol"],
     ["raymaker.cluster"],
     ["raymaker.io"],
-    ["raymaker.algorithms"],
+    ["raymaker.algorithms", "raymaker.toolkit"],
     ["raymaker.serve"],
     ["raymaker.engine"],
     ["raymaker.sdk"],
@@ -27,9 +27,10 @@ LAYERS = [
 ENGINE_LAYERS = [
     ["kinds", "states", "resource_states", "policies", "arns", "metering", "failures"],
     ["store", "resources"],
-    ["validation", "tuning_spec", "channel_data", "worker", "context"],
+    ["validation", "tuning_spec", "channel_data", "worker", "script_job", "context"],
     ["training_jobs", "hosting", "transform_jobs", "tuning_jobs", "billing", "audit", "resource_logs"],
     ["instances", "instance_group", "train_launch", "job_run", "deployment", "transform_run", "tuning_run"],
+    ["dispatch"],
     ["service"],
     ["api"],
 ]

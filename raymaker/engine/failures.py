@@ -12,7 +12,8 @@ def failure_reason(
     """The most useful line of a failure. Walks the chain (``cause`` as Ray's task errors carry it,
     ``__cause__``, ``__context__``) to the innermost exception and takes the last non-empty line of its
     message, which is where Python and Ray put the error itself, as ``Type: message``. Exceptions of a
-    ``plain`` type already speak to the user: their message stands alone."""
+    ``plain`` type already speak to the user: their message stands alone. An exception carrying a
+    ``failure_reason`` string (a failed script's) gives that, whole."""
     seen: set[int] = set()
     cur: BaseException | None = exc
     inner = exc
@@ -22,6 +23,9 @@ def failure_reason(
         if isinstance(cur, plain):
             break
         cur = getattr(cur, "cause", None) or cur.__cause__ or cur.__context__
+    own = getattr(inner, "failure_reason", None)
+    if isinstance(own, str) and own.strip():  # e.g. a script's /opt/ml/output/failure, verbatim
+        return f"{prefix}{own.strip()}"[:MAX_REASON]
     lines = [ln.strip() for ln in str(inner).splitlines() if ln.strip()]
     name = type(inner).__name__
     if not lines:

@@ -72,7 +72,8 @@ def _free_port(host: str) -> int:
         return int(s.getsockname()[1])
 
 
-@ray.remote
+# A job's code runs in the default group; "control" takes a stop for a script while it runs.
+@ray.remote(concurrency_groups={"control": 1})
 class InstanceActor:
     """One ML instance: runs jobs one at a time (alone, or as one rank of a group), and may stay warm
     between them."""
@@ -88,9 +89,16 @@ class InstanceActor:
         # first job fetches and decodes its data; a warm instance has them already.
         threading.Thread(target=_preload, args=(preload,), daemon=True, name="raymaker-preload").start()
         self._tracker: Any = None  # rank 0 of an xgboost group: the current job's Rabit tracker
+        self._stop = threading.Event()  # set by stop_script: the running script gets SIGTERM
 
     def ping(self) -> int:
         return os.getpid()
+
+    @ray.method(concurrency_group="control")
+    def stop_script(self) -> None:
+        """StopTrainingJob or MaxRuntime reached: the running script gets SIGTERM, then SIGKILL after
+        SageMaker's grace (a built-in algorithm ignores this; its instance is killed)."""
+        self._stop.set()
 
     def run_job(
         self,
@@ -104,7 +112,10 @@ class InstanceActor:
 
         os.makedirs(checkpoint_dir, exist_ok=True)
         gpus = tuple(ray.get_gpu_ids())
-        ctx = InstanceContext(events, job.seed, checkpoint_dir, checkpoint_uri, settings, gpus=gpus)
+        self._stop.clear()
+        ctx = InstanceContext(
+            events, job.seed, checkpoint_dir, checkpoint_uri, settings, gpus=gpus, stop=self._stop
+        )
         channels = {c.name: c for c in job.channels}
 
         def shard_for(name: str) -> Any:
@@ -147,6 +158,8 @@ class InstanceActor:
         elif collective == "torch":
             host = f"[{ip}]" if ":" in ip else ip
             address = f"tcp://{host}:{_free_port(ip)}"
+        elif collective == "torchrun":  # a script's own torch.distributed: torchrun's variables
+            address = {"MASTER_ADDR": ip, "MASTER_PORT": str(_free_port(ip))}
         return GroupStart(collective, address, checkpoint_archive(checkpoint_dir, checkpoint_uri, settings))
 
     def _free_tracker(self) -> None:
@@ -175,6 +188,7 @@ class InstanceActor:
 
         if rank == 0:
             os.makedirs(checkpoint_dir, exist_ok=True)
+        self._stop.clear()
         ctx = InstanceContext(
             events,
             job.seed,
@@ -185,6 +199,8 @@ class InstanceActor:
             world_size=world_size,
             start_checkpoint=start.checkpoint,
             gpus=tuple(ray.get_gpu_ids()),
+            stop=self._stop,
+            rendezvous=start.address if start.collective == "torchrun" else None,
         )
         channels = {c.name: c for c in job.channels}
 

@@ -34,6 +34,15 @@ from raymaker.io.storage import S3Settings
 
 S = states.SecondaryStatus
 POLL_S = 0.5  # how often a running job checks for a stop or the runtime limit
+STOP_GRACE_S = 120.0  # SageMaker: SIGTERM, then SIGKILL 120 s later (docker stop -t 120)
+
+
+def job_collective(spec: TrainingJobSpec) -> str | None:
+    """What rank 0 prepares for a multi-instance job: the algorithm's collective, or for a script with a
+    torch distribution torchrun's rendezvous (the script calls ``init_process_group`` itself)."""
+    if spec.script is not None:
+        return "torchrun" if spec.script.distribution else None
+    return collective_kind(spec.trainer)
 
 
 def compute_threads(spec: TrainingJobSpec, total_cpus: float) -> dict[str, str]:
@@ -186,8 +195,7 @@ class JobRun:
 
     def _group_key(self) -> tuple:
         spec = self.spec
-        libraries = group_libraries(spec.algorithm, spec.algorithm_class.trainer)
-        return group_key(spec.instance_type, spec.instance_count, libraries)
+        return group_key(spec.instance_type, spec.instance_count, group_libraries(spec.algorithm, spec.trainer))
 
     def _take_warm_group(self) -> InstanceGroup | None:
         entries = self.pool.take(self._group_key())
@@ -216,7 +224,7 @@ class JobRun:
                 spec.instance_count,
                 per_worker,
                 compute_threads(spec, total_cpus),
-                group_libraries(spec.algorithm, spec.algorithm_class.trainer),
+                group_libraries(spec.algorithm, spec.trainer),
                 self._group_key(),
                 spread=spec.instance_type.node_type,
             )
@@ -227,7 +235,7 @@ class JobRun:
             worker_job(spec),
             self.settings,
             self.events,
-            collective=collective_kind(spec.algorithm_class.trainer),
+            collective=job_collective(spec),
             checkpoint_dir=checkpoint_dir,
             checkpoint_uri=checkpoint_uri,
         )
@@ -293,11 +301,26 @@ class JobRun:
                 return decision, None
 
     def _abort(self, ref: Any) -> None:
-        """Nothing outlives an instance (or a group): no placement group but the group's, no workers."""
+        """Nothing outlives an instance (or a group): no placement group but the group's, no workers.
+        A script first gets SIGTERM, and SageMaker's grace to end, before its instances go."""
+        if self.spec.script is not None:
+            self._stop_scripts(ref)
         if self.instance is not None:
             kill(self.instance)
         if self.group is not None:
             self._release_group()
+
+    def _stop_scripts(self, ref: Any) -> None:
+        actors = [self.instance] if self.instance is not None else list(getattr(self.group, "actors", []))
+        for actor in actors:
+            actor.stop_script.remote()
+        deadline = time.time() + STOP_GRACE_S + 5.0  # the toolkit SIGKILLs after STOP_GRACE_S
+        while time.time() < deadline:
+            if isinstance(ref, GroupRun):
+                if ref.poll(POLL_S)[0]:
+                    return
+            elif ray.wait([ref], timeout=POLL_S)[0]:
+                return
 
     def _billing(self, start: float, end: float) -> dict[str, Any]:
         seconds = metering.running_seconds(start, end)

@@ -6,6 +6,7 @@ start on every ``fit()``, was replaced by warm instance groups: see ``instance_g
 
 from __future__ import annotations
 
+from raymaker.engine.arns import training_job_arn
 from raymaker.engine.validation import TrainingJobSpec
 from raymaker.engine.worker import WorkerJob
 
@@ -22,6 +23,20 @@ def worker_job(spec: TrainingJobSpec) -> WorkerJob:
         hyperparameters=dict(spec.hyperparameters),
         channels=spec.channels,
         model_uri=model_uri(spec),
-        seed=int((spec.request.get("HyperParameters") or {}).get("seed", 0) or 0),
+        seed=_seed(spec),
         assumed_content_types=spec.assumed_content_types,
+        script=spec.script,
+        arn=training_job_arn(spec.name),
+        instance_type=spec.instance_type.name,
+        num_cpus=float(spec.instance_type.cpus or 0),
+        num_gpus=float(spec.instance_type.gpus or 0),
+        environment=dict(spec.environment),
+        checkpoint=dict(spec.request.get("CheckpointConfig") or {}) or None,
     )
+
+
+def _seed(spec: TrainingJobSpec) -> int:
+    try:  # a script's hyperparameters are its own (JSON strings): any seed there is not ours
+        return int((spec.request.get("HyperParameters") or {}).get("seed", 0) or 0)
+    except ValueError:
+        return 0

@@ -20,7 +20,7 @@ from raymaker.engine.context import Engine
 from raymaker.engine.store import JobStore, as_datetime
 from raymaker.engine.validation import TrainingJobSpec, validate_training_job
 from raymaker.io.channels import list_objects
-from raymaker.io.storage import S3Settings
+from raymaker.io.storage import S3Settings, storage_for
 from raymaker.protocol.errors import ValidationError
 from raymaker.protocol.service_model import output_shape
 
@@ -37,11 +37,26 @@ def check_channels_exist(spec: TrainingJobSpec, settings: S3Settings) -> None:
             raise ValidationError(f"channel {channel.name!r}: {e}") from None
 
 
+def check_source_exists(spec: TrainingJobSpec, settings: S3Settings) -> None:
+    """A script's code must be there before any Ray work starts (the SDK uploads it at fit())."""
+    if spec.script is None:
+        return
+    uri = spec.script.submit_directory
+    try:
+        storage_for(uri, settings).stat(uri)
+    except (ValueError, PermissionError, FileNotFoundError, ConnectionError) as e:
+        raise ValidationError(
+            f"HyperParameters['sagemaker_submit_directory'] is {uri}, which cannot be read ({e}): upload the "
+            "source directory there as sourcedir.tar.gz (the SDK does, from source_dir)"
+        ) from None
+
+
 def create_training_job(
     engine: Engine, params: dict[str, Any], *, tuning_job_arn: str | None = None
 ) -> dict[str, Any]:
     spec = validate_training_job(params, instance_types=load_instance_types())
     check_channels_exist(spec, engine.settings)
+    check_source_exists(spec, engine.settings)
     service = engine.service()  # Ray is up before the record exists: no record waits for a cluster
     cluster = engine.cluster()
     cluster.require_capacity(spec.instance_type.name, spec.instance_count, "training job")
@@ -49,6 +64,7 @@ def create_training_job(
         {
             "OutputDataConfig.S3OutputPath": spec.output_path,
             "CheckpointConfig.S3Uri": spec.checkpoint_uri,
+            "HyperParameters[sagemaker_submit_directory]": spec.script and spec.script.submit_directory,
             **{f"InputDataConfig[{c.name}].S3Uri": c.s3_uri for c in spec.channels},
         }
     )

@@ -41,7 +41,13 @@ from typing import Any
 from raymaker.algorithms import Algorithm, get_algorithm
 from raymaker.algorithms.base import Hyperparameter, HyperparameterError
 from raymaker.cluster.definition import InstanceType
-from raymaker.engine.validation import _resolve_algorithm, validate_request, validate_training_job
+from raymaker.engine.validation import (
+    SCRIPT,
+    _resolve_algorithm,
+    script_framework,
+    validate_request,
+    validate_training_job,
+)
 from raymaker.protocol.errors import ValidationError
 from raymaker.protocol.service_model import input_shape, service_model
 
@@ -213,6 +219,7 @@ def _parse_ranges(
         )
     declared = {hp.name: hp for hp in algo.hyperparameters}
     tunable = ", ".join(sorted(declared))
+    free = algo is _Script  # a script takes any hyperparameter, of the range's kind
     seen: set[str] = set()
     out: list[ParameterRange] = []
     kinds = dict(_RANGE_LISTS)
@@ -222,6 +229,8 @@ def _parse_ranges(
             name = item["Name"]
             here = f"{where}.{key} {name!r}"
             hp = declared.get(name)
+            if hp is None and free:
+                hp = Hyperparameter(name, _FREE_KINDS[kind])
             if hp is None:
                 raise ValidationError(
                     f"{here}: {algo.name} has no hyperparameter {name!r}; rename or remove the range. "
@@ -330,6 +339,28 @@ def _objective(config: Mapping[str, Any], definition: Mapping[str, Any]) -> tupl
     where = ("HyperParameterTuningJobObjective" if top else "TrainingJobDefinition.TuningObjective") + ".Type"
     _check_enum(objective["Type"], "HyperParameterTuningJobObjectiveType", where)
     return objective["MetricName"], objective["Type"]
+
+
+class _Script:
+    """What tuning checks a script-mode definition against: any hyperparameter (the script parses its
+    own arguments), and the metrics its MetricDefinitions name."""
+
+    name = "the script"
+    hyperparameters: tuple[Hyperparameter, ...] = ()
+
+
+_FREE_KINDS = {"integer": "int", "continuous": "float", "categorical": "str"}
+
+
+def _check_script_metric(metric: str, definition: Mapping[str, Any]) -> None:
+    names = [d["Name"] for d in (definition.get("AlgorithmSpecification") or {}).get("MetricDefinitions") or []]
+    if metric not in names:
+        listed = f"it defines {', '.join(names)}" if names else "it defines none"
+        raise ValidationError(
+            f"objective metric {metric!r} is not one of TrainingJobDefinition.AlgorithmSpecification."
+            f"MetricDefinitions ({listed}): add a MetricDefinition with that Name and a Regex that "
+            "captures its value in the script's log (the SDK's metric_definitions)"
+        )
 
 
 def _check_metric(metric: str, algo: type[Algorithm], definition: Mapping[str, Any]) -> None:
@@ -476,15 +507,19 @@ def validate_tuning_job(
         "HyperParameterTuningJobConfig.TrainingJobEarlyStoppingType",
     )
 
+    static = dict(definition.get("StaticHyperParameters") or {})
     try:
-        algorithm_name = _resolve_algorithm(definition["AlgorithmSpecification"])
+        script = script_framework(definition["AlgorithmSpecification"], static) is not None
+        algorithm_name = SCRIPT if script else _resolve_algorithm(definition["AlgorithmSpecification"])
     except ValidationError as e:
         raise ValidationError(f"TrainingJobDefinition.{e.message}") from None
-    algo = get_algorithm(algorithm_name)
-    static = dict(definition.get("StaticHyperParameters") or {})
+    algo: Any = _Script if script else get_algorithm(algorithm_name)
 
     metric, objective_type = _objective(config, definition)
-    _check_metric(metric, algo, definition)
+    if script:
+        _check_script_metric(metric, definition)
+    else:
+        _check_metric(metric, algo, definition)
 
     if config.get("ParameterRanges") and definition.get("HyperParameterRanges"):
         raise ValidationError(
@@ -592,7 +627,8 @@ def validate_tuning_job(
             "TrainingJobDefinition does not make a valid training job (checked as the first trial, "
             f"with {values}): {e.message}"
         ) from None
-    _check_combinations(spec, algo)
+    if not script:
+        _check_combinations(spec, algo)
     return spec
 
 

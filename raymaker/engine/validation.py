@@ -5,6 +5,7 @@ CreateTrainingJob request into a ``TrainingJobSpec`` the runner can execute. Eve
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -16,17 +17,13 @@ from raymaker.io.channels import Channel, parse_channels
 from raymaker.io.formats import parse_content_type
 from raymaker.io.storage import parse_uri
 from raymaker.protocol.errors import ValidationError
+from raymaker.protocol.frameworks import ECR_IMAGE_RE, framework_of_image
 from raymaker.protocol.service_model import operation_model
 
 DEFAULT_MAX_RUNTIME_SECONDS = 86400  # SageMaker's default StoppingCondition: one day
 DEFAULT_CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints/"
 # botocore's TrainingJobName pattern (botocore does not enforce patterns, so raymaker does).
 JOB_NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
-# <12-digit account>.dkr.ecr.<region>.amazonaws.com[.cn]/<repository>[:tag|@digest]
-_ECR_IMAGE_RE = re.compile(
-    r"^(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/"
-    r"(?P<repo>[a-z0-9._/-]+?)(?::(?P<tag>[\w.-]+)|@sha256:[0-9a-f]{64})?$"
-)
 # Repository names of SageMaker's built-in algorithm images that differ from raymaker's names.
 _IMAGE_REPOSITORIES = {"sagemaker-xgboost": "xgboost"}
 
@@ -80,6 +77,28 @@ def _check_maxima(value: Any, shape: Any, path: str, problems: list[str]) -> Non
         problems.append(f"{where} is {value}; the largest allowed value is {maximum}")
 
 
+SCRIPT = "script"  # TrainingJobSpec.algorithm of a script-mode job
+# The toolkit's switch for a framework container's script mode (and how the SDK names the code).
+PROGRAM, SUBMIT_DIRECTORY = "sagemaker_program", "sagemaker_submit_directory"
+# The SageMaker SDK's hyperparameters for a script's distribution (torchrun's environment).
+DISTRIBUTIONS = {
+    "sagemaker_torch_distributed_enabled": "torch_distributed",
+    "sagemaker_pytorch_ddp_enabled": "pytorchddp",
+}
+
+
+@dataclass(frozen=True)
+class ScriptSpec:
+    """A script-mode job (SageMaker's framework containers): the user's entry point and code, run
+    under the training toolkit's contract."""
+
+    framework: str  # protocol.frameworks name: pytorch, sklearn, xgboost
+    entry_point: str  # sagemaker_program, decoded
+    submit_directory: str  # sagemaker_submit_directory: the sourcedir.tar.gz URI
+    metric_definitions: tuple[tuple[str, str], ...] = ()
+    distribution: str | None = None  # "torch_distributed" / "pytorchddp": torchrun's environment
+
+
 @dataclass(frozen=True)
 class TrainingJobSpec:
     """A validated CreateTrainingJob request, parsed into what the runner needs."""
@@ -100,10 +119,16 @@ class TrainingJobSpec:
     environment: dict[str, str] = field(default_factory=dict)
     request: dict[str, Any] = field(default_factory=dict, repr=False)
     assumed_content_types: frozenset[str] = frozenset()  # channels given no ContentType
+    script: ScriptSpec | None = None
 
     @property
     def algorithm_class(self) -> type[Algorithm]:
         return get_algorithm(self.algorithm)
+
+    @property
+    def trainer(self) -> str:
+        """How the job trains: a built-in's ``Algorithm.trainer`` kind, or "script"."""
+        return SCRIPT if self.script else self.algorithm_class.trainer
 
     def channel(self, name: str) -> Channel | None:
         return next((c for c in self.channels if c.name == name), None)
@@ -112,7 +137,7 @@ class TrainingJobSpec:
 def algorithm_from_image(image: str) -> str:
     """The raymaker built-in a SageMaker built-in image stands for, e.g.
     ``683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1`` -> ``xgboost``."""
-    m = _ECR_IMAGE_RE.match(image.strip())
+    m = ECR_IMAGE_RE.match(image.strip())
     repo = m.group("repo").rsplit("/", 1)[-1] if m else None
     name = _IMAGE_REPOSITORIES.get(repo, repo) if repo else None
     if name not in algorithm_names():
@@ -122,6 +147,84 @@ def algorithm_from_image(image: str) -> str:
             f"AlgorithmSpecification.AlgorithmName to one of {', '.join(algorithm_names())} instead"
         )
     return name
+
+
+def _decode(value: str) -> Any:
+    """A hyperparameter value as the training toolkit reads it: JSON, else the raw string."""
+    try:
+        return json.loads(value)
+    except (TypeError, ValueError):
+        return value
+
+
+def script_framework(spec: Mapping[str, Any], hyperparameters: Mapping[str, str]) -> str | None:
+    """The framework whose container runs this request's script, or None for a built-in algorithm.
+    A framework image (pytorch-training, sagemaker-scikit-learn) always runs a script;
+    ``sagemaker-xgboost`` does when the hyperparameters name one (``sagemaker_program``), as
+    SageMaker's XGBoost container decides."""
+    image = spec.get("TrainingImage")
+    framework = framework_of_image(image) if image else None
+    has_program = PROGRAM in hyperparameters
+    if has_program and framework is None:
+        if not image:
+            raise ValidationError(
+                f"HyperParameters has {PROGRAM} (a script), but AlgorithmSpecification names the built-in "
+                f"algorithm {spec.get('AlgorithmName')!r}: give a framework image as TrainingImage instead "
+                "(raymaker.pytorch.PyTorch, raymaker.sklearn.SKLearn or raymaker.xgboost.XGBoost do)"
+            )
+        raise ValidationError(
+            f"AlgorithmSpecification.TrainingImage {image!r} is not a SageMaker framework image raymaker "
+            "runs scripts in: use a pytorch-training, sagemaker-scikit-learn or sagemaker-xgboost image "
+            "(raymaker.pytorch.PyTorch, raymaker.sklearn.SKLearn or raymaker.xgboost.XGBoost name one)"
+        )
+    if framework is None or (not has_program and framework.name == "xgboost"):
+        return None
+    if not has_program:
+        raise ValidationError(
+            f"AlgorithmSpecification.TrainingImage {image!r} is the {framework.name} framework container, "
+            f"which runs your script: give its file as HyperParameters[{PROGRAM!r}] and its code as "
+            f"HyperParameters[{SUBMIT_DIRECTORY!r}] (the SDK's entry_point and source_dir)"
+        )
+    return framework.name
+
+
+def _script_spec(framework: str, spec: Mapping[str, Any], hyperparameters: Mapping[str, str]) -> ScriptSpec:
+    entry_point = _decode(hyperparameters[PROGRAM])
+    if not isinstance(entry_point, str) or not entry_point.strip():
+        raise ValidationError(f"HyperParameters[{PROGRAM!r}] must name the entry point file, e.g. 'train.py'")
+    submit = _decode(hyperparameters.get(SUBMIT_DIRECTORY, ""))
+    if not isinstance(submit, str) or not submit:
+        raise ValidationError(
+            f"HyperParameters[{SUBMIT_DIRECTORY!r}] is required with {PROGRAM}: the URI of the "
+            "sourcedir.tar.gz holding the script (the SDK uploads source_dir there)"
+        )
+    _uri(submit, f"HyperParameters[{SUBMIT_DIRECTORY!r}]")
+    if not submit.endswith(".tar.gz"):
+        raise ValidationError(
+            f"HyperParameters[{SUBMIT_DIRECTORY!r}] is {submit!r}: it must name a .tar.gz archive of the "
+            "source directory (sourcedir.tar.gz)"
+        )
+    definitions = []
+    for d in spec.get("MetricDefinitions") or []:
+        try:
+            re.compile(d["Regex"])
+        except re.error as e:
+            raise ValidationError(
+                f"AlgorithmSpecification.MetricDefinitions: the Regex of metric {d['Name']!r} is not a valid "
+                f"regular expression ({e}): fix it"
+            ) from None
+        definitions.append((d["Name"], d["Regex"]))
+    enabled = [kind for key, kind in DISTRIBUTIONS.items() if _decode(hyperparameters.get(key, "false")) is True]
+    if len(enabled) > 1:
+        raise ValidationError(
+            f"distribution enables both {' and '.join(enabled)}: enable one (torch_distributed is torchrun's)"
+        )
+    if enabled and framework != "pytorch":
+        raise ValidationError(
+            f"distribution {enabled[0]} is for PyTorch scripts; the {framework} container runs one process "
+            "per instance: remove it"
+        )
+    return ScriptSpec(framework, entry_point.strip(), submit, tuple(definitions), enabled[0] if enabled else None)
 
 
 def _resolve_algorithm(spec: Mapping[str, Any]) -> str:
@@ -184,6 +287,19 @@ def _uri(value: str, field_name: str) -> str:
     return value
 
 
+def _check_algorithm_resources(
+    algo: type[Algorithm], hyperparameters: Mapping[str, Any], instance_type: InstanceType, count: int
+) -> None:
+    try:  # e.g. XGBoost's tree_method gpu_hist on an instance type without GPUs
+        algo.check_gpus(hyperparameters, instance_type.gpus)
+    except ValueError as e:
+        raise ValidationError(f"HyperParameters: {e}") from None
+    if count > 1 and not algo.distributed:
+        raise ValidationError(
+            f"{algo.name} trains on one instance only: set ResourceConfig.InstanceCount to 1 (it is {count})"
+        )
+
+
 def validate_training_job(
     request: Mapping[str, Any], *, instance_types: Mapping[str, InstanceType] | None = None
 ) -> TrainingJobSpec:
@@ -203,20 +319,27 @@ def validate_training_job(
         raise ValidationError(
             "AlgorithmSpecification is required: give AlgorithmName (e.g. 'xgboost') and TrainingInputMode"
         )
-    algorithm_name = _resolve_algorithm(algo_spec)
-    algo = get_algorithm(algorithm_name)
-    try:
-        hyperparameters = algo.validate_hyperparameters(request.get("HyperParameters") or {})
-    except ValueError as e:  # HyperparameterError, or a cross-parameter rule
-        raise ValidationError(f"HyperParameters: {e}") from None
+    raw_hyperparameters = dict(request.get("HyperParameters") or {})
+    framework = script_framework(algo_spec, raw_hyperparameters)
+    script = _script_spec(framework, algo_spec, raw_hyperparameters) if framework else None
+    algo: type[Algorithm] | None = None
+    if script is not None:  # the script reads its own hyperparameters (strings, JSON-encoded by the SDK)
+        algorithm_name, hyperparameters = SCRIPT, raw_hyperparameters
+    else:
+        algorithm_name = _resolve_algorithm(algo_spec)
+        algo = get_algorithm(algorithm_name)
+        try:
+            hyperparameters = algo.validate_hyperparameters(raw_hyperparameters)
+        except ValueError as e:  # HyperparameterError, or a cross-parameter rule
+            raise ValidationError(f"HyperParameters: {e}") from None
 
     input_mode = algo_spec["TrainingInputMode"]
     try:
         channels = parse_channels(request.get("InputDataConfig") or [], default_input_mode=input_mode)
     except ValueError as e:
         raise ValidationError(f"InputDataConfig: {e}") from None
-    assumed = frozenset(c.name for c in channels if not c.content_type)
-    channels = _check_channels(algo, channels)
+    assumed = frozenset(c.name for c in channels if not c.content_type) if algo else frozenset()
+    channels = _check_channels(algo, channels) if algo else tuple(channels)
 
     output_path = _uri(request["OutputDataConfig"]["S3OutputPath"], "OutputDataConfig.S3OutputPath")
 
@@ -236,14 +359,8 @@ def validate_training_job(
     count = resources.get("InstanceCount", 1)
     if count < 1:
         raise ValidationError(f"ResourceConfig.InstanceCount is {count}; give 1 or more")
-    try:  # e.g. XGBoost's tree_method gpu_hist on an instance type without GPUs
-        algo.check_gpus(hyperparameters, instance_type.gpus)
-    except ValueError as e:
-        raise ValidationError(f"HyperParameters: {e}") from None
-    if count > 1 and not algo.distributed:
-        raise ValidationError(
-            f"{algo.name} trains on one instance only: set ResourceConfig.InstanceCount to 1 (it is {count})"
-        )
+    if algo is not None:
+        _check_algorithm_resources(algo, hyperparameters, instance_type, count)
 
     stopping = request.get("StoppingCondition") or {}
     max_runtime = stopping.get("MaxRuntimeInSeconds", DEFAULT_MAX_RUNTIME_SECONDS)
@@ -271,4 +388,5 @@ def validate_training_job(
         environment=dict(request.get("Environment") or {}),
         request=request,
         assumed_content_types=assumed,
+        script=script,
     )

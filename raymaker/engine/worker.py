@@ -48,6 +48,14 @@ class WorkerJob:
     # Channels whose ContentType the request left out (the algorithm's default was assumed): a parse
     # error on them says so, and how to set another.
     assumed_content_types: frozenset[str] = field(default_factory=frozenset)
+    # A script-mode job (``validation.ScriptSpec``), and what its training toolkit needs beyond that.
+    script: Any = None
+    arn: str = ""
+    instance_type: str = ""
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    environment: dict[str, str] = field(default_factory=dict)
+    checkpoint: dict[str, str] | None = None  # CheckpointConfig (S3Uri, LocalPath)
 
 
 class JobEvents:
@@ -155,8 +163,13 @@ class InstanceContext(_EventsContext):
         world_size: int = 1,
         start_checkpoint: bytes | None = None,
         gpus: tuple[int | str, ...] = (),
+        stop: threading.Event | None = None,
+        rendezvous: Mapping[str, str] | None = None,
     ):
         self.rank, self.world_size, self.seed = rank, world_size, seed
+        # A script's: set when the job is stopped; torchrun's MASTER_ADDR / MASTER_PORT for its ranks.
+        self.stop = stop or threading.Event()
+        self.rendezvous = dict(rendezvous or {})
         self.gpus = tuple(gpus)
         self.events = events
         self.checkpoint_dir = checkpoint_dir
@@ -309,6 +322,10 @@ def run_training(
     ``join`` enters the job's collective (``collective``) around the algorithm alone: joining waits
     for every rank and for the collective's library, whose import (started when the instance did)
     then overlaps this rank's download."""
+    if job.script is not None:
+        from raymaker.engine.script_job import run_script_job
+
+        return run_script_job(job, ctx, settings, resumed=resumed)
     algo_cls = get_algorithm(job.algorithm)
     root = tempfile.mkdtemp(prefix=f"raymaker-{job.name}-")
     try:

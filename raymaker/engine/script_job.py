@@ -1,0 +1,163 @@
+"""What runs inside each instance of a script-mode training job: the training toolkit's contract
+(``raymaker.toolkit``) on this instance's ``/opt/ml`` tree, with the job's channels staged into it,
+its checkpoints synced to ``CheckpointConfig.S3Uri``, its output lines sent to the job's log (and
+matched against MetricDefinitions), and on success its ``model/`` and ``output/data/`` packaged as
+``model.tar.gz`` and ``output.tar.gz``.
+
+In a multi-instance job every instance runs the script as ``algo-<rank+1>``; with a torch
+distribution each gets torchrun's variables (MASTER_ADDR / MASTER_PORT from rank 0, WORLD_SIZE, RANK,
+LOCAL_RANK, NODE_RANK), so an unchanged ``dist.init_process_group()`` joins the others.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from raymaker.io.storage import S3Settings, storage_for
+from raymaker.toolkit.artifacts import host_archive_uri, package_outputs, upload_host_outputs
+from raymaker.toolkit.checkpoints import CheckpointSync
+from raymaker.toolkit.data import stage_channels
+from raymaker.toolkit.paths import MLTree
+from raymaker.toolkit.runner import ScriptError, ScriptRun, run_script
+
+DEFAULT_CHECKPOINT_PATH = "/opt/ml/checkpoints"
+HOSTS_UPLOAD_TIMEOUT_S = 600.0  # how long the first host waits for the others' model/ and output/data/
+
+
+def script_run(job: Any, rank: int, world_size: int, rendezvous: Mapping[str, str]) -> ScriptRun:
+    """The toolkit's view of this instance of the job."""
+    script = job.script
+    hosts = tuple(f"algo-{i + 1}" for i in range(world_size))
+    cpus = job.num_cpus or float(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
+    distribution: dict[str, str] = {}
+    if script.distribution and rendezvous:
+        distribution = {
+            **rendezvous,
+            "WORLD_SIZE": str(world_size),
+            "RANK": str(rank),
+            "LOCAL_RANK": "0",
+            "LOCAL_WORLD_SIZE": "1",
+            "NODE_RANK": str(rank),
+            "GROUP_RANK": str(rank),
+        }
+    return ScriptRun(
+        job_name=job.name,
+        job_arn=job.arn,
+        entry_point=script.entry_point,
+        submit_directory=script.submit_directory,
+        hyperparameters=dict(job.hyperparameters),
+        channels=tuple(job.channels),
+        environment=dict(job.environment),
+        metric_definitions=tuple(script.metric_definitions),
+        instance_type=job.instance_type,
+        hosts=hosts,
+        current_host=hosts[rank],
+        num_cpus=max(1, int(cpus)),
+        num_gpus=int(job.num_gpus),
+        checkpoint=job.checkpoint,
+        distribution=distribution,
+    )
+
+
+def run_script_job(
+    job: Any, ctx: Any, settings: S3Settings | None, *, resumed: bool
+) -> dict[str, float]:
+    """Run the job's script on this instance; raises ``ScriptError`` (its FailureReason) when the
+    script fails. Returns the last value of each metric the MetricDefinitions matched."""
+    run = script_run(job, ctx.rank, ctx.world_size, ctx.rendezvous)
+    tree = MLTree(tempfile.mkdtemp(prefix=f"raymaker-{job.name}-{run.current_host}-")).make()
+    events = ctx.events
+    host = run.current_host
+    last: dict[str, float] = {}
+
+    def on_log(line: str) -> None:
+        if events is not None:  # every host's lines are the job's log (SageMaker: one stream each)
+            events.logs([line if ctx.world_size == 1 else f"[{host}] {line}"])
+
+    def on_metrics(values: Mapping[str, float]) -> None:
+        if ctx.rank == 0 and values:  # as SageMaker, the job's metrics are its first host's
+            last.update(values)
+            if events is not None:
+                events.metrics(values, None)
+
+    @contextlib.contextmanager
+    def staged(tree: MLTree) -> Iterator[None]:
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(
+                stage_channels(tree, job.channels, rank=ctx.rank, num_hosts=ctx.world_size, settings=settings)
+            )
+            sync = _checkpoint_sync(job, tree, settings, rank=ctx.rank)
+            if sync is not None:
+                sync.restore()
+                sync.start()
+                stack.callback(sync.stop)
+            yield
+
+    try:
+        if events is not None:
+            if ctx.rank == 0:
+                events.phase("Training", restarted=resumed)
+        on_log(f"raymaker: running {run.entry_point} as {host} of {len(run.hosts)} (pid {os.getpid()})")
+        run_script(run, tree, on_log=on_log, on_metrics=on_metrics, stop=ctx.stop, settings=settings,
+                   extra_env=_gpu_env(ctx.gpus), stage_data=staged)
+        output_uri = job.model_uri.rsplit("/", 1)[0]
+        if ctx.rank == 0 and events is not None:
+            events.phase("Uploading")
+        if ctx.rank > 0:  # SageMaker merges every host's model/ and output/data/ into one archive each
+            upload_host_outputs(tree, output_uri, settings, host=host)
+            return last
+        others = run.hosts[1:]
+        _wait_for_hosts(output_uri, others, settings)
+        uploaded = package_outputs(tree, output_uri, settings, other_hosts=others, host=host)
+        model = uploaded["model"]
+        on_log(f"raymaker: uploaded model.tar.gz ({model['size']} bytes) to {model['uri']}")
+        return last
+    finally:
+        if events is not None:
+            events.flush(wait=True)
+        shutil.rmtree(tree.root, ignore_errors=True)
+        ctx.cleanup()
+
+
+def _wait_for_hosts(output_uri: str, hosts: tuple[str, ...], settings: S3Settings | None) -> None:
+    """The other hosts upload their outputs when their scripts end; the first host merges them. A host
+    that fails ends the whole job (the group), so this only waits for slower ones."""
+    deadline = time.time() + HOSTS_UPLOAD_TIMEOUT_S
+    for host in hosts:
+        uri = host_archive_uri(output_uri, host, "output")  # written after its model archive
+        storage = storage_for(uri, settings)
+        while True:
+            try:
+                storage.stat(uri)
+                break
+            except FileNotFoundError:
+                if time.time() > deadline:
+                    raise TimeoutError(f"{host} did not upload its outputs to {uri} within "
+                                       f"{HOSTS_UPLOAD_TIMEOUT_S:.0f} s") from None
+                time.sleep(0.2)
+
+
+def _checkpoint_sync(job: Any, tree: MLTree, settings: S3Settings | None, *, rank: int) -> Any:
+    """CheckpointConfig.S3Uri <-> the tree's LocalPath (default /opt/ml/checkpoints), for every host as
+    SageMaker does (each host's files land in the same prefix; scripts usually save from one host)."""
+    config = job.checkpoint or {}
+    uri = config.get("S3Uri")
+    if not uri:
+        return None
+    local = tree.local_path(config.get("LocalPath") or DEFAULT_CHECKPOINT_PATH)
+    os.makedirs(local, exist_ok=True)
+    return CheckpointSync(local, uri, settings)
+
+
+def _gpu_env(gpus: tuple[int | str, ...]) -> dict[str, str]:
+    """The GPUs Ray gave this instance, as the script's CUDA sees them."""
+    return {"CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus))} if gpus else {}
+
+
+__all__ = ["ScriptError", "run_script_job", "script_run"]
