@@ -2,6 +2,7 @@
 
 __version__ = "0.1.0"
 
+from raymaker.pytorch import PyTorch, PyTorchModel  # noqa: E402
 from raymaker.sdk import (  # noqa: E402
     CategoricalParameter,
     ContinuousParameter,
@@ -14,6 +15,8 @@ from raymaker.sdk import (  # noqa: E402
     TrainingInput,
     Transformer,
 )
+from raymaker.sklearn import SKLearn, SKLearnModel  # noqa: E402
+from raymaker.xgboost import XGBoost, XGBoostModel  # noqa: E402
 
 __all__ = [
     "CategoricalParameter",
@@ -23,8 +26,14 @@ __all__ = [
     "IntegerParameter",
     "Model",
     "Predictor",
+    "PyTorch",
+    "PyTorchModel",
+    "SKLearn",
+    "SKLearnModel",
     "Session",
     "TrainingInput",
     "Transformer",
+    "XGBoost",
+    "XGBoostModel",
     "__version__",
 ]

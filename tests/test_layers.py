@@ -20,7 +20,9 @@ LAYERS = [
     ["raymaker.engine"],
     ["raymaker.sdk"],
     ["raymaker.cli", "raymaker.testing"],
-    ["raymaker"],  # the package's own __init__: the public SDK, re-exported
+    # The package's own __init__ and the SageMaker SDK's module names (raymaker.pytorch, ...): the public
+    # SDK, re-exported.
+    ["raymaker", *(f"raymaker.{m}" for m in ("pytorch", "sklearn", "xgboost"))],
 ]
 
 # Inside the engine, lowest first.
@@ -133,6 +135,9 @@ def test_no_import_cycles() -> None:
 def test_every_module_has_a_layer() -> None:
     missing = [m for m in MODULES if _layer(m, LAYERS) is None]
     assert not missing
+    # "raymaker" is a prefix of every module: one directly under the package must be named in LAYERS.
+    top = [m for m in MODULES if m.count(".") == 1 and not any(m in names for names in LAYERS)]
+    assert not top, f"add these modules to LAYERS (and ARCHITECTURE.md): {top}"
     engine = [m for m in MODULES if m.startswith("raymaker.engine.")]
     unplaced = [m for m in engine if _layer(m, ENGINE_LAYERS, "raymaker.engine.") is None]
     assert not unplaced, f"add these engine modules to ENGINE_LAYERS (and ARCHITECTURE.md): {unplaced}"

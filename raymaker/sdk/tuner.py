@@ -20,11 +20,15 @@ it; nothing here knows how trials run.
 from __future__ import annotations
 
 import copy
+import importlib
+import json
+import sys
 from enum import Enum
 from typing import Any
 
 from raymaker.protocol.service_model import input_shape
 from raymaker.sdk.analytics import HyperparameterTuningJobAnalytics
+from raymaker.sdk.code import SCRIPT_PARAM_NAME, UploadedCode, is_remote
 from raymaker.sdk.estimator import Estimator
 from raymaker.sdk.names import TUNING_JOB_NAME_MAX_LENGTH, base_name_from_image, tuning_job_name
 from raymaker.sdk.parameter import CategoricalParameter, ContinuousParameter, IntegerParameter, ParameterRange
@@ -55,6 +59,10 @@ GRID_SEARCH = "Grid"
 
 # StaticHyperParameters keys SageMaker (or its SDK) adds for itself; attach() leaves them out.
 _RESERVED_PREFIXES = ("_tuning", "sagemaker_")
+# What the SageMaker SDK adds to a framework estimator's StaticHyperParameters, so that attach() knows
+# the estimator's class (JSON-encoded, as every framework hyperparameter).
+SAGEMAKER_ESTIMATOR_MODULE = "sagemaker_estimator_module"
+SAGEMAKER_ESTIMATOR_CLASS_NAME = "sagemaker_estimator_class_name"
 
 
 # --- warm start and strategy configuration -------------------------------------------------------
@@ -254,11 +262,16 @@ class HyperparameterTuner:
 
     def hyperparameter_ranges(self) -> dict[str, list[dict[str, Any]]]:
         """ParameterRanges as the request carries them: ``ContinuousParameterRanges``,
-        ``CategoricalParameterRanges``, ``IntegerParameterRanges`` (each list always present)."""
+        ``CategoricalParameterRanges``, ``IntegerParameterRanges`` (each list always present). A
+        framework estimator's categorical values are JSON-encoded, as its hyperparameters are (the
+        SageMaker SDK's ``as_json_range``)."""
+        framework = _is_framework(self.estimator)
         out: dict[str, list[dict[str, Any]]] = {}
         for kind in ParameterRange.__all_types__:
             out[f"{kind}ParameterRanges"] = [
-                p.as_tuning_range(name)
+                p.as_json_range(name)
+                if framework and isinstance(p, CategoricalParameter)
+                else p.as_tuning_range(name)
                 for name, p in self._hyperparameter_ranges.items()
                 if p.__name__ == kind
             ]
@@ -266,7 +279,7 @@ class HyperparameterTuner:
 
     def _default_job_name(self) -> str:
         base = self.base_tuning_job_name or base_name_from_image(
-            self.estimator.algorithm or self.estimator.image_uri or "tuning"
+            self.estimator.algorithm or self.estimator.training_image_uri() or "tuning"
         )
         return tuning_job_name(base)
 
@@ -274,12 +287,17 @@ class HyperparameterTuner:
         """The CreateHyperParameterTuningJob request ``fit`` sends (what boto3's
         ``create_hyper_parameter_tuning_job`` takes). The TrainingJobDefinition is the estimator's own
         CreateTrainingJob request for ``inputs``, its tuned hyperparameters left out of
-        StaticHyperParameters."""
+        StaticHyperParameters. A script's code is uploaded under the tuning job's name and its
+        ``sagemaker_*`` hyperparameters stay static; a framework estimator's also name its class
+        (``sagemaker_estimator_class_name``, ``sagemaker_estimator_module``), as in the SageMaker SDK."""
         name = job_name or self._default_job_name()
         training = self.estimator.training_job_request(inputs, name)
         static = dict(training.get("HyperParameters") or {})
         for tuned in self._hyperparameter_ranges:
             static.pop(tuned, None)
+        if _is_framework(self.estimator):
+            static[SAGEMAKER_ESTIMATOR_CLASS_NAME] = json.dumps(type(self.estimator).__name__)
+            static[SAGEMAKER_ESTIMATOR_MODULE] = json.dumps(type(self.estimator).__module__)
         self.static_hyperparameters = static
 
         limits: dict[str, Any] = {"MaxParallelTrainingJobs": self.max_parallel_jobs}
@@ -429,7 +447,15 @@ class HyperparameterTuner:
                 "TrainingJobDefinitions are not supported)"
             )
         estimator = _estimator_from_definition(definition, session)
-        tuner = cls(estimator=estimator, **cls._prepare_init_params_from_job_description(job_details))
+        params = cls._prepare_init_params_from_job_description(job_details)
+        if _is_framework(estimator):  # its categorical values went JSON-encoded
+            params["hyperparameter_ranges"] = {
+                k: CategoricalParameter([_decode(v) for v in p.values])
+                if isinstance(p, CategoricalParameter)
+                else p
+                for k, p in params["hyperparameter_ranges"].items()
+            }
+        tuner = cls(estimator=estimator, **params)
         tuner._current_job_name = tuning_job_name
         tuner.latest_tuning_job = _TuningJob(session, tuning_job_name)
         return tuner
@@ -602,14 +628,13 @@ def _training_job_definition(
 def _estimator_from_definition(definition: dict[str, Any], session: Session) -> Estimator:
     """The Estimator a TrainingJobDefinition came from, as far as it says: algorithm or image, role,
     instances, static hyperparameters (less the ones SageMaker reserves), output path, input mode,
-    stopping condition, checkpoints, retries and environment. Channels are ``fit``'s, not kept."""
+    stopping condition, checkpoints, retries and environment. Channels are ``fit``'s, not kept. A
+    script comes back with its entry point and code (from ``sagemaker_program`` and
+    ``sagemaker_submit_directory``), as the framework class its static hyperparameters name."""
     spec = definition["AlgorithmSpecification"]
     resources = definition.get("ResourceConfig") or definition.get("HyperParameterTuningResourceConfig") or {}
-    static = {
-        k: v
-        for k, v in (definition.get("StaticHyperParameters") or {}).items()
-        if not k.startswith(_RESERVED_PREFIXES)
-    }
+    hyperparameters = dict(definition.get("StaticHyperParameters") or {})
+    static = {k: v for k, v in hyperparameters.items() if not k.startswith(_RESERVED_PREFIXES)}
     stopping = definition.get("StoppingCondition") or {}
     kwargs: dict[str, Any] = {
         "role": definition.get("RoleArn"),
@@ -626,6 +651,55 @@ def _estimator_from_definition(definition: dict[str, Any], session: Session) -> 
     }
     if stopping.get("MaxRuntimeInSeconds") is not None:
         kwargs["max_run"] = stopping["MaxRuntimeInSeconds"]
+    if SCRIPT_PARAM_NAME in hyperparameters:
+        estimator_cls = _estimator_class(hyperparameters)
+        params = estimator_cls._prepare_init_params_from_job_description(
+            {**definition, "HyperParameters": hyperparameters}
+        )
+        for key in ("checkpoint_s3_uri", "keep_alive_period_in_seconds", "max_retry_attempts", "environment"):
+            if kwargs[key] is not None:
+                params.setdefault(key, kwargs[key])
+        estimator = estimator_cls(**params, session=session)
+        if is_remote(estimator.source_dir):
+            estimator.uploaded_code = UploadedCode(estimator.source_dir, estimator.entry_point)
+        return estimator
     if spec.get("AlgorithmName"):
         return Estimator(spec["AlgorithmName"], **kwargs)
     return Estimator(image_uri=spec["TrainingImage"], **kwargs)
+
+
+# The SageMaker SDK's framework estimators, by the (module, class) its tuning jobs record.
+_SAGEMAKER_CLASSES = {
+    ("sagemaker.pytorch.estimator", "PyTorch"): ("raymaker.sdk.frameworks", "PyTorch"),
+    ("sagemaker.sklearn.estimator", "SKLearn"): ("raymaker.sdk.frameworks", "SKLearn"),
+    ("sagemaker.xgboost.estimator", "XGBoost"): ("raymaker.sdk.frameworks", "XGBoost"),
+}
+
+
+def _estimator_class(hyperparameters: dict[str, str]) -> type[Estimator]:
+    """The estimator class a script's static hyperparameters name (a raymaker module, one already
+    imported, or the SageMaker SDK's framework class, as raymaker's), else ``Estimator``."""
+    module = _decode(hyperparameters.get(SAGEMAKER_ESTIMATOR_MODULE))
+    name = _decode(hyperparameters.get(SAGEMAKER_ESTIMATOR_CLASS_NAME))
+    if not isinstance(module, str) or not isinstance(name, str):
+        return Estimator
+    module, name = _SAGEMAKER_CLASSES.get((module, name), (module, name))
+    if not (module.startswith("raymaker.") or module in sys.modules):
+        return Estimator  # never import a module a record names
+    try:
+        found = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        return Estimator
+    return found if isinstance(found, type) and issubclass(found, Estimator) else Estimator
+
+
+def _is_framework(estimator: Estimator) -> bool:
+    """A framework estimator (PyTorch, SKLearn, XGBoost): the SageMaker SDK's ``Framework``."""
+    return bool(type(estimator)._framework_name)
+
+
+def _decode(value: Any) -> Any:
+    try:
+        return json.loads(value)
+    except (TypeError, ValueError):
+        return value
