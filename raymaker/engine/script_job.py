@@ -28,6 +28,7 @@ from raymaker.toolkit.runner import ScriptError, ScriptRun, run_script
 
 DEFAULT_CHECKPOINT_PATH = "/opt/ml/checkpoints"
 HOSTS_UPLOAD_TIMEOUT_S = 600.0  # how long the first host waits for the others' model/ and output/data/
+CHECKPOINT_SYNC_S = 2.0  # how often new checkpoint files go to S3 (a lost instance resumes from the last)
 
 
 def script_run(job: Any, rank: int, world_size: int, rendezvous: Mapping[str, str]) -> ScriptRun:
@@ -152,7 +153,7 @@ def _checkpoint_sync(job: Any, tree: MLTree, settings: S3Settings | None, *, ran
         return None
     local = tree.local_path(config.get("LocalPath") or DEFAULT_CHECKPOINT_PATH)
     os.makedirs(local, exist_ok=True)
-    return CheckpointSync(local, uri, settings)
+    return CheckpointSync(local, uri, settings, interval_s=CHECKPOINT_SYNC_S)
 
 
 def _gpu_env(gpus: tuple[int | str, ...]) -> dict[str, str]:

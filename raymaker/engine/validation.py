@@ -84,6 +84,7 @@ PROGRAM, SUBMIT_DIRECTORY = "sagemaker_program", "sagemaker_submit_directory"
 DISTRIBUTIONS = {
     "sagemaker_torch_distributed_enabled": "torch_distributed",
     "sagemaker_pytorch_ddp_enabled": "pytorchddp",
+    "sagemaker_distributed_dataparallel_enabled": "pytorchddp",  # SDK v2 >= 2.221.1 for pytorchddp
 }
 
 
@@ -214,7 +215,7 @@ def _script_spec(framework: str, spec: Mapping[str, Any], hyperparameters: Mappi
                 f"regular expression ({e}): fix it"
             ) from None
         definitions.append((d["Name"], d["Regex"]))
-    enabled = [kind for key, kind in DISTRIBUTIONS.items() if _decode(hyperparameters.get(key, "false")) is True]
+    enabled = sorted({kind for key, kind in DISTRIBUTIONS.items() if _decode(hyperparameters.get(key, "false")) is True})
     if len(enabled) > 1:
         raise ValidationError(
             f"distribution enables both {' and '.join(enabled)}: enable one (torch_distributed is torchrun's)"

@@ -77,6 +77,10 @@ class ScriptError(Exception):
         self.reason = reason[:MAX_REASON]
         self.exit_code = exit_code
 
+    @property
+    def failure_reason(self) -> str:  # what the engine's failure_reason reads, whole
+        return self.reason
+
     def __reduce__(self) -> tuple[Any, ...]:  # survives pickling through Ray with both fields
         return (type(self), (self.reason, self.exit_code))
 
