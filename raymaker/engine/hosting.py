@@ -21,7 +21,10 @@ from raymaker.engine.store import as_datetime
 from raymaker.engine.validation import JOB_NAME_RE, algorithm_from_image
 from raymaker.io.storage import parse_uri
 from raymaker.protocol.errors import ValidationError
+from raymaker.protocol.frameworks import FRAMEWORKS, Framework, framework_of_image
 from raymaker.protocol.service_model import TARGET_INFLIGHT_TAG
+from raymaker.serve.handlers import FRAMEWORKS as SCRIPT_FRAMEWORKS
+from raymaker.serve.handlers import PROGRAM_ENV, SUBMIT_DIRECTORY_ENV, script_program, submit_directory
 from raymaker.serve.hosting import DEFAULT_TARGET_INFLIGHT, VariantPlan
 from raymaker.serve.model import ModelSpec
 
@@ -39,8 +42,7 @@ def _check_name(value: str, what: str) -> None:
 # --- models ---------------------------------------------------------------------------------------
 
 
-def model_algorithm(request: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """The built-in algorithm and container definition a CreateModel request names."""
+def _container(request: dict[str, Any]) -> dict[str, Any]:
     containers = request.get("Containers") or []
     container = request.get("PrimaryContainer")
     if container and containers:
@@ -49,45 +51,102 @@ def model_algorithm(request: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         if len(containers) != 1:
             raise ValidationError(
                 "CreateModel needs PrimaryContainer (or exactly one entry in Containers): raymaker serves "
-                "one built-in algorithm per model; inference pipelines are not supported yet"
+                "one container per model; inference pipelines are not supported yet"
             )
         container = containers[0]
-    image = (container.get("Image") or "").strip()
-    if not image:
-        raise ValidationError(
-            f"PrimaryContainer.Image is required: a built-in algorithm name ({', '.join(algorithm_names())}) "
-            "or its SageMaker image URI"
-        )
-    algorithm = image if image in algorithm_names() else None
-    if algorithm is None:
-        try:
-            algorithm = algorithm_from_image(image)
-        except ValidationError:
-            raise ValidationError(
-                f"PrimaryContainer.Image {image!r} is not a built-in algorithm raymaker serves; use one of "
-                f"{', '.join(algorithm_names())} or its SageMaker image URI (custom serving containers are "
-                "not supported yet)"
-            ) from None
-    url = container.get("ModelDataUrl")
-    if not url:
-        raise ValidationError(
-            "PrimaryContainer.ModelDataUrl is required for a built-in algorithm: the training job's "
-            "model.tar.gz (DescribeTrainingJob's ModelArtifacts.S3ModelArtifacts)"
-        )
+    return container
+
+
+def _script_framework(image: str, env: dict[str, str]) -> Framework | None:
+    """The framework whose serving contract a model's image asks for, or None for a built-in
+    algorithm. A sagemaker-xgboost image is the built-in XGBoost algorithm unless Environment names a
+    script (SAGEMAKER_PROGRAM), as SageMaker's XGBoost container decides."""
+    framework = framework_of_image(image) or (
+        FRAMEWORKS.get(image) if image not in algorithm_names() else None
+    )
+    if framework is None or framework.name not in SCRIPT_FRAMEWORKS:
+        return None
+    if framework.name == "xgboost" and not (env.get(PROGRAM_ENV) or "").strip():
+        return None
+    return framework
+
+
+def _check_model_data_url(url: str) -> None:
     if not url.endswith(".tar.gz"):
         raise ValidationError(f"PrimaryContainer.ModelDataUrl {url!r} must name a .tar.gz archive")
     try:
         parse_uri(url)
     except ValueError as e:
         raise ValidationError(f"PrimaryContainer.ModelDataUrl: {e}") from None
+
+
+def spec_from_request(name: str, request: dict[str, Any]) -> ModelSpec:
+    """The ModelSpec a CreateModel request describes, checked before any work: a built-in algorithm
+    (by name or SageMaker image) with its model.tar.gz, or a script model (a PyTorch, scikit-learn or
+    XGBoost framework image) whose code is in model.tar.gz's code/ or in a sourcedir.tar.gz. Whether
+    the archives hold an entry point is found when a replica loads the model."""
+    container = _container(request)
+    image = (container.get("Image") or "").strip()
+    if not image:
+        raise ValidationError(
+            f"PrimaryContainer.Image is required: a built-in algorithm name ({', '.join(algorithm_names())}) "
+            "or its SageMaker image URI, or a PyTorch / scikit-learn / XGBoost framework image for a script"
+        )
     if container.get("Mode", "SingleModel") != "SingleModel":
         raise ValidationError("PrimaryContainer.Mode MultiModel is not supported yet: use SingleModel")
-    return algorithm, container
+    env = dict(container.get("Environment") or {})
+    url = container.get("ModelDataUrl")
+    framework = _script_framework(image, env)
+    if framework is not None:
+        try:
+            script_program(env)
+            archive, _ = submit_directory(env)
+        except ValueError as e:
+            raise ValidationError(str(e)) from None
+        if url:
+            _check_model_data_url(url)
+        elif not archive:
+            raise ValidationError(
+                f"a {framework.name} script model needs its code: give PrimaryContainer.ModelDataUrl (a "
+                "model.tar.gz holding the model files and code/inference.py), or set Environment "
+                f"{SUBMIT_DIRECTORY_ENV} to the s3:// URI of a sourcedir.tar.gz and {PROGRAM_ENV} to the "
+                "script's name"
+            )
+        return ModelSpec.script(name, framework.name, url, env)
+    algorithm = image if image in algorithm_names() else None
+    if algorithm is None:
+        try:
+            algorithm = algorithm_from_image(image)
+        except ValidationError:
+            raise ValidationError(
+                f"PrimaryContainer.Image {image!r} is not a built-in algorithm or framework image raymaker "
+                f"serves; use one of {', '.join(algorithm_names())} or its SageMaker image URI, or a "
+                "PyTorch (pytorch-inference), scikit-learn (sagemaker-scikit-learn) or XGBoost "
+                "(sagemaker-xgboost, with Environment SAGEMAKER_PROGRAM) image for a script (custom serving "
+                "containers are not supported yet)"
+            ) from None
+    if not url:
+        raise ValidationError(
+            "PrimaryContainer.ModelDataUrl is required for a built-in algorithm: the training job's "
+            "model.tar.gz (DescribeTrainingJob's ModelArtifacts.S3ModelArtifacts)"
+        )
+    _check_model_data_url(url)
+    return ModelSpec(name, algorithm, url, tuple(sorted(env.items())))
+
+
+def model_storage(spec: ModelSpec, model_name: str) -> dict[str, str | None]:
+    """The URIs a model's replicas and transform instances read (request field -> URI), for
+    ``ClusterView.require_shared_storage``."""
+    uris: dict[str, str | None] = {f"model {model_name}'s ModelDataUrl": spec.model_data_url or None}
+    if spec.is_script:
+        archive, _ = submit_directory(dict(spec.environment))
+        uris[f"model {model_name}'s Environment {SUBMIT_DIRECTORY_ENV}"] = archive
+    return uris
 
 
 def create_model(res: ResourceStore, params: dict[str, Any]) -> dict[str, Any]:
     _check_name(params["ModelName"], "ModelName")
-    model_algorithm(params)
+    spec_from_request(params["ModelName"], params)
     record = res.create(Kind.MODEL, params["ModelName"], params)
     return {"ModelArn": record["arn"]}
 
@@ -103,9 +162,7 @@ def describe_model(res: ResourceStore, params: dict[str, Any]) -> dict[str, Any]
 
 def model_spec(res: ResourceStore, name: str) -> ModelSpec:
     record = res.get(Kind.MODEL, name)
-    algorithm, container = model_algorithm(record["request"])
-    env = tuple(sorted((container.get("Environment") or {}).items()))
-    return ModelSpec(record["name"], algorithm, container["ModelDataUrl"], env)
+    return spec_from_request(record["name"], record["request"])
 
 
 # --- endpoint configs -----------------------------------------------------------------------------
@@ -307,12 +364,10 @@ def _require_capacity(engine: Engine, config_name: str) -> None:
     """Every variant's instances can run on this cluster, and load their model on any node."""
     config = engine.resources.get(Kind.ENDPOINT_CONFIG, config_name)["request"]
     cluster = engine.cluster()
-    cluster.require_shared_storage(
-        {
-            f"model {v['ModelName']}'s ModelDataUrl": model_spec(engine.resources, v["ModelName"]).model_data_url
-            for v in config["ProductionVariants"]
-        }
-    )
+    uris: dict[str, str | None] = {}
+    for v in config["ProductionVariants"]:
+        uris.update(model_storage(model_spec(engine.resources, v["ModelName"]), v["ModelName"]))
+    cluster.require_shared_storage(uris)
     for v in config["ProductionVariants"]:
         scaling = v.get("ManagedInstanceScaling") or {}
         count = int(scaling.get("MinInstanceCount", 1)) if scaling.get("Status") == "ENABLED" else 0

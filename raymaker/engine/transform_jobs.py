@@ -17,7 +17,7 @@ from typing import Any
 from raymaker.cluster.definition import get_instance_type, load_instance_types
 from raymaker.engine import metering
 from raymaker.engine.context import Engine
-from raymaker.engine.hosting import _check_name, list_resources, model_spec
+from raymaker.engine.hosting import _check_name, list_resources, model_spec, model_storage
 from raymaker.engine.kinds import Kind
 from raymaker.engine.resource_states import TransformJobStatus as T
 from raymaker.engine.resources import ResourceStore
@@ -165,7 +165,7 @@ def create_transform_job(engine: Engine, params: dict[str, Any]) -> dict[str, An
         {
             "TransformInput.DataSource.S3DataSource.S3Uri": input_channel(params).s3_uri,
             "TransformOutput.S3OutputPath": params["TransformOutput"]["S3OutputPath"],
-            f"model {params['ModelName']}'s ModelDataUrl": model_spec(engine.resources, params["ModelName"]).model_data_url,
+            **model_storage(model_spec(engine.resources, params["ModelName"]), params["ModelName"]),
         }
     )
     record = engine.resources.create(

@@ -1,6 +1,7 @@
-"""A hosted model: a built-in algorithm's ``model.tar.gz`` loaded once, answering requests in
-SageMaker's formats. Endpoint replicas and batch-transform actors both use this class, so an endpoint
-and a transform job give the same bytes for the same records."""
+"""A hosted model, loaded once, answering requests in SageMaker's formats: a built-in algorithm's
+``model.tar.gz``, or a script model (a framework image: the user's ``inference.py`` behind SageMaker's
+handler contract, ``serve.handlers``). Endpoint replicas and batch-transform actors both use this
+class, so an endpoint and a transform job give the same bytes for the same records."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ import re
 import shutil
 import tarfile
 import tempfile
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
 from raymaker.algorithms import Algorithm, get_algorithm
 from raymaker.io.storage import S3Settings, storage_for
-from raymaker.serve.codecs import BadRequest, decode_request, encode_response
+from raymaker.serve.codecs import BadRequest, choose_accept, decode_request, encode_response
+from raymaker.serve.handlers import SCRIPT, ScriptModel, submit_directory
 
 
 @dataclass(frozen=True)
@@ -22,19 +25,71 @@ class ModelSpec:
     """What a replica needs to load a model: plain values, so it pickles into any Ray process."""
 
     name: str
-    algorithm: str
-    model_data_url: str
+    algorithm: str  # a built-in algorithm, or "script" (handlers.SCRIPT) for a script model
+    model_data_url: str  # "" for a script model without model data (its code comes from elsewhere)
     environment: tuple[tuple[str, str], ...] = ()
+    # "pytorch", "sklearn" or "xgboost" for a script model: whose framework container (and default
+    # handlers) it asked for; "" for a built-in algorithm.
+    framework: str = ""
+
+    @property
+    def is_script(self) -> bool:
+        return bool(self.framework)
+
+    @classmethod
+    def script(
+        cls, name: str, framework: str, model_data_url: str | None, environment: dict[str, str] | None = None
+    ) -> ModelSpec:
+        return cls(name, SCRIPT, model_data_url or "", tuple(sorted((environment or {}).items())), framework)
 
 
 class LoadedModel:
     def __init__(self, spec: ModelSpec, settings: S3Settings | None = None):
         self.spec = spec
-        self.algorithm: Algorithm = get_algorithm(spec.algorithm)()
         env = dict(spec.environment)
+        if spec.is_script:
+            self.algorithm = None
+            self.script = self._load_script(spec, env, settings)
+            self.default_accept = self.script.default_accept
+            self.model = self.script.model
+            return
+        self.script = None
+        self.algorithm: Algorithm = get_algorithm(spec.algorithm)()
         # The SageMaker containers' knob for the Accept used when a request names none.
         self.default_accept = env.get("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT") or self.algorithm.default_accept
         self.model = self._load(spec.model_data_url, settings)
+
+    def _load_script(self, spec: ModelSpec, env: dict[str, str], settings: S3Settings | None) -> ScriptModel:
+        """The model archive (if any) extracted to a directory that lives as long as this object (the
+        script may read it after ``model_fn``), the code found in it or in the SAGEMAKER_SUBMIT_DIRECTORY
+        archive, and the script's handlers loaded on it."""
+        tmp = tempfile.mkdtemp(prefix=f"raymaker-model-{spec.name}-")
+        weakref.finalize(self, shutil.rmtree, tmp, True)
+        try:
+            model_dir = os.path.join(tmp, "model")
+            os.makedirs(model_dir)
+            if spec.model_data_url:
+                _fetch_archive(spec.model_data_url, model_dir, tmp, settings, "ModelDataUrl")
+            archive, inside = submit_directory(env)
+            if archive:
+                code_dir = os.path.join(tmp, "code")
+                _fetch_archive(archive, code_dir, tmp, settings, "Environment SAGEMAKER_SUBMIT_DIRECTORY")
+            else:
+                code_dir = os.path.join(model_dir, inside)
+            return ScriptModel(spec.framework, model_dir, code_dir, env, label=spec.name)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    def accept_for(self, accept: str | None) -> str:
+        """The Accept a batch transform sends with every request: a built-in algorithm's choice among
+        the types it writes (NotAcceptable when none), a script's Accept as given (its output_fn
+        decides), the default when none or ``*/*``."""
+        if self.script is None:
+            return choose_accept(accept, self.default_accept)
+        if not accept or not accept.strip() or accept.strip() == "*/*":
+            return self.default_accept
+        return accept.strip()
 
     def _load(self, url: str, settings: S3Settings | None) -> Any:
         if not url.endswith(".tar.gz"):
@@ -69,7 +124,10 @@ class LoadedModel:
         ``codecs.InvocationError`` subclasses (400/406/413/415). A ``ValueError`` from the algorithm's
         ``predict`` (e.g. "the model was trained on 30 features; the request has 29") is the request's
         to fix: a 400 whose message is the error's own. Any other exception is the server's and
-        propagates (the replica answers 500 and keeps serving)."""
+        propagates (the replica answers 500 and keeps serving). A script model answers as
+        ``handlers.ScriptModel.invoke`` says (its script's failures are 424 ModelErrors)."""
+        if self.script is not None:
+            return self.script.invoke(body, content_type, accept)
         batch = decode_request(body, content_type, self.algorithm.inference_content_types)
         try:
             outputs = self.algorithm.predict(self.model, batch)
@@ -81,6 +139,23 @@ class LoadedModel:
             default_accept=self.default_accept,
             envelope=self.algorithm.response_envelope,
         )
+
+
+def _fetch_archive(url: str, dest: str, tmp: str, settings: S3Settings | None, field: str) -> None:
+    """Download the ``.tar.gz`` at ``url`` and extract it into ``dest``; ValueError / FileNotFoundError
+    name the field and say what is wrong."""
+    archive = os.path.join(tmp, "download.tar.gz")
+    try:
+        storage_for(url, settings).download(url, archive)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{field} {url!r} does not exist") from None
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            tar.extractall(dest, filter="data")
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise ValueError(f"{field} {url!r} is not a readable .tar.gz archive: {e}") from None
+    finally:
+        os.remove(archive)
 
 
 # XGBoost prefixes its checks with "[12:00:00] /path/to/learner.cc:1289: " (where in its C++ it failed).

@@ -19,7 +19,7 @@ import numpy as np
 
 from raymaker.io.batch import DataFormatError
 from raymaker.io.storage import S3Settings, storage_for
-from raymaker.serve.codecs import InvocationError, choose_accept
+from raymaker.serve.codecs import InvocationError
 from raymaker.serve.dataprocessing import DataProcessing
 from raymaker.serve.model import LoadedModel, ModelSpec
 from raymaker.serve.splitting import assemble, join_payload, mini_batches, split_records
@@ -132,14 +132,14 @@ class TransformWorker:
         self.settings = settings
         self.model = LoadedModel(plan.model, settings)
         self.dp = plan.data_processing()
-        self.accept = choose_accept(plan.accept, self.model.default_accept)
+        self.accept = self.model.accept_for(plan.accept)
 
     def run(self, unit: WorkUnit, plan: TransformPlan | None = None) -> tuple[bytes, int]:
         """One unit's output bytes and record count. ``plan``: the job's (a warm worker serves later
         jobs on the same model, whose batching and assembly settings may differ)."""
         if plan is not None and plan != self.plan:
             self.plan, self.dp = plan, plan.data_processing()
-            self.accept = choose_accept(plan.accept, self.model.default_accept)
+            self.accept = self.model.accept_for(plan.accept)
         data = self._read(unit)
         try:
             return self._transform(data, unit.uri)
