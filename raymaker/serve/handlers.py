@@ -17,8 +17,8 @@ What the module leaves out comes from the framework's defaults, as its serving c
   a list and encodes JSON, CSV or NPY. With no module at all, every function is the default.
 - **sklearn** (aws/sagemaker-scikit-learn-container ``serving.py`` on sagemaker-containers'
   ``_transformer.py`` / ``_encoders.py``): no default ``model_fn`` (the module must define one);
-  ``input_fn`` decodes JSON, CSV (rows through ``csv.reader``, then ``squeeze()``: one CSV row is a 1-D
-  array, as there) and NPY, JSON and CSV as float32; ``predict_fn`` is ``model.predict(data)``;
+  ``input_fn`` decodes JSON, CSV (rows through ``csv.reader``: always rows x columns, see below) and
+  NPY, JSON and CSV as float32; ``predict_fn`` is ``model.predict(data)``;
   ``output_fn`` encodes JSON, CSV (one row per line, ``csv.writer``) or NPY.
 - **xgboost** (aws/sagemaker-xgboost-container ``serving.py`` / ``handler_service.py``): no default
   ``model_fn``; ``input_fn`` turns CSV, libsvm or RecordIO-protobuf into an ``xgboost.DMatrix`` (with
@@ -61,7 +61,12 @@ model's Environment is set in the process's environment at load, as a container'
 Deliberate differences: NPY bodies are loaded without pickle (SageMaker's ``allow_pickle=True`` runs
 any code a client sends); content types match without their parameters (``text/csv; charset=utf-8``
 is CSV); an Accept list picks its first type the default ``output_fn`` can encode, ``*/*`` in it
-meaning the default.
+meaning the default; scikit-learn's CSV decoder keeps one row (or one column) two-dimensional, where
+sagemaker-containers' ``squeeze()`` makes it 1-D and every scikit-learn model then refuses a
+one-row request or a SingleRecord transform ("Expected 2D array, got 1D array instead":
+aws/sagemaker-scikit-learn-container#15 and #145, aws/sagemaker-containers#273, which AWS answered by
+moving to the inference toolkit's decoder). A script that ran on SageMaker reshapes what it gets, and a
+2-D array passes through those reshapes unchanged.
 """
 
 from __future__ import annotations
@@ -226,11 +231,12 @@ def _decode_csv_toolkit(data: Any) -> np.ndarray:
 
 
 def _decode_csv_containers(data: Any) -> np.ndarray:
-    """sagemaker-containers' CSV decoder: rows through ``csv.reader``, then ``squeeze()``."""
+    """sagemaker-containers' CSV decoder (rows through ``csv.reader``), without its ``squeeze()``: one
+    row stays a 1 x n array (see the module's notes)."""
     rows = list(
         csv.reader(io.StringIO(_text(data)), delimiter=",", quotechar='"', doublequote=True, strict=True)
     )
-    return np.array(rows).squeeze().astype(None)
+    return np.array([row for row in rows if row]).astype(None)
 
 
 def _encode_json(value: Any) -> str:

@@ -123,13 +123,15 @@ def test_sklearn_statuses(sklearn_model, iris) -> None:
     assert info.value.status == 400 and "application/json" in info.value.message
     with pytest.raises(BadRequest):
         sklearn_model.invoke(b"\xff\xfe", "text/csv", None)
-    # One CSV row decodes to a 1-D array, as in SageMaker's scikit-learn container, which
-    # LogisticRegression refuses: the error is the model's, with scikit-learn's message.
+    # One CSV row stays a 1 x 4 array (SageMaker's container squeezes it to 1-D, which scikit-learn
+    # refuses), with or without its newline.
+    for body in (row, row + "\n"):
+        assert json.loads(sklearn_model.invoke(body.encode(), "text/csv", None)[0]) == [iris[1][0]]
+    # A row the model cannot score: the error is the model's, with scikit-learn's message.
     with pytest.raises(ScriptError) as info:
-        sklearn_model.invoke(row.encode(), "text/csv", None)
+        sklearn_model.invoke(b"1,2,3", "text/csv", None)
     assert info.value.status == 424 and info.value.error_type == "ModelError"
-    assert "predict_fn raised ValueError" in info.value.message
-    assert "2D array" in info.value.message
+    assert "predict_fn raised ValueError: X has 3 features" in info.value.message
 
 
 def test_user_input_fn_error_reaches_the_client_with_its_message(tmp_path, iris) -> None:
@@ -323,7 +325,7 @@ def test_transform_worker_on_a_script_model(tmp_path, iris) -> None:
     out, n = worker.run(WorkUnit(f"file://{data}", "in.csv", 0, 1, 0, -1))
     assert n == 40
     assert out.decode().split() == [str(v) for v in clf.predict(x[:40])]
-    data.write_text("1,2,3,4\n")  # one row: a 1-D array, refused by LogisticRegression
+    data.write_text("1,2,3\n")  # 3 features: the model wants 4
     with pytest.raises(TransformError, match="predict_fn raised ValueError"):
         worker.run(WorkUnit(f"file://{data}", "in.csv", 0, 1, 0, -1))
 
