@@ -21,9 +21,11 @@ the next sync, which uploads it again, and the final sync sees it complete.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -40,6 +42,10 @@ from raymaker.io.storage import (
 logger = logging.getLogger(__name__)
 
 _Stat = tuple[int, int, int]  # size, mtime_ns, inode
+# File times come from the kernel's coarse clock (one tick, up to 10 ms): a file rewritten with the same
+# size within a tick of being recorded keeps its stat. Such "racy" records (git's term) also keep the
+# content's hash, compared at the next sync.
+RACY_NS = 20_000_000
 
 
 class CheckpointSyncError(RuntimeError):
@@ -97,6 +103,7 @@ class CheckpointSync:
         key = u.key.rstrip("/")
         self._prefix = u.path if self._local else f"s3://{u.bucket}/{key + '/' if key else ''}"
         self._synced: dict[str, _Stat] = {}  # relative path -> the local file's stat when last in sync
+        self._racy: dict[str, str] = {}  # relative path -> content hash, for records within a tick of a write
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -136,8 +143,30 @@ class CheckpointSync:
                 with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(targets))) as pool:
                     list(pool.map(lambda t: fetch(*t), targets))
             for obj, dest in targets:
-                self._synced[obj.relative] = _stat(dest)
+                self._record(obj.relative, _stat(dest), time.time_ns())
         return len(targets)
+
+    def _record(self, rel: str, st: _Stat, taken_ns: int) -> None:
+        self._synced[rel] = st
+        if st[1] + RACY_NS >= taken_ns:
+            with contextlib.suppress(OSError):
+                self._racy[rel] = _digest(os.path.join(self.local_dir, *rel.split("/")))
+                return
+        self._racy.pop(rel, None)
+
+    def _changed(self, rel: str, st: _Stat, now_ns: int) -> bool:
+        if self._synced.get(rel) != st:
+            return True
+        racy = self._racy.get(rel)
+        if racy is None:
+            return False
+        try:
+            same = _digest(os.path.join(self.local_dir, *rel.split("/"))) == racy
+        except OSError:
+            return True
+        if same and st[1] + RACY_NS < now_ns:
+            del self._racy[rel]  # no longer within a tick of its record: its stat tells from now on
+        return not same
 
     # ------------------------------------------------------------------------------------- sync
 
@@ -145,8 +174,9 @@ class CheckpointSync:
         """Upload new and changed files, delete from S3 what was deleted here. Every file is tried;
         then CheckpointSyncError lists those that failed (they are retried at the next sync)."""
         with self._lock:
+            scanned_ns = time.time_ns()
             current = self._scan()
-            changed = [(rel, st) for rel, st in current.items() if self._synced.get(rel) != st]
+            changed = [(rel, st) for rel, st in current.items() if self._changed(rel, st, scanned_ns)]
             gone = [rel for rel in self._synced if rel not in current]
             report = SyncReport()
             errors: list[str] = []
@@ -163,7 +193,7 @@ class CheckpointSync:
                 for rel, st, f in ups:
                     e = f.exception()
                     if e is None:
-                        self._synced[rel] = st  # the stat taken before the upload: a later write shows
+                        self._record(rel, st, scanned_ns)  # the stat before the upload: a later write shows
                         report.uploaded += 1
                         report.bytes_uploaded += st[0]
                     elif isinstance(e, FileNotFoundError) and not os.path.exists(
@@ -176,6 +206,7 @@ class CheckpointSync:
                     e = f.exception()
                     if e is None:
                         del self._synced[rel]
+                        self._racy.pop(rel, None)
                         report.deleted += 1
                     else:
                         errors.append(f"deleting {self.uri_of(rel)} ({rel} was deleted locally): {e}")
@@ -237,6 +268,14 @@ class CheckpointSync:
             self.stop(final=True)
         except Exception as e:
             logger.warning("final checkpoint sync after a failure: %s", e)
+
+
+def _digest(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _stat(path: str) -> _Stat:
