@@ -17,15 +17,15 @@ import zipfile
 import boto3
 import numpy as np
 import pytest
-from raymaker.pytorch import PyTorch
-from raymaker.sklearn import SKLearn
 from sklearn.datasets import load_breast_cancer
 
 from raymaker import Session, TrainingInput
+from raymaker.pytorch import PyTorch
 from raymaker.sdk import UnexpectedStatusException
 from raymaker.sdk.deserializers import JSONDeserializer
 from raymaker.sdk.serializers import CSVSerializer
 from raymaker.sdk.tuner import HyperparameterTuner, IntegerParameter
+from raymaker.sklearn import SKLearn
 
 pytestmark = pytest.mark.e2e
 
@@ -392,3 +392,26 @@ def test_stop_sends_sigterm_to_the_script(session, bucket, tmp_path):
     assert job.wait(logs=False)["TrainingJobStatus"] == "Stopped"
     assert time.monotonic() - t0 < 30  # the script left on SIGTERM; no 120 s SIGKILL wait
     assert "got SIGTERM, saving and leaving" in logs(session, job.name)
+
+
+def test_a_missing_source_archive_is_refused_at_create(session, bucket):
+    """A boto3-shaped request (no SDK checks) naming code that is not there: refused before any work,
+    and no record is kept."""
+    from raymaker.protocol.errors import ResourceNotFound, ValidationError
+    from raymaker.protocol.frameworks import FRAMEWORKS
+
+    request = {
+        "TrainingJobName": "script-without-source",
+        "RoleArn": "arn:aws:iam::000000000000:role/raymaker",
+        "AlgorithmSpecification": {"TrainingImage": FRAMEWORKS["sklearn"].image_uri("1.2-1"),
+                                   "TrainingInputMode": "File"},
+        "HyperParameters": {"sagemaker_program": '"train.py"',
+                            "sagemaker_submit_directory": f'"s3://{bucket}/nothing/sourcedir.tar.gz"'},
+        "OutputDataConfig": {"S3OutputPath": f"s3://{bucket}/output"},
+        "ResourceConfig": {"InstanceType": "local", "InstanceCount": 1, "VolumeSizeInGB": 1},
+        "StoppingCondition": {"MaxRuntimeInSeconds": 60},
+    }
+    with pytest.raises(ValidationError, match="sourcedir.tar.gz"):
+        session.call("CreateTrainingJob", request)
+    with pytest.raises(ResourceNotFound):
+        session.call("DescribeTrainingJob", {"TrainingJobName": "script-without-source"})
