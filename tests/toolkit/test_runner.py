@@ -221,3 +221,19 @@ def test_invalid_metric_regex_fails_before_anything_runs(tmp_path):
 def test_script_run_is_plain_and_picklable(tmp_path):
     spec = spec_for(tmp_path, {"train.py": ""}, checkpoint={"S3Uri": "s3://b/c"}, distribution={"RANK": "0"})
     assert pickle.loads(pickle.dumps(spec)) == spec
+
+
+def test_a_package_entry_point_is_installed_and_run_as_a_module(tmp_path, monkeypatch):
+    """Code with a setup.py: the toolkit installs it (``pip install .``) and runs ``python -m <module>``,
+    so the script imports its own package by name."""
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    monkeypatch.setenv(ep.FIND_LINKS_ENV, str(wheels))  # no index: setuptools from this environment
+    files = {
+        "setup.py": "from setuptools import setup\nsetup(name='rmtrainer', version='0.1', packages=['rmtrainer'])\n",
+        "rmtrainer/__init__.py": "GREETING = 'from the installed package'\n",
+        "train.py": "import sys\nimport rmtrainer\nprint(rmtrainer.GREETING, sys.argv[1:])\n",
+    }
+    run = Run(tmp_path)
+    run(spec_for(tmp_path, files))
+    assert "from the installed package ['--epochs', '3', '--lr', '0.1', '--optimizer', 'adam']" in run.logs
