@@ -25,6 +25,7 @@ from raymaker.toolkit.checkpoints import CheckpointSync
 from raymaker.toolkit.data import stage_channels
 from raymaker.toolkit.paths import MLTree
 from raymaker.toolkit.runner import ScriptError, ScriptRun, run_script
+from raymaker.toolkit.zygote import warm_launcher
 
 DEFAULT_CHECKPOINT_PATH = "/opt/ml/checkpoints"
 HOSTS_UPLOAD_TIMEOUT_S = 600.0  # how long the first host waits for the others' model/ and output/data/
@@ -105,8 +106,10 @@ def run_script_job(
             if ctx.rank == 0:
                 events.phase("Training", restarted=resumed)
         on_log(f"raymaker: running {run.entry_point} as {host} of {len(run.hosts)} (pid {os.getpid()})")
+        # A warm instance keeps the framework imported for its next job (toolkit/zygote).
         run_script(run, tree, on_log=on_log, on_metrics=on_metrics, stop=ctx.stop, settings=settings,
-                   extra_env=_gpu_env(ctx.gpus), stage_data=staged)
+                   extra_env=_gpu_env(ctx.gpus), stage_data=staged,
+                   warm=warm_launcher(getattr(job.script, "framework", None)))
         output_uri = job.model_uri.rsplit("/", 1)[0]
         if ctx.rank == 0 and events is not None:
             events.phase("Uploading")

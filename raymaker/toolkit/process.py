@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import IO
+from typing import IO, Protocol
 
 from raymaker.toolkit.paths import MLTree
 
@@ -63,6 +63,7 @@ def run_process(
     stop: threading.Event,
     grace_s: float = 120.0,
     stderr_tail: collections.deque[str] | None = None,
+    launcher: Launcher | None = None,
 ) -> int:
     """Run ``cmd`` to its end and return its exit code (a signal N shows as 128 + N, as a shell and
     Docker report it: 137 for SIGKILL).
@@ -72,18 +73,11 @@ def run_process(
     written, without its newline, one call at a time; stderr's last lines also go to ``stderr_tail``
     when given (a bounded deque) for the failure reason. When ``stop`` is set: SIGTERM to the process
     group, SIGKILL after ``grace_s``. When the main process ends, whatever it left running in its group
-    is killed, as a container's end would."""
-    parent = os.getpid()
-    proc = subprocess.Popen(
-        list(cmd),
-        cwd=cwd,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-        preexec_fn=_child_setup(parent),  # only calls what was resolved before fork: _child_setup
-    )
+    is killed, as a container's end would.
+
+    ``launcher`` (a ``zygote.Zygote``) starts the process instead of a fork and exec here, with the same
+    session, pipes and end; when it cannot, the process starts here as usual."""
+    proc = _start(cmd, cwd, env, launcher)
     lock = threading.Lock()  # on_line is called from two reader threads: one call at a time
 
     def read(stream: IO[bytes], tail: collections.deque[str] | None) -> None:
@@ -98,7 +92,6 @@ def run_process(
                     except Exception:  # a failing consumer must not stop the draining: the child would block
                         logger.exception("on_line failed for a line of %s", cmd[0] if cmd else "?")
 
-    assert proc.stdout is not None and proc.stderr is not None
     readers = [
         threading.Thread(target=read, args=(proc.stdout, None), name="script-stdout", daemon=True),
         threading.Thread(target=read, args=(proc.stderr, stderr_tail), name="script-stderr", daemon=True),
@@ -109,7 +102,7 @@ def run_process(
     term_deadline: float | None = None
     killed = False
     try:
-        while not _exited(proc.pid):
+        while not proc.exited():
             if stop.is_set() and term_deadline is None:
                 _signal_group(proc.pid, signal.SIGTERM)
                 term_deadline = time.monotonic() + grace_s
@@ -128,7 +121,59 @@ def run_process(
         t.join(timeout=5.0)
         if t.is_alive():
             logger.warning("%s: output still open after the process ended; no longer read", t.name)
-    return 128 - code if code < 0 else code
+    return code
+
+
+class Child(Protocol):
+    """A started process as run_process drives it: ``pid`` (also its process group's id), its output
+    pipes, ``exited()`` (without reaping: the pid and group stay reserved) and ``wait()`` (reaps;
+    the exit code, 128 + N for a signal N)."""
+
+    pid: int
+    stdout: IO[bytes]
+    stderr: IO[bytes]
+
+    def exited(self) -> bool: ...
+
+    def wait(self) -> int: ...
+
+
+class Launcher(Protocol):
+    """What starts a process other than by fork and exec here (``zygote.Zygote``): the child in its own
+    session with new stdout and stderr pipes, stdin empty, dying with this process."""
+
+    def launch(self, cmd: Sequence[str], *, cwd: str, env: dict[str, str]) -> Child: ...
+
+
+class _Popened:
+    def __init__(self, proc: subprocess.Popen[bytes]):
+        assert proc.stdout is not None and proc.stderr is not None
+        self.pid, self.stdout, self.stderr, self._proc = proc.pid, proc.stdout, proc.stderr, proc
+
+    def exited(self) -> bool:
+        return _exited(self.pid)
+
+    def wait(self) -> int:
+        code = self._proc.wait()
+        return 128 - code if code < 0 else code
+
+
+def _start(cmd: Sequence[str], cwd: str, env: dict[str, str], launcher: Launcher | None) -> Child:
+    if launcher is not None:
+        try:
+            return launcher.launch(cmd, cwd=cwd, env=env)
+        except Exception:  # noqa: BLE001 - nothing was started: it starts here instead
+            logger.warning("%s: the launcher could not start it; starting it plainly", cmd[0], exc_info=True)
+    return _Popened(subprocess.Popen(
+        list(cmd),
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        preexec_fn=_child_setup(os.getpid()),  # only calls what was resolved before fork: _child_setup
+    ))
 
 
 def _exited(pid: int) -> bool:

@@ -17,7 +17,7 @@ import shlex
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from raymaker.io.channels import Channel
 from raymaker.io.storage import S3Settings
@@ -41,6 +41,9 @@ from raymaker.toolkit.process import (
     run_process,
     toolkit_error,
 )
+
+if TYPE_CHECKING:
+    from raymaker.toolkit.zygote import WarmLauncher
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,7 @@ def run_script(
     stage_data: Callable[[MLTree], contextlib.AbstractContextManager[Any]] = _no_staging,
     cache_root: str | None = None,
     grace_s: float = 120.0,
+    warm: WarmLauncher | None = None,
 ) -> None:
     """Run ``spec``'s script on this host in ``tree``; return when it exited 0 (``output/success``
     written), raise ``ScriptError`` with the FailureReason otherwise.
@@ -117,7 +121,11 @@ def run_script(
 
     The environment, lowest first: this process's, ``extra_env`` (the caller's: S3 endpoint,
     devices), then ``training_env`` (SageMaker's and the request's variables under the toolkit's),
-    PYTHONPATH (the code, its installed requirements, then what was there), ``spec.distribution``."""
+    PYTHONPATH (the code, its installed requirements, then what was there), ``spec.distribution``.
+
+    ``warm`` (the instance's ``zygote.WarmLauncher`` for the job's framework) may start the script from
+    an interpreter that has the framework imported, when that changes nothing the script can see but
+    ``sys.modules``; a succeeded job has it prepare one for the next."""
     try:
         parser = MetricParser(spec.metric_definitions)
     except ValueError as e:
@@ -176,15 +184,20 @@ def run_script(
         except ValueError as e:
             raise ScriptError(f"ClientError: {e}") from None
         # The toolkit puts the code directory first on sys.path, then what pip installed.
-        env["PYTHONPATH"] = os.pathsep.join([tree.code_dir, *installed, *filter(None, [env.get("PYTHONPATH")])])
+        path_prefix = [tree.code_dir, *installed]
+        env["PYTHONPATH"] = os.pathsep.join([*path_prefix, *filter(None, [env.get("PYTHONPATH")])])
         env.update(spec.distribution)
 
         cmd = ep.command(spec.entry_point, tree.code_dir, to_cmd_args(user_hps))
         on_log(f"Invoking script with the following command: {shlex.join(cmd)}")
         tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
+        launcher = warm.choose(cmd, tree.code_dir, env, path_prefix) if warm is not None else None
         code = run_process(
-            cmd, cwd=tree.code_dir, env=env, on_line=line, stop=stop, grace_s=grace_s, stderr_tail=tail
+            cmd, cwd=tree.code_dir, env=env, on_line=line, stop=stop, grace_s=grace_s, stderr_tail=tail,
+            launcher=launcher,
         )
+        if code == 0 and warm is not None and not stop.is_set():
+            warm.warm_up(cmd, tree.code_dir, env, path_prefix)
 
     if code == 0:
         with open(tree.success_file, "w"):
