@@ -124,7 +124,7 @@ def main() -> None:
     print(f"  python train.py directly: {b:5.2f} s")
     for label, values in (("cold (new instance)", cold), ("warm (kept instance)", warm)):
         m = statistics.median(values)
-        print(f"  raymaker fit(), {label:21s} {m:5.2f} s   (+{m - b:4.2f} s over the direct run)")
+        print(f"  raymaker fit(), {label:21s} {m:5.2f} s   ({m - b:+.2f} s against the direct run)")
     ray.shutdown()
 
 

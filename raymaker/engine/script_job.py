@@ -106,10 +106,12 @@ def run_script_job(
             if ctx.rank == 0:
                 events.phase("Training", restarted=resumed)
         on_log(f"raymaker: running {run.entry_point} as {host} of {len(run.hosts)} (pid {os.getpid()})")
-        # A warm instance keeps the framework imported for its next job (toolkit/zygote).
+        # A warm instance keeps the framework imported for its next job (toolkit/zygote); an instance
+        # that ends with its job uses a zygote it has but starts none.
+        warm = warm_launcher(job.script.framework)
         run_script(run, tree, on_log=on_log, on_metrics=on_metrics, stop=ctx.stop, settings=settings,
                    extra_env=_gpu_env(ctx.gpus), stage_data=staged,
-                   warm=warm_launcher(getattr(job.script, "framework", None)))
+                   warm=warm if warm is None or job.keep_alive_seconds > 0 else _NoWarmUp(warm))
         output_uri = job.model_uri.rsplit("/", 1)[0]
         if ctx.rank == 0 and events is not None:
             events.phase("Uploading")
@@ -157,6 +159,19 @@ def _checkpoint_sync(job: Any, tree: MLTree, settings: S3Settings | None, *, ran
     local = tree.local_path(config.get("LocalPath") or DEFAULT_CHECKPOINT_PATH)
     os.makedirs(local, exist_ok=True)
     return CheckpointSync(local, uri, settings, interval_s=CHECKPOINT_SYNC_S)
+
+
+class _NoWarmUp:
+    """A warm launcher that runs jobs from the zygotes it has and starts no new one."""
+
+    def __init__(self, warm: Any):
+        self._warm = warm
+
+    def choose(self, *args: Any, **kwargs: Any) -> Any:
+        return self._warm.choose(*args, **kwargs)
+
+    def warm_up(self, *args: Any, **kwargs: Any) -> None:
+        return None
 
 
 def _gpu_env(gpus: tuple[int | str, ...]) -> dict[str, str]:

@@ -32,6 +32,7 @@ def worker_job(spec: TrainingJobSpec) -> WorkerJob:
         num_gpus=float(spec.instance_type.gpus or 0),
         environment=dict(spec.environment),
         checkpoint=dict(spec.request.get("CheckpointConfig") or {}) or None,
+        keep_alive_seconds=spec.keep_alive_seconds,
     )
 
 

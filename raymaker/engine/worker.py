@@ -56,6 +56,7 @@ class WorkerJob:
     num_gpus: float = 0.0
     environment: dict[str, str] = field(default_factory=dict)
     checkpoint: dict[str, str] | None = None  # CheckpointConfig (S3Uri, LocalPath)
+    keep_alive_seconds: int = 0  # ResourceConfig.KeepAlivePeriodInSeconds: the instance stays warm
 
 
 class JobEvents:
