@@ -72,8 +72,7 @@ def _free_port(host: str) -> int:
         return int(s.getsockname()[1])
 
 
-# A job's code runs in the default group; "control" takes a stop for a script while it runs.
-@ray.remote(concurrency_groups={"control": 1})
+@ray.remote
 class InstanceActor:
     """One ML instance: runs jobs one at a time (alone, or as one rank of a group), and may stay warm
     between them."""
@@ -89,16 +88,9 @@ class InstanceActor:
         # first job fetches and decodes its data; a warm instance has them already.
         threading.Thread(target=_preload, args=(preload,), daemon=True, name="raymaker-preload").start()
         self._tracker: Any = None  # rank 0 of an xgboost group: the current job's Rabit tracker
-        self._stop = threading.Event()  # set by stop_script: the running script gets SIGTERM
 
     def ping(self) -> int:
         return os.getpid()
-
-    @ray.method(concurrency_group="control")
-    def stop_script(self) -> None:
-        """StopTrainingJob or MaxRuntime reached: the running script gets SIGTERM, then SIGKILL after
-        SageMaker's grace (a built-in algorithm ignores this; its instance is killed)."""
-        self._stop.set()
 
     def run_job(
         self,
@@ -112,10 +104,7 @@ class InstanceActor:
 
         os.makedirs(checkpoint_dir, exist_ok=True)
         gpus = tuple(ray.get_gpu_ids())
-        self._stop.clear()
-        ctx = InstanceContext(
-            events, job.seed, checkpoint_dir, checkpoint_uri, settings, gpus=gpus, stop=self._stop
-        )
+        ctx = InstanceContext(events, job.seed, checkpoint_dir, checkpoint_uri, settings, gpus=gpus)
         channels = {c.name: c for c in job.channels}
 
         def shard_for(name: str) -> Any:
@@ -188,7 +177,6 @@ class InstanceActor:
 
         if rank == 0:
             os.makedirs(checkpoint_dir, exist_ok=True)
-        self._stop.clear()
         ctx = InstanceContext(
             events,
             job.seed,
@@ -199,7 +187,6 @@ class InstanceActor:
             world_size=world_size,
             start_checkpoint=start.checkpoint,
             gpus=tuple(ray.get_gpu_ids()),
-            stop=self._stop,
             rendezvous=start.address if start.collective == "torchrun" else None,
         )
         channels = {c.name: c for c in job.channels}

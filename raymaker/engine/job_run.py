@@ -62,6 +62,7 @@ class JobRun:
         self.events = JobEvents(service, spec.name)
         self.instance: Any = None  # the instance actor (single instance)
         self.group: InstanceGroup | None = None  # the instance group (several instances)
+        self.stopping = False  # a script job being stopped: its instances SIGTERM the script
         self.lock = threading.Lock()
 
     def move(self, new: states.SecondaryStatus, message: str | None = None, **fields: Any) -> bool:
@@ -311,9 +312,7 @@ class JobRun:
             self._release_group()
 
     def _stop_scripts(self, ref: Any) -> None:
-        actors = [self.instance] if self.instance is not None else list(getattr(self.group, "actors", []))
-        for actor in actors:
-            actor.stop_script.remote()
+        self.stopping = True  # the script's instances ask (JobService.stop_requested) and SIGTERM it
         deadline = time.time() + STOP_GRACE_S + 5.0  # the toolkit SIGKILLs after STOP_GRACE_S
         while time.time() < deadline:
             if isinstance(ref, GroupRun):

@@ -15,6 +15,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -29,6 +30,7 @@ from raymaker.toolkit.zygote import warm_launcher
 
 DEFAULT_CHECKPOINT_PATH = "/opt/ml/checkpoints"
 HOSTS_UPLOAD_TIMEOUT_S = 600.0  # how long the first host waits for the others' model/ and output/data/
+STOP_POLL_S = 0.5  # how often a script's instance asks the job service whether the job is stopping
 CHECKPOINT_SYNC_S = 2.0  # how often new checkpoint files go to S3 (a lost instance resumes from the last)
 
 
@@ -101,6 +103,10 @@ def run_script_job(
                 stack.callback(sync.stop)
             yield
 
+    watching = threading.Event()
+    if events is not None:
+        threading.Thread(target=_watch_for_stop, args=(events, ctx.stop, watching), daemon=True,
+                         name="raymaker-script-stop").start()
     try:
         if events is not None:
             if ctx.rank == 0:
@@ -125,10 +131,27 @@ def run_script_job(
         on_log(f"raymaker: uploaded model.tar.gz ({model['size']} bytes) to {model['uri']}")
         return last
     finally:
+        watching.set()
         if events is not None:
             events.flush(wait=True)
         shutil.rmtree(tree.root, ignore_errors=True)
         ctx.cleanup()
+
+
+def _watch_for_stop(events: Any, stop: threading.Event, done: threading.Event) -> None:
+    """Set ``stop`` (the toolkit then sends SIGTERM, and SIGKILL after the grace) once the job service
+    says the job is stopping. The instance asks because it runs one call at a time: a second
+    concurrency group to tell it made every job run on a pool thread, which slowed linear-learner's cold
+    start by about 1 s here."""
+    import ray
+
+    while not done.wait(STOP_POLL_S):
+        try:
+            if ray.get(events.service.stop_requested.remote(events.job), timeout=30):
+                stop.set()
+                return
+        except Exception:  # noqa: BLE001 - the service is restarting: ask again
+            continue
 
 
 def _wait_for_hosts(output_uri: str, hosts: tuple[str, ...], settings: S3Settings | None) -> None:

@@ -202,6 +202,13 @@ class JobService:
         if lines:
             self.store.append_logs(job, lines)
 
+    @ray.method(concurrency_group="api")
+    def stop_requested(self, job: str) -> bool:
+        """Asked by a script job's instances every ``STOP_POLL_S``: whether to SIGTERM the script (a
+        stop, or MaxRuntime reached)."""
+        run = self.runs.get(job)
+        return run is not None and run.stopping
+
     @ray.method(concurrency_group="events")
     def set_phase(self, job: str, phase: str, restarted: bool = False) -> None:
         run = self.runs.get(job)

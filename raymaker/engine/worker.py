@@ -78,6 +78,11 @@ class JobEvents:
         self._lock = threading.Lock()
         self._flusher: threading.Thread | None = None
 
+    @property
+    def service(self) -> Any:
+        """The job service's handle."""
+        return self._service
+
     def __getstate__(self) -> dict[str, Any]:
         return {"_service": self._service, "job": self.job}
 

@@ -415,3 +415,15 @@ def test_a_missing_source_archive_is_refused_at_create(session, bucket):
         session.call("CreateTrainingJob", request)
     with pytest.raises(ResourceNotFound):
         session.call("DescribeTrainingJob", {"TrainingJobName": "script-without-source"})
+
+
+def test_max_runtime_sends_sigterm_to_the_script(session, bucket, tmp_path):
+    est = SKLearn(entry_point="forever.py", source_dir=source(tmp_path, "maxrun", {"forever.py": SIGTERM_AWARE}),
+                  framework_version="1.2-1", instance_type="local", max_run=4, output_path=f"s3://{bucket}/output",
+                  session=session)
+    est.fit(wait=False)
+    job = est.latest_training_job
+    assert job.wait(logs=False)["SecondaryStatus"] == "MaxRuntimeExceeded"
+    desc = job.describe()
+    assert (desc["TrainingJobStatus"], desc["SecondaryStatus"]) == ("Stopped", "MaxRuntimeExceeded")
+    assert "got SIGTERM, saving and leaving" in logs(session, job.name)
