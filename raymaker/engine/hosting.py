@@ -23,10 +23,10 @@ from raymaker.io.storage import parse_uri
 from raymaker.protocol.errors import ValidationError
 from raymaker.protocol.frameworks import FRAMEWORKS, Framework, framework_of_image
 from raymaker.protocol.service_model import TARGET_INFLIGHT_TAG
-from raymaker.serve.handlers import FRAMEWORKS as SCRIPT_FRAMEWORKS
-from raymaker.serve.handlers import PROGRAM_ENV, SUBMIT_DIRECTORY_ENV, script_program, submit_directory
 from raymaker.serve.hosting import DEFAULT_TARGET_INFLIGHT, VariantPlan
 from raymaker.serve.model import ModelSpec
+from raymaker.serve.script_contract import FRAMEWORKS as SCRIPT_FRAMEWORKS
+from raymaker.serve.script_contract import PROGRAM_ENV, SUBMIT_DIRECTORY_ENV, script_program, submit_directory
 
 LOCAL_SERVING_CPUS = 0.1  # a replica of the "local" type: mostly idle, must not crowd out training
 DEFAULT_STARTUP_TIMEOUT_S = 600  # SageMaker's ContainerStartupHealthCheckTimeoutInSeconds default range top

@@ -72,516 +72,46 @@ moving to the inference toolkit's decoder). A script that ran on SageMaker resha
 from __future__ import annotations
 
 import concurrent.futures
-import csv
-import importlib.util
-import inspect
-import io
-import itertools
-import json
 import logging
 import os
-import re
-import sys
 import threading
-import traceback
 import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import numpy as np
-
 from raymaker.serve.codecs import (
     BadRequest,
     InvocationError,
-    NotAcceptable,
-    UnsupportedMediaType,
     clip,
-    decode_request,
 )
+from raymaker.serve.script_code import (
+    IMPORT_LOCK,
+    call_user,
+    import_user_module,
+    install_requirements,
+    release_code_dir,
+    use_code_dir,
+    where_raised,
+)
+from raymaker.serve.script_contract import (
+    DEFAULT_ACCEPT_ENV,
+    DEFAULT_TIMEOUT_S,
+    FRAMEWORKS,
+    JSON,
+    MAX_MESSAGE,
+    PROGRAM_ENV,
+    SUBMIT_DIRECTORY_ENV,
+    TEXT_TYPES,
+    TIMEOUT_ENV,
+    NoProgram,
+    ScriptError,
+    ScriptLoadError,
+    first_line,
+    script_program,
+)
+from raymaker.serve.script_defaults import DEFAULTS, encode_json, mime_of
 
 logger = logging.getLogger(__name__)
-
-SCRIPT = "script"  # ModelSpec.algorithm of a script model
-FRAMEWORKS = ("pytorch", "sklearn", "xgboost")
-PROGRAM_ENV = "SAGEMAKER_PROGRAM"
-SUBMIT_DIRECTORY_ENV = "SAGEMAKER_SUBMIT_DIRECTORY"
-DEFAULT_ACCEPT_ENV = "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT"
-TIMEOUT_ENV = "SAGEMAKER_MODEL_SERVER_TIMEOUT"
-DEFAULT_PROGRAM = "inference.py"
-DEFAULT_TIMEOUT_S = 60.0
-CONTAINER_MODEL_DIR = "/opt/ml/model"  # where SageMaker extracts model.tar.gz in the container
-
-JSON = "application/json"
-CSV = "text/csv"
-NPY = "application/x-npy"
-NPZ = "application/x-npz"
-LIBSVM = ("text/libsvm", "text/x-libsvm")
-RECORDIO = "application/x-recordio-protobuf"
-TEXT_TYPES = (JSON, CSV)  # decoded to str before input_fn (the toolkits' UTF8_TYPES)
-ENCODABLE = (JSON, CSV, NPY)  # what the default output_fn writes, in every framework
-
-_MAX_MESSAGE = 1000
-
-
-# --- errors -----------------------------------------------------------------------------------------
-
-
-class ScriptError(InvocationError):
-    """The user's script (or a framework default standing in for it) failed on a request: 424
-    ModelError, as SageMaker's runtime answers when the container fails."""
-
-    status = 424
-    error_type = "ModelError"
-
-
-class NoProgram(Exception):
-    """The code directory has no such program (the path)."""
-
-
-class ScriptLoadError(ValueError):
-    """The script model cannot load (no entry point, an import error, ``model_fn`` raised): the message
-    says what to change. A ValueError, as every other model load failure is."""
-
-
-# --- where the code is ------------------------------------------------------------------------------
-
-
-def script_program(environment: Mapping[str, str]) -> str:
-    """``SAGEMAKER_PROGRAM`` (default ``inference.py``), checked: a relative path inside the code
-    directory. ValueError says what to change."""
-    program = (environment.get(PROGRAM_ENV) or "").strip() or DEFAULT_PROGRAM
-    parts = program.replace("\\", "/").split("/")
-    if program.startswith(("/", "\\")) or ".." in parts or "" in parts or "\0" in program:
-        raise ValueError(
-            f"Environment {PROGRAM_ENV} {clip(program)!r} must name the script inside its source "
-            "directory, e.g. inference.py (a relative path without '..')"
-        )
-    return program
-
-
-def submit_directory(environment: Mapping[str, str]) -> tuple[str | None, str]:
-    """Where the code is, from ``SAGEMAKER_SUBMIT_DIRECTORY``: ``(archive URI, "")`` for a
-    ``sourcedir.tar.gz`` to download, or ``(None, path)`` for a directory inside the model archive
-    (``code`` when the variable is unset or ``/opt/ml/model/code``, the SDK's repack layout).
-    ValueError says what to change for anything else."""
-    value = (environment.get(SUBMIT_DIRECTORY_ENV) or "").strip()
-    if not value:
-        return None, "code"
-    norm = os.path.normpath(value) if value.startswith("/") else value
-    if norm == CONTAINER_MODEL_DIR or norm.startswith(CONTAINER_MODEL_DIR + "/"):
-        return None, os.path.relpath(norm, CONTAINER_MODEL_DIR)
-    fix = (
-        f"Environment {SUBMIT_DIRECTORY_ENV} {clip(value)!r} must be the s3:// URI of the source "
-        "directory packed as a .tar.gz (as the SageMaker SDK uploads source_dir: "
-        f"s3://bucket/prefix/sourcedir.tar.gz), or {CONTAINER_MODEL_DIR}/code when the code is inside "
-        "model.tar.gz"
-    )
-    if not value.endswith(".tar.gz"):
-        raise ValueError(fix)
-    from raymaker.io.storage import parse_uri
-
-    try:
-        parse_uri(value)
-    except ValueError as e:
-        raise ValueError(f"{fix}: {e}") from None
-    return value, ""
-
-
-# --- the default handlers of each framework ---------------------------------------------------------
-
-
-def _mime(content_type: str | None) -> str:
-    return (content_type or "").split(";")[0].strip().lower()
-
-
-def _text(data: Any) -> str:
-    return data if isinstance(data, str) else bytes(data).decode("utf-8")
-
-
-def _bytes(data: Any) -> bytes:
-    return data.encode("utf-8") if isinstance(data, str) else bytes(data)
-
-
-def _decode_json(data: Any) -> np.ndarray:
-    return np.array(json.loads(_text(data)))
-
-
-def _decode_npy(data: Any) -> np.ndarray:
-    try:
-        return np.load(io.BytesIO(_bytes(data)), allow_pickle=False)
-    except ValueError as e:
-        if "allow_pickle" in str(e):
-            raise ValueError(
-                "the .npy body holds Python objects, which raymaker does not unpickle from requests; "
-                "send a numeric array"
-            ) from None
-        raise
-
-
-def _decode_npz(data: Any) -> Any:
-    import scipy.sparse
-
-    return scipy.sparse.load_npz(io.BytesIO(_bytes(data)))
-
-
-def _decode_csv_toolkit(data: Any) -> np.ndarray:
-    """The inference toolkit's CSV decoder (``np.genfromtxt``), as floats: the toolkit infers each
-    column's type and fails on mixed int / float columns; its PyTorch handler makes floats anyway."""
-    return np.genfromtxt(io.StringIO(_text(data)), dtype=float, delimiter=",")
-
-
-def _decode_csv_containers(data: Any) -> np.ndarray:
-    """sagemaker-containers' CSV decoder (rows through ``csv.reader``), without its ``squeeze()``: one
-    row stays a 1 x n array (see the module's notes)."""
-    rows = list(
-        csv.reader(io.StringIO(_text(data)), delimiter=",", quotechar='"', doublequote=True, strict=True)
-    )
-    return np.array([row for row in rows if row]).astype(None)
-
-
-def _encode_json(value: Any) -> str:
-    def default(v: Any) -> Any:
-        if hasattr(v, "tolist"):
-            return v.tolist()
-        return json.JSONEncoder().default(v)
-
-    return json.dumps(value, default=default)
-
-
-def _encode_npy(value: Any) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, value)
-    return buf.getvalue()
-
-
-def _encode_csv_toolkit(value: Any) -> str:
-    stream = io.StringIO()
-    np.savetxt(stream, value, delimiter=",", fmt="%s")
-    return stream.getvalue()
-
-
-def _encode_csv_containers(value: Any) -> str:
-    array = np.array(value)
-    if array.ndim == 1:
-        array = array.reshape(array.shape[0], 1)
-    stream = io.StringIO()
-    csv.writer(
-        stream, lineterminator="\n", delimiter=",", quotechar='"', doublequote=True, strict=True
-    ).writerows(array)
-    return stream.getvalue()
-
-
-def _pick_accept(accept: str, default_accept: str) -> str:
-    """The first type of an Accept list the default output_fn writes (``*/*``: the default)."""
-    for part in accept.split(","):
-        mime = _mime(part)
-        if mime == "*/*":
-            mime = _mime(default_accept) if _mime(default_accept) in ENCODABLE else JSON
-        if mime in ENCODABLE:
-            return mime
-    raise NotAcceptable(
-        f"cannot produce any of the types in Accept {clip(accept)!r}: the default output_fn writes "
-        f"{', '.join(ENCODABLE)}; write an output_fn in the script for other types"
-    )
-
-
-class FrameworkDefaults:
-    """One framework's default handler functions (used for what the script leaves out)."""
-
-    name = ""
-    input_types: tuple[str, ...] = ()
-    has_model_fn = False
-    model_fn_hint = ""
-
-    def __init__(self, default_accept: str):
-        self.default_accept = default_accept
-
-    def model_fn(self, model_dir: str) -> Any:
-        raise ScriptLoadError(
-            f"the script defines no model_fn, and SageMaker's {self.name} container has no default one: "
-            f"define model_fn(model_dir) returning the loaded model{self.model_fn_hint}"
-        )
-
-    def decode(self, data: Any, mime: str) -> Any:
-        raise NotImplementedError
-
-    def input_fn(self, data: Any, content_type: str) -> Any:
-        mime = _mime(content_type)
-        if mime not in self.input_types:
-            raise UnsupportedMediaType(
-                f"content type {clip(content_type)!r} is not supported by the default input_fn of "
-                f"{self.name}: it takes {', '.join(self.input_types)}; write an input_fn in the script "
-                "for other types"
-            )
-        try:
-            return self.decode(data, mime)
-        except InvocationError:
-            raise
-        except (ValueError, TypeError, LookupError, ArithmeticError, RecursionError, OSError, csv.Error) as e:
-            raise BadRequest(
-                f"could not decode the {mime} request body with the default input_fn of {self.name}: "
-                f"{type(e).__name__}: {clip(_first_line(e), _MAX_MESSAGE)}"
-            ) from None
-
-    def predict_fn(self, data: Any, model: Any) -> Any:
-        return model.predict(data)
-
-    def encode(self, prediction: Any, mime: str) -> Any:
-        if mime == JSON:
-            return _encode_json(prediction)
-        if mime == CSV:
-            return _encode_csv_containers(prediction)
-        return _encode_npy(prediction)
-
-    def output_fn(self, prediction: Any, accept: str) -> tuple[Any, str]:
-        mime = _pick_accept(accept, self.default_accept)
-        return self.encode(prediction, mime), mime
-
-
-class SklearnDefaults(FrameworkDefaults):
-    name = "sklearn"
-    input_types = (JSON, CSV, NPY)
-    model_fn_hint = " (e.g. joblib.load(os.path.join(model_dir, 'model.joblib')))"
-
-    def decode(self, data: Any, mime: str) -> Any:
-        if mime == NPY:
-            return _decode_npy(data)
-        array = _decode_json(data) if mime == JSON else _decode_csv_containers(data)
-        return array.astype(np.float32)
-
-
-class XGBoostDefaults(FrameworkDefaults):
-    name = "xgboost"
-    input_types = (CSV, *LIBSVM, RECORDIO)
-    model_fn_hint = (
-        " (e.g. booster = xgboost.Booster(); booster.load_model(os.path.join(model_dir, 'xgboost-model')))"
-    )
-
-    def decode(self, data: Any, mime: str) -> Any:
-        import xgboost
-
-        batch = decode_request(_bytes(data), mime, self.input_types)
-        return xgboost.DMatrix(batch.features)
-
-    def predict_fn(self, data: Any, model: Any) -> Any:
-        return model.predict(data, validate_features=False)
-
-
-class PyTorchDefaults(FrameworkDefaults):
-    name = "pytorch"
-    input_types = (JSON, CSV, NPY, NPZ)
-    has_model_fn = True
-
-    @staticmethod
-    def device() -> Any:
-        import torch
-
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-    def model_fn(self, model_dir: str) -> Any:
-        import torch
-
-        path = os.path.join(model_dir, "model.pt")
-        if not os.path.exists(path):
-            files = sorted(
-                f
-                for f in os.listdir(model_dir)
-                if os.path.isfile(os.path.join(model_dir, f)) and os.path.splitext(f)[1] in (".pt", ".pth")
-            )
-            if len(files) != 1:
-                raise ScriptLoadError(
-                    "the script defines no model_fn, and PyTorch's default one loads a TorchScript model.pt "
-                    f"(or the only .pt / .pth file) from the model archive, which holds {files or 'none'}: "
-                    "define model_fn(model_dir) in code/inference.py, or save the model with "
-                    "torch.jit.save as model.pt"
-                )
-            path = os.path.join(model_dir, files[0])
-        device = self.device()
-        try:
-            model = torch.jit.load(path, map_location=device)
-        except RuntimeError as e:
-            raise ScriptLoadError(
-                f"PyTorch's default model_fn could not load {os.path.basename(path)}: please ensure the model "
-                f"is saved with TorchScript (torch.jit.save), or define model_fn(model_dir) ({_first_line(e)})"
-            ) from None
-        return model.to(device)
-
-    def decode(self, data: Any, mime: str) -> Any:
-        import torch
-
-        if mime in TEXT_TYPES:
-            array = _decode_json(data) if mime == JSON else _decode_csv_toolkit(data)
-            tensor = torch.FloatTensor(array)
-        elif mime == NPZ:
-            tensor = torch.from_numpy(_decode_npz(data).toarray())
-        else:
-            tensor = torch.from_numpy(_decode_npy(data))
-        return tensor.to(self.device())
-
-    def predict_fn(self, data: Any, model: Any) -> Any:
-        import torch
-
-        with torch.no_grad():
-            device = self.device()
-            model = model.to(device)
-            model.eval()
-            return model(data.to(device))
-
-    def encode(self, prediction: Any, mime: str) -> Any:
-        import torch
-
-        if type(prediction) is torch.Tensor:
-            prediction = prediction.detach().cpu().numpy().tolist()
-        if mime == JSON:
-            return _encode_json(prediction)
-        if mime == CSV:
-            return _encode_csv_toolkit(prediction)
-        return _encode_npy(prediction)
-
-
-DEFAULTS: dict[str, type[FrameworkDefaults]] = {
-    "pytorch": PyTorchDefaults,
-    "sklearn": SklearnDefaults,
-    "xgboost": XGBoostDefaults,
-}
-
-
-# --- the user's module ------------------------------------------------------------------------------
-
-_MODULE_IDS = itertools.count()
-IMPORT_LOCK = threading.RLock()  # sys.path and sys.modules are the process's
-
-
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [""])[0].strip()
-
-
-def _under(path: str | None, directory: str) -> bool:
-    if not path:
-        return False
-    path = os.path.realpath(path)
-    return path == directory or path.startswith(directory + os.sep)
-
-
-def _where(error: BaseException, code_dir: str | None) -> str:
-    """`` (inference.py, line 12)``: the deepest frame of the traceback inside the user's code."""
-    if not code_dir:
-        return ""
-    found = ""
-    for frame in traceback.extract_tb(error.__traceback__):
-        if _under(frame.filename, code_dir):
-            found = f" ({os.path.relpath(os.path.realpath(frame.filename), code_dir)}, line {frame.lineno})"
-    return found
-
-
-def _arity(fn: Callable[..., Any]) -> int | None:
-    try:
-        params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):
-        return None
-    if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params):
-        return None
-    return sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)
-
-
-def _caller(name: str, fn: Callable[..., Any], nargs: int) -> Callable[..., Any]:
-    """``fn`` called with ``nargs`` arguments, plus the request context (None) if it takes one more,
-    as the inference toolkit's ``_run_handler_function`` does."""
-    arity = _arity(fn)
-    if arity is None or arity == nargs:
-        return fn
-    if arity == nargs + 1:
-        return lambda *args: fn(*args, None)
-    raise ScriptLoadError(
-        f"{name} takes {arity} arguments; the serving contract calls it with {nargs} (or {nargs} and a context)"
-    )
-
-
-def import_user_module(code_dir: str, program: str, label: str) -> Any:
-    """Import ``program`` from ``code_dir`` under a name of its own, so several models in one process
-    do not collide (the caller has put ``code_dir`` on ``sys.path`` with ``use_code_dir``)."""
-    path = os.path.join(code_dir, program)
-    if not path.endswith(".py") and not os.path.isfile(path):
-        path += ".py"  # SAGEMAKER_PROGRAM may name the module
-    if not os.path.isfile(path):
-        raise NoProgram(path)
-    stem = re.sub(r"\W", "_", os.path.splitext(os.path.basename(path))[0])
-    name = f"_raymaker_script_{next(_MODULE_IDS)}_{re.sub(r'[^0-9A-Za-z_]', '_', label)}_{stem}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise ScriptLoadError(f"{program} is not a Python module")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses and pickle look classes up by their module's name
-    _CODE_DIRS.setdefault(os.path.realpath(code_dir), []).append(name)
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        sys.modules.pop(name, None)
-        raise
-    return module
-
-
-# code directory (real path) -> the unique module names imported from it, for the loaded models
-_CODE_DIRS: dict[str, list[str]] = {}
-
-
-def _drop_modules_under(directories: list[str]) -> None:
-    if not directories:
-        return
-    prefixes = tuple(d + os.sep for d in directories)
-    for name, module in sys.modules.copy().items():  # copy(): atomic, while other threads import
-        path = getattr(module, "__file__", None)
-        # Modules found through a code directory on sys.path have paths that start with it (it is a
-        # real path): no realpath() per module, of which there are thousands.
-        if isinstance(path, str) and path.startswith(prefixes):
-            sys.modules.pop(name, None)
-
-
-def use_code_dir(code_dir: str) -> None:
-    """Put ``code_dir`` first on ``sys.path`` for as long as its model lives (the script may import
-    its helper modules lazily, and pickles name them), as SageMaker's containers have it. The helper
-    modules other loaded models imported from their code directories leave ``sys.modules`` first, so
-    a model with a helper of the same name (a new version of the model, swapped in by an update)
-    imports its own. Call with ``IMPORT_LOCK`` held."""
-    code_dir = os.path.realpath(code_dir)
-    _drop_modules_under([d for d in _CODE_DIRS if d != code_dir])
-    _CODE_DIRS.setdefault(code_dir, [])
-    while code_dir in sys.path:
-        sys.path.remove(code_dir)
-    sys.path.insert(0, code_dir)
-    importlib.invalidate_caches()
-
-
-def release_code_dir(code_dir: str) -> None:
-    """Undo ``use_code_dir`` when its model is gone: off ``sys.path``, its modules forgotten."""
-    code_dir = os.path.realpath(code_dir)
-    with IMPORT_LOCK:
-        for name in _CODE_DIRS.pop(code_dir, []):
-            sys.modules.pop(name, None)
-        while code_dir in sys.path:
-            sys.path.remove(code_dir)
-        _drop_modules_under([code_dir])
-
-
-def install_requirements(code_dir: str) -> None:
-    """``code_dir/requirements.txt``, installed as a training job's is (a cached environment per
-    content, on top of the cluster's packages); its site-packages goes first on ``sys.path`` for good
-    (packages import lazily)."""
-    if not os.path.isfile(os.path.join(code_dir, "requirements.txt")):
-        return
-    from raymaker.protocol.environment import raymaker_home
-    from raymaker.toolkit.entry_point import install_requirements as install
-
-    try:
-        target = install(code_dir, str(raymaker_home() / "cache" / "pip"))  # training's cache too
-    except Exception as e:  # noqa: BLE001 - pip's failure is the requirements file's
-        raise ScriptLoadError(
-            f"code/requirements.txt could not be installed: {type(e).__name__}: {clip(str(e).strip(), _MAX_MESSAGE)}"
-        ) from None
-    if target and target not in sys.path:
-        with IMPORT_LOCK:
-            sys.path.insert(0, target)
-            importlib.invalidate_caches()
 
 
 # --- the served model -------------------------------------------------------------------------------
@@ -596,7 +126,7 @@ def _response(result: Any, accept: str) -> tuple[bytes, str]:
         data = body.get_data()
         if status >= 400:
             message = data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
-            raise ScriptError(f"the script answered status {status}: {clip(message, _MAX_MESSAGE)}")
+            raise ScriptError(f"the script answered status {status}: {clip(message, MAX_MESSAGE)}")
         content_type = getattr(body, "mimetype", None) or content_type
         body = data
     if isinstance(body, str):
@@ -606,7 +136,7 @@ def _response(result: Any, accept: str) -> tuple[bytes, str]:
     if body is None:
         return b"", content_type
     try:  # a list, dict or number: JSON, as TorchServe sends it
-        return _encode_json(body).encode("utf-8"), content_type if given else JSON
+        return encode_json(body).encode("utf-8"), content_type if given else JSON
     except (TypeError, ValueError):
         raise ScriptError(
             f"output_fn returned {type(body).__name__}; return bytes, a str, or (body, content_type)"
@@ -679,7 +209,7 @@ class ScriptModel:
             hint = ": list the package in code/requirements.txt" if isinstance(e, ModuleNotFoundError) else ""
             raise ScriptLoadError(
                 f"{self.program} could not be imported: {type(e).__name__}: "
-                f"{clip(_first_line(e), _MAX_MESSAGE)}{_where(e, self.code_dir)}{hint}"
+                f"{clip(first_line(e), MAX_MESSAGE)}{where_raised(e, self.code_dir)}{hint}"
             ) from None
 
     def _no_entry_point(self) -> str:
@@ -714,15 +244,15 @@ class ScriptModel:
             )
             if user(n)
         )
-        self._model_fn = _caller("model_fn", user("model_fn") or d.model_fn, 1)
+        self._model_fn = call_user("model_fn", user("model_fn") or d.model_fn, 1)
         hook = user("pre_model_fn")
-        self._pre_model_fn = _caller("pre_model_fn", hook, 1) if hook else None
+        self._pre_model_fn = call_user("pre_model_fn", hook, 1) if hook else None
         hook = user("model_warmup_fn")
-        self._model_warmup_fn = _caller("model_warmup_fn", hook, 2) if hook else None
-        self._transform_fn = _caller("transform_fn", transform_fn, 4) if transform_fn else None
-        self._input_fn = _caller("input_fn", input_fn or d.input_fn, 2)
-        self._predict_fn = _caller("predict_fn", predict_fn or d.predict_fn, 2)
-        self._output_fn = _caller("output_fn", output_fn or d.output_fn, 2)
+        self._model_warmup_fn = call_user("model_warmup_fn", hook, 2) if hook else None
+        self._transform_fn = call_user("transform_fn", transform_fn, 4) if transform_fn else None
+        self._input_fn = call_user("input_fn", input_fn or d.input_fn, 2)
+        self._predict_fn = call_user("predict_fn", predict_fn or d.predict_fn, 2)
+        self._output_fn = call_user("output_fn", output_fn or d.output_fn, 2)
 
     def _load_step(self, name: str, fn: Callable[..., Any], *args: Any) -> Any:
         try:
@@ -731,7 +261,7 @@ class ScriptModel:
             raise
         except Exception as e:  # noqa: BLE001 - the script's failure, reported as the load's
             raise ScriptLoadError(
-                f"{name} raised {type(e).__name__}: {clip(_first_line(e), _MAX_MESSAGE)}{_where(e, self.code_dir)}"
+                f"{name} raised {type(e).__name__}: {clip(first_line(e), MAX_MESSAGE)}{where_raised(e, self.code_dir)}"
             ) from None
 
     # --- requests ----------------------------------------------------------------------------------
@@ -741,12 +271,12 @@ class ScriptModel:
         if not accept or not accept.strip() or accept.strip() == "*/*":
             accept = self.default_accept
         data: Any = body
-        if _mime(content_type) in TEXT_TYPES:
+        if mime_of(content_type) in TEXT_TYPES:
             try:
                 data = bytes(body).decode("utf-8")
             except UnicodeDecodeError as e:
                 raise BadRequest(
-                    f"the {_mime(content_type)} request body is not UTF-8 (byte 0x{body[e.start]:02x} at "
+                    f"the {mime_of(content_type)} request body is not UTF-8 (byte 0x{body[e.start]:02x} at "
                     f"offset {e.start}); send UTF-8 text"
                 ) from None
         with self._lock:  # one request at a time, as one model server worker takes them
@@ -778,7 +308,7 @@ class ScriptModel:
             raise
         except Exception as e:  # noqa: BLE001 - the script's failure answers this request only
             logger.warning("script model %s: %s failed", self.program, name, exc_info=True)
-            message = f"{name} raised {type(e).__name__}: {clip(str(e).strip(), _MAX_MESSAGE)}{_where(e, self.code_dir)}"
+            message = f"{name} raised {type(e).__name__}: {clip(str(e).strip(), MAX_MESSAGE)}{where_raised(e, self.code_dir)}"
             status = getattr(e, "status_code", None)
             if isinstance(status, int) and 400 <= status < 500:
                 raise InvocationError(status, "ModelError", message) from None

@@ -17,7 +17,8 @@ from typing import Any
 from raymaker.algorithms import Algorithm, get_algorithm
 from raymaker.io.storage import S3Settings, storage_for
 from raymaker.serve.codecs import BadRequest, choose_accept, decode_request, encode_response
-from raymaker.serve.handlers import SCRIPT, ScriptModel, submit_directory
+from raymaker.serve.handlers import ScriptModel
+from raymaker.serve.script_contract import SCRIPT, submit_directory
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ class ModelSpec:
     """What a replica needs to load a model: plain values, so it pickles into any Ray process."""
 
     name: str
-    algorithm: str  # a built-in algorithm, or "script" (handlers.SCRIPT) for a script model
+    algorithm: str  # a built-in algorithm, or "script" (script_contract.SCRIPT) for a script model
     model_data_url: str  # "" for a script model without model data (its code comes from elsewhere)
     environment: tuple[tuple[str, str], ...] = ()
     # "pytorch", "sklearn" or "xgboost" for a script model: whose framework container (and default

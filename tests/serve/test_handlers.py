@@ -28,9 +28,9 @@ from sklearn.linear_model import LogisticRegression
 from raymaker.engine.hosting import spec_from_request
 from raymaker.protocol.errors import ValidationError
 from raymaker.serve.codecs import BadRequest, InvocationError, NotAcceptable, UnsupportedMediaType
-from raymaker.serve.handlers import ScriptError
 from raymaker.serve.model import LoadedModel, ModelSpec
 from raymaker.serve.replicas import VariantReplica
+from raymaker.serve.script_contract import ScriptError
 from raymaker.serve.transform import TransformError, TransformPlan, TransformWorker, WorkUnit
 
 SKLEARN_SCRIPT = """
