@@ -17,6 +17,7 @@ import pytest
 
 from raymaker.toolkit.paths import MLTree
 from raymaker.toolkit.process import MAX_REASON, failure_reason, run_process
+from tests.toolkit.procs import alive, wait_dead
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -34,24 +35,6 @@ def run(cmd, tmp_path, *, stop=None, grace_s=120.0, tail=None, on_line=None):
         stop=stop or threading.Event(), grace_s=grace_s, stderr_tail=tail,
     )
     return code, lines
-
-
-def alive(pid: int) -> bool:
-    """Running (a zombie waiting for a reaper is dead as far as a job is concerned)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (FileNotFoundError, ProcessLookupError):  # gone, even while being read
-        return False
-
-
-def wait_dead(pid: int, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not alive(pid):
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_output_reaches_on_line_while_the_script_runs(tmp_path):

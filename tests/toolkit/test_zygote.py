@@ -20,27 +20,11 @@ import pytest
 from raymaker.toolkit import zygote as zg
 from raymaker.toolkit.process import run_process
 from raymaker.toolkit.zygote import WarmLauncher, Zygote, ZygoteError, warm_launcher
+from tests.toolkit.procs import alive, wait_dead
 
 pytestmark = pytest.mark.skipif(not zg.supported(), reason="zygotes need Linux pidfds")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (FileNotFoundError, ProcessLookupError):  # gone, even while being read
-        return False
-
-
-def wait_dead(pid: int, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not alive(pid):
-            return True
-        time.sleep(0.02)
-    return False
 
 
 @pytest.fixture(scope="module")
