@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1] / "raymaker"
 # Packages, lowest first: a module may import its own package and any package below it.
 LAYERS = [
     ["raymaker.protocol"],
-    ["raymaker.cluster"],
+    ["raymaker.cluster", "raymaker.containers"],
     ["raymaker.io"],
     ["raymaker.algorithms", "raymaker.toolkit"],
     ["raymaker.serve"],
@@ -29,7 +29,7 @@ LAYERS = [
 ENGINE_LAYERS = [
     ["kinds", "states", "resource_states", "policies", "arns", "metering", "failures"],
     ["store", "resources"],
-    ["validation", "tuning_spec", "channel_data", "worker", "script_job", "context"],
+    ["validation", "tuning_spec", "channel_data", "worker", "script_job", "container_job", "context"],
     ["training_jobs", "hosting", "transform_jobs", "tuning_jobs", "billing", "audit", "resource_logs"],
     ["instances", "instance_group", "train_launch", "job_run", "deployment", "transform_run", "tuning_run"],
     ["dispatch"],

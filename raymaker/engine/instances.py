@@ -64,6 +64,18 @@ LIBRARIES = {
 COLLECTIVE_LIBRARIES = {"xgboost": ("xgboost",), "torch": ("torch",)}
 
 
+def _group_addresses(world_size: int) -> dict[str, str]:
+    """``{"algo-1": ip, ...}``: the node address of each bundle (rank) of the caller's placement group."""
+    from ray.util.placement_group import get_current_placement_group, placement_group_table
+
+    pg = get_current_placement_group()
+    if pg is None:
+        return {"algo-1": ray.util.get_node_ip_address()}
+    nodes = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")}
+    bundles = placement_group_table(pg).get("bundles_to_node_id", {})
+    return {f"algo-{rank + 1}": nodes.get(bundles.get(rank), "127.0.0.1") for rank in range(world_size)}
+
+
 def _free_port(host: str) -> int:
     import socket
 
@@ -149,6 +161,8 @@ class InstanceActor:
             address = f"tcp://{host}:{_free_port(ip)}"
         elif collective == "torchrun":  # a script's own torch.distributed: torchrun's variables
             address = {"MASTER_ADDR": ip, "MASTER_PORT": str(_free_port(ip))}
+        elif collective == "hosts":  # a container's: every rank's node address, by its algo-N name
+            address = _group_addresses(world_size)
         return GroupStart(collective, address, checkpoint_archive(checkpoint_dir, checkpoint_uri, settings))
 
     def _free_tracker(self) -> None:
@@ -187,7 +201,7 @@ class InstanceActor:
             world_size=world_size,
             start_checkpoint=start.checkpoint,
             gpus=tuple(ray.get_gpu_ids()),
-            rendezvous=start.address if start.collective == "torchrun" else None,
+            rendezvous=start.address if start.collective in ("torchrun", "hosts") else None,
         )
         channels = {c.name: c for c in job.channels}
 

@@ -40,6 +40,8 @@ STOP_GRACE_S = 120.0  # SageMaker: SIGTERM, then SIGKILL 120 s later (docker sto
 def job_collective(spec: TrainingJobSpec) -> str | None:
     """What rank 0 prepares for a multi-instance job: the algorithm's collective, or for a script with a
     torch distribution torchrun's rendezvous (the script calls ``init_process_group`` itself)."""
+    if spec.container is not None:  # every host's address, for its algo-N name
+        return "hosts" if spec.instance_count > 1 else None
     if spec.script is not None:
         return "torchrun" if spec.script.distribution else None
     return collective_kind(spec.trainer)
@@ -304,7 +306,7 @@ class JobRun:
     def _abort(self, ref: Any) -> None:
         """Nothing outlives an instance (or a group): no placement group but the group's, no workers.
         A script first gets SIGTERM, and SageMaker's grace to end, before its instances go."""
-        if self.spec.script is not None:
+        if self.spec.runs_process:
             self._stop_scripts(ref)
         if self.instance is not None:
             kill(self.instance)

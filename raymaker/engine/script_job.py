@@ -17,7 +17,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from raymaker.io.storage import S3Settings, storage_for
@@ -75,9 +75,40 @@ def run_script_job(
     """Run the job's script on this instance; raises ``ScriptError`` (its FailureReason) when the
     script fails. Returns the last value of each metric the MetricDefinitions matched."""
     run = script_run(job, ctx.rank, ctx.world_size, ctx.rendezvous)
-    tree = MLTree(tempfile.mkdtemp(prefix=f"raymaker-{job.name}-{run.current_host}-")).make()
+
+    def execute(tree: MLTree, on_log: HostLog, on_metrics: HostMetrics, staged: Staging) -> None:
+        on_log(f"raymaker: running {run.entry_point} as {run.current_host} of {len(run.hosts)} (pid {os.getpid()})")
+        # A warm instance keeps the framework imported for its next job (toolkit/zygote); an instance
+        # that ends with its job uses a zygote it has but starts none.
+        warm = warm_launcher(job.script.framework)
+        run_script(run, tree, on_log=on_log, on_metrics=on_metrics, stop=ctx.stop, settings=settings,
+                   extra_env=_gpu_env(ctx.gpus), stage_data=staged,
+                   warm=warm if warm is None or job.keep_alive_seconds > 0 else _NoWarmUp(warm))
+
+    return run_host_job(job, ctx, settings, resumed=resumed, hosts=run.hosts, execute=execute)
+
+
+HostLog = Callable[[str], None]
+HostMetrics = Callable[[Mapping[str, float]], None]
+Staging = Callable[[MLTree], contextlib.AbstractContextManager[Any]]
+
+
+def run_host_job(
+    job: Any,
+    ctx: Any,
+    settings: S3Settings | None,
+    *,
+    resumed: bool,
+    hosts: tuple[str, ...],
+    execute: Callable[[MLTree, HostLog, HostMetrics, Staging], None],
+) -> dict[str, float]:
+    """What every host of a user's process (a script, a container) does around ``execute``: its
+    ``/opt/ml`` tree, channels staged and checkpoints synced (``staged``), its lines into the job's log
+    and rank 0's metric values into the job's metrics, a stop from the job service into ``ctx.stop``,
+    and on success every host's ``model/`` and ``output/data/`` merged into the job's archives."""
+    host = hosts[ctx.rank]
+    tree = MLTree(tempfile.mkdtemp(prefix=f"raymaker-{job.name}-{host}-")).make()
     events = ctx.events
-    host = run.current_host
     last: dict[str, float] = {}
 
     def on_log(line: str) -> None:
@@ -108,23 +139,16 @@ def run_script_job(
         threading.Thread(target=_watch_for_stop, args=(events, ctx.stop, watching), daemon=True,
                          name="raymaker-script-stop").start()
     try:
-        if events is not None:
-            if ctx.rank == 0:
-                events.phase("Training", restarted=resumed)
-        on_log(f"raymaker: running {run.entry_point} as {host} of {len(run.hosts)} (pid {os.getpid()})")
-        # A warm instance keeps the framework imported for its next job (toolkit/zygote); an instance
-        # that ends with its job uses a zygote it has but starts none.
-        warm = warm_launcher(job.script.framework)
-        run_script(run, tree, on_log=on_log, on_metrics=on_metrics, stop=ctx.stop, settings=settings,
-                   extra_env=_gpu_env(ctx.gpus), stage_data=staged,
-                   warm=warm if warm is None or job.keep_alive_seconds > 0 else _NoWarmUp(warm))
+        if events is not None and ctx.rank == 0:
+            events.phase("Training", restarted=resumed)
+        execute(tree, on_log, on_metrics, staged)
         output_uri = job.model_uri.rsplit("/", 1)[0]
         if ctx.rank == 0 and events is not None:
             events.phase("Uploading")
         if ctx.rank > 0:  # SageMaker merges every host's model/ and output/data/ into one archive each
             upload_host_outputs(tree, output_uri, settings, host=host)
             return last
-        others = run.hosts[1:]
+        others = hosts[1:]
         _wait_for_hosts(output_uri, others, settings)
         uploaded = package_outputs(tree, output_uri, settings, other_hosts=others, host=host)
         model = uploaded["model"]
@@ -202,4 +226,4 @@ def _gpu_env(gpus: tuple[int | str, ...]) -> dict[str, str]:
     return {"CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus))} if gpus else {}
 
 
-__all__ = ["ScriptError", "run_script_job", "script_run"]
+__all__ = ["ScriptError", "run_host_job", "run_script_job", "script_run"]

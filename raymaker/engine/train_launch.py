@@ -33,6 +33,8 @@ def worker_job(spec: TrainingJobSpec) -> WorkerJob:
         environment=dict(spec.environment),
         checkpoint=dict(spec.request.get("CheckpointConfig") or {}) or None,
         keep_alive_seconds=spec.keep_alive_seconds,
+        container=spec.container,
+        memory_gb=float(spec.instance_type.memory_gb or 0),
     )
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from raymaker.cluster.definition import load_instance_types
 from raymaker.engine import metering, states
+from raymaker.engine.container_job import require_image
 from raymaker.engine.context import Engine
 from raymaker.engine.store import JobStore, as_datetime
 from raymaker.engine.validation import TrainingJobSpec, validate_training_job
@@ -57,6 +58,8 @@ def create_training_job(
     spec = validate_training_job(params, instance_types=load_instance_types())
     check_channels_exist(spec, engine.settings)
     check_source_exists(spec, engine.settings)
+    if spec.container is not None:
+        require_image(spec.container.image, gpus=spec.instance_type.gpus)
     service = engine.service()  # Ray is up before the record exists: no record waits for a cluster
     cluster = engine.cluster()
     cluster.require_capacity(spec.instance_type.name, spec.instance_count, "training job")

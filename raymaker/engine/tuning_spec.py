@@ -44,6 +44,7 @@ from raymaker.cluster.definition import InstanceType
 from raymaker.engine.validation import (
     SCRIPT,
     _resolve_algorithm,
+    is_custom_image,
     script_framework,
     validate_request,
     validate_training_job,
@@ -509,7 +510,11 @@ def validate_tuning_job(
 
     static = dict(definition.get("StaticHyperParameters") or {})
     try:
-        script = script_framework(definition["AlgorithmSpecification"], static) is not None
+        # A script or the user's own container reads its own hyperparameters: any name is tunable.
+        image = definition["AlgorithmSpecification"].get("TrainingImage")
+        script = bool(image and is_custom_image(image)) or script_framework(
+            definition["AlgorithmSpecification"], static
+        ) is not None
         algorithm_name = SCRIPT if script else _resolve_algorithm(definition["AlgorithmSpecification"])
     except ValidationError as e:
         raise ValidationError(f"TrainingJobDefinition.{e.message}") from None

@@ -78,6 +78,7 @@ def _check_maxima(value: Any, shape: Any, path: str, problems: list[str]) -> Non
 
 
 SCRIPT = "script"  # TrainingJobSpec.algorithm of a script-mode job
+CONTAINER = "container"  # TrainingJobSpec.algorithm of a custom container's job
 # The toolkit's switch for a framework container's script mode (and how the SDK names the code).
 PROGRAM, SUBMIT_DIRECTORY = "sagemaker_program", "sagemaker_submit_directory"
 # The SageMaker SDK's hyperparameters for a script's distribution (torchrun's environment).
@@ -101,6 +102,17 @@ class ScriptSpec:
 
 
 @dataclass(frozen=True)
+class ContainerSpec:
+    """A custom container's job: any image that is neither a SageMaker built-in nor a framework image,
+    run as ``<image> train`` under SageMaker's container contract."""
+
+    image: str
+    entrypoint: tuple[str, ...] = ()  # AlgorithmSpecification.ContainerEntrypoint
+    arguments: tuple[str, ...] = ()  # AlgorithmSpecification.ContainerArguments
+    metric_definitions: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
 class TrainingJobSpec:
     """A validated CreateTrainingJob request, parsed into what the runner needs."""
 
@@ -121,6 +133,12 @@ class TrainingJobSpec:
     request: dict[str, Any] = field(default_factory=dict, repr=False)
     assumed_content_types: frozenset[str] = frozenset()  # channels given no ContentType
     script: ScriptSpec | None = None
+    container: ContainerSpec | None = None
+
+    @property
+    def runs_process(self) -> bool:
+        """Whether the job is the user's process (a script or a container), stopped by SIGTERM."""
+        return self.script is not None or self.container is not None
 
     @property
     def algorithm_class(self) -> type[Algorithm]:
@@ -128,11 +146,54 @@ class TrainingJobSpec:
 
     @property
     def trainer(self) -> str:
-        """How the job trains: a built-in's ``Algorithm.trainer`` kind, or "script"."""
+        """How the job trains: a built-in's ``Algorithm.trainer`` kind, "script" or "container"."""
+        if self.container:
+            return CONTAINER
         return SCRIPT if self.script else self.algorithm_class.trainer
 
     def channel(self, name: str) -> Channel | None:
         return next((c for c in self.channels if c.name == name), None)
+
+
+def is_custom_image(image: str) -> bool:
+    """Whether an image is the user's own container: neither a SageMaker built-in algorithm's image
+    (raymaker runs the algorithm) nor a framework image (raymaker runs the script)."""
+    if framework_of_image(image) is not None:
+        return False
+    m = ECR_IMAGE_RE.match(image.strip())
+    repo = m.group("repo").rsplit("/", 1)[-1] if m else None
+    return not (repo and _IMAGE_REPOSITORIES.get(repo, repo) in algorithm_names())
+
+
+def container_spec(spec: Mapping[str, Any]) -> ContainerSpec:
+    """A custom image's AlgorithmSpecification, checked: ContainerEntrypoint / ContainerArguments
+    must be non-empty strings without NUL bytes (nothing could exec them otherwise)."""
+    image = spec["TrainingImage"].strip()
+    if not image or any(c.isspace() for c in image):
+        raise ValidationError(f"AlgorithmSpecification.TrainingImage {image!r} is not an image name: "
+                              "give <registry>/<repository>:<tag>")
+    lists = {}
+    for key in ("ContainerEntrypoint", "ContainerArguments"):
+        values = spec.get(key) or []
+        for i, value in enumerate(values):
+            if not isinstance(value, str) or not value or "\0" in value:
+                raise ValidationError(
+                    f"AlgorithmSpecification.{key}[{i}] is {value!r}: each element must be a non-empty string "
+                    "without NUL bytes (exec form, e.g. [\"python3\", \"/opt/program/train.py\"])"
+                )
+        lists[key] = tuple(values)
+    entry = lists["ContainerEntrypoint"]
+    if entry and entry[0].strip() != entry[0]:
+        raise ValidationError(
+            f"AlgorithmSpecification.ContainerEntrypoint[0] {entry[0]!r} has surrounding spaces: give the "
+            "program alone as the first element and its arguments as the next ones"
+        )
+    return ContainerSpec(
+        image=image,
+        entrypoint=entry,
+        arguments=lists["ContainerArguments"],
+        metric_definitions=metric_definitions(spec),
+    )
 
 
 def algorithm_from_image(image: str) -> str:
@@ -144,8 +205,8 @@ def algorithm_from_image(image: str) -> str:
     if name not in algorithm_names():
         raise ValidationError(
             f"AlgorithmSpecification.TrainingImage {image!r} is not a SageMaker built-in algorithm image "
-            "raymaker runs, and custom containers are not supported yet: set "
-            f"AlgorithmSpecification.AlgorithmName to one of {', '.join(algorithm_names())} instead"
+            f"raymaker runs: set AlgorithmSpecification.AlgorithmName to one of {', '.join(algorithm_names())}, "
+            "or give your own image (one that follows SageMaker's container contract)"
         )
     return name
 
@@ -164,6 +225,8 @@ def script_framework(spec: Mapping[str, Any], hyperparameters: Mapping[str, str]
     ``sagemaker-xgboost`` does when the hyperparameters name one (``sagemaker_program``), as
     SageMaker's XGBoost container decides."""
     image = spec.get("TrainingImage")
+    if image and is_custom_image(image):  # the user's container runs whatever it holds
+        return None
     framework = framework_of_image(image) if image else None
     has_program = PROGRAM in hyperparameters
     if has_program and framework is None:
@@ -205,16 +268,7 @@ def _script_spec(framework: str, spec: Mapping[str, Any], hyperparameters: Mappi
             f"HyperParameters[{SUBMIT_DIRECTORY!r}] is {submit!r}: it must name a .tar.gz archive of the "
             "source directory (sourcedir.tar.gz)"
         )
-    definitions = []
-    for d in spec.get("MetricDefinitions") or []:
-        try:
-            re.compile(d["Regex"])
-        except re.error as e:
-            raise ValidationError(
-                f"AlgorithmSpecification.MetricDefinitions: the Regex of metric {d['Name']!r} is not a valid "
-                f"regular expression ({e}): fix it"
-            ) from None
-        definitions.append((d["Name"], d["Regex"]))
+    definitions = metric_definitions(spec)
     enabled = sorted({kind for key, kind in DISTRIBUTIONS.items() if _decode(hyperparameters.get(key, "false")) is True})
     if len(enabled) > 1:
         raise ValidationError(
@@ -225,7 +279,22 @@ def _script_spec(framework: str, spec: Mapping[str, Any], hyperparameters: Mappi
             f"distribution {enabled[0]} is for PyTorch scripts; the {framework} container runs one process "
             "per instance: remove it"
         )
-    return ScriptSpec(framework, entry_point.strip(), submit, tuple(definitions), enabled[0] if enabled else None)
+    return ScriptSpec(framework, entry_point.strip(), submit, definitions, enabled[0] if enabled else None)
+
+
+def metric_definitions(spec: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """AlgorithmSpecification.MetricDefinitions as (name, regex), each regex checked to compile."""
+    definitions = []
+    for d in spec.get("MetricDefinitions") or []:
+        try:
+            re.compile(d["Regex"])
+        except re.error as e:
+            raise ValidationError(
+                f"AlgorithmSpecification.MetricDefinitions: the Regex of metric {d['Name']!r} is not a valid "
+                f"regular expression ({e}): fix it"
+            ) from None
+        definitions.append((d["Name"], d["Regex"]))
+    return tuple(definitions)
 
 
 def _resolve_algorithm(spec: Mapping[str, Any]) -> str:
@@ -321,10 +390,21 @@ def validate_training_job(
             "AlgorithmSpecification is required: give AlgorithmName (e.g. 'xgboost') and TrainingInputMode"
         )
     raw_hyperparameters = dict(request.get("HyperParameters") or {})
-    framework = script_framework(algo_spec, raw_hyperparameters)
+    image = algo_spec.get("TrainingImage")
+    if image and algo_spec.get("AlgorithmName"):
+        raise ValidationError("AlgorithmSpecification has both AlgorithmName and TrainingImage: give only one")
+    container = container_spec(algo_spec) if image and is_custom_image(image) else None
+    if container is None and (algo_spec.get("ContainerEntrypoint") or algo_spec.get("ContainerArguments")):
+        raise ValidationError(
+            "AlgorithmSpecification.ContainerEntrypoint / ContainerArguments apply to your own container "
+            "image; raymaker runs built-in algorithms and framework scripts itself: leave them out"
+        )
+    framework = None if container else script_framework(algo_spec, raw_hyperparameters)
     script = _script_spec(framework, algo_spec, raw_hyperparameters) if framework else None
     algo: type[Algorithm] | None = None
-    if script is not None:  # the script reads its own hyperparameters (strings, JSON-encoded by the SDK)
+    if container is not None:  # the container reads hyperparameters.json itself, verbatim
+        algorithm_name, hyperparameters = CONTAINER, raw_hyperparameters
+    elif script is not None:  # the script reads its own hyperparameters (strings, JSON-encoded by the SDK)
         algorithm_name, hyperparameters = SCRIPT, raw_hyperparameters
     else:
         algorithm_name = _resolve_algorithm(algo_spec)
@@ -390,4 +470,5 @@ def validate_training_job(
         request=request,
         assumed_content_types=assumed,
         script=script,
+        container=container,
     )

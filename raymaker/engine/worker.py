@@ -57,6 +57,8 @@ class WorkerJob:
     environment: dict[str, str] = field(default_factory=dict)
     checkpoint: dict[str, str] | None = None  # CheckpointConfig (S3Uri, LocalPath)
     keep_alive_seconds: int = 0  # ResourceConfig.KeepAlivePeriodInSeconds: the instance stays warm
+    container: Any = None  # a custom container's job (``validation.ContainerSpec``)
+    memory_gb: float = 0.0  # the instance type's memory: a container's limit (0: none)
 
 
 class JobEvents:
@@ -328,6 +330,10 @@ def run_training(
     ``join`` enters the job's collective (``collective``) around the algorithm alone: joining waits
     for every rank and for the collective's library, whose import (started when the instance did)
     then overlaps this rank's download."""
+    if job.container is not None:
+        from raymaker.engine.container_job import run_container_job
+
+        return run_container_job(job, ctx, settings, resumed=resumed)
     if job.script is not None:
         from raymaker.engine.script_job import run_script_job
 

@@ -82,6 +82,8 @@ class Estimator:
         container_log_level: int = logging.INFO,
         distribution: dict[str, Any] | None = None,
         enable_sagemaker_metrics: bool | None = None,
+        container_entry_point: list[str] | None = None,
+        container_arguments: list[str] | None = None,
         session: Session | None = None,
         sagemaker_session: Session | None = None,
     ):
@@ -112,6 +114,9 @@ class Estimator:
         self.code_location = code_location
         self.container_log_level = container_log_level
         self.enable_sagemaker_metrics = enable_sagemaker_metrics
+        # A custom image's ContainerEntrypoint / ContainerArguments (SDK v2's names).
+        self.container_entry_point = list(container_entry_point) if container_entry_point else None
+        self.container_arguments = list(container_arguments) if container_arguments else None
         self.session = session or sagemaker_session or Session()
         self.latest_training_job: TrainingJob | None = None
         self.uploaded_code: UploadedCode | None = None
@@ -238,6 +243,10 @@ class Estimator:
             algo_spec["MetricDefinitions"] = [dict(m) for m in self.metric_definitions]
         if self.enable_sagemaker_metrics is not None:
             algo_spec["EnableSageMakerMetricsTimeSeries"] = self.enable_sagemaker_metrics
+        if self.container_entry_point:
+            algo_spec["ContainerEntrypoint"] = list(self.container_entry_point)
+        if self.container_arguments:
+            algo_spec["ContainerArguments"] = list(self.container_arguments)
         resources: dict[str, Any] = {
             "InstanceType": self.instance_type,
             "InstanceCount": self.instance_count,

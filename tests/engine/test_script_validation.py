@@ -90,11 +90,14 @@ def test_a_program_without_its_source_or_with_a_folder_as_source() -> None:
     refused(script_request(sagemaker_submit_directory="s3://bucket/src/"), ".tar.gz")
 
 
-def test_a_program_for_a_built_in_or_an_unknown_image() -> None:
+def test_a_program_for_a_built_in_is_refused_and_in_a_custom_image_is_the_image_s_own() -> None:
     request = script_request()
     request["AlgorithmSpecification"] = {"AlgorithmName": "xgboost", "TrainingInputMode": "File"}
     refused(request, "built-in", "framework image")
-    refused(script_request("123456789012.dkr.ecr.us-east-1.amazonaws.com/mine:1"), "not a SageMaker framework image")
+    # The user's own image may hold the training toolkit: it reads sagemaker_program itself.
+    spec = validate_training_job(script_request("123456789012.dkr.ecr.us-east-1.amazonaws.com/mine:1"),
+                                 instance_types=TYPES)
+    assert spec.script is None and spec.container is not None
 
 
 def test_a_bad_metric_regex_names_the_metric() -> None:

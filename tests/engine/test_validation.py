@@ -108,10 +108,14 @@ def test_algorithm_from_image(image: str, name: str) -> None:
         "kmeans:1",
     ],
 )
-def test_custom_image_is_refused(image: str) -> None:
+def test_any_other_image_is_a_custom_container(image: str) -> None:
     request = training_request()
     request["AlgorithmSpecification"] = {"TrainingImage": image, "TrainingInputMode": "File"}
-    check(request, "custom containers are not supported yet", "AlgorithmName")
+    request["HyperParameters"] = {"anything": "goes", "sagemaker_program": "train.py"}
+    spec = validate_training_job(request, instance_types=TYPES)
+    assert spec.container is not None and spec.container.image == image
+    assert spec.trainer == "container" and spec.script is None
+    assert spec.hyperparameters == request["HyperParameters"]  # verbatim: the container reads them
 
 
 def test_unknown_algorithm() -> None:

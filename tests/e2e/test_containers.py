@@ -1,0 +1,188 @@
+"""Custom containers end to end: a user's own image (built here from busybox and shell scripts that
+follow SageMaker's container contract, ``raymaker.testing.images``) trained, deployed and used for
+batch transform through the SDK and boto3, on real Ray, a real container runtime (podman), the moto S3
+server and real HTTP."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import time
+
+import boto3
+import pytest
+
+from raymaker import Session, TrainingInput
+from raymaker.containers.runtime import find_runtime, free_port
+from raymaker.sdk import Estimator, Model, UnexpectedStatusException
+from raymaker.testing.images import build_busybox_image
+
+pytestmark = pytest.mark.e2e
+
+IMAGE = "localhost/raymaker-test-busybox:1"
+LOSS = [{"Name": "train:loss", "Regex": r"loss=([0-9.]+)"}]
+
+
+@pytest.fixture(scope="module")
+def runtime():
+    return find_runtime()
+
+
+@pytest.fixture(scope="module")
+def image(runtime):
+    return build_busybox_image(IMAGE, runtime)
+
+
+@pytest.fixture(scope="module")
+def bucket(s3_server):
+    name = s3_server.new_bucket()
+    s3_server.client.put_object(Bucket=name, Key="train/a.csv", Body=b"1,2\n3,4\n")
+    s3_server.client.put_object(Bucket=name, Key="train/b.csv", Body=b"5,6\n")
+    s3_server.client.put_object(Bucket=name, Key="batch/part-0.csv", Body=b"1,2\n3,4,5\n10\n")
+    s3_server.client.put_object(Bucket=name, Key="batch/part-1.csv", Body=b"7,7\n")
+    return name
+
+
+@pytest.fixture
+def session(ray_session):
+    return Session()
+
+
+def logs(session, job: str) -> list[str]:
+    return [e["line"] for e in session.backend.store.logs(job)]
+
+
+def model_files(s3_server, uri: str) -> dict[str, bytes]:
+    bucket, key = uri.removeprefix("s3://").split("/", 1)
+    data = s3_server.client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        return {m.name.removeprefix("./"): tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+
+
+def estimator(session, bucket, image, **kwargs) -> Estimator:
+    kwargs.setdefault("instance_type", "local")
+    return Estimator(image_uri=image, output_path=f"s3://{bucket}/output", session=session, **kwargs)
+
+
+def test_train_in_file_and_pipe_mode_with_metrics(session, s3_server, bucket, image):
+    for mode in ("File", "Pipe"):
+        est = estimator(session, bucket, image, hyperparameters={"epochs": 3, "name": "x y"},
+                        metric_definitions=LOSS, environment={"USER_COLOUR": "blue"}, input_mode=mode)
+        est.fit({"train": TrainingInput(f"s3://{bucket}/train/", content_type="text/csv")}, logs=False)
+        desc = est.latest_training_job.describe()
+        assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
+        name = desc["TrainingJobName"]
+        files = model_files(s3_server, desc["ModelArtifacts"]["S3ModelArtifacts"])
+        assert json.loads(files["hyperparameters.json"]) == {"epochs": "3", "name": "x y"}  # verbatim strings
+        assert files["summary.txt"] == b"rows=3 total=9\n"  # every row of the channel, in either mode
+        env = files["environment-algo-1.txt"].decode().splitlines()
+        assert f"TRAINING_JOB_NAME={name}" in env and "USER_COLOUR=blue" in env
+        assert any(line.startswith("TRAINING_JOB_ARN=arn:aws:sagemaker:") for line in env)
+        lines = logs(session, name)
+        assert "epoch=3 loss=0.333333" in lines and "train: done" in lines  # the container's own output
+        final = {m["MetricName"]: m["Value"] for m in desc["FinalMetricDataList"]}
+        assert final["train:loss"] == pytest.approx(0.333333)
+        output = desc["ModelArtifacts"]["S3ModelArtifacts"].replace("model.tar.gz", "output.tar.gz")
+        assert model_files(s3_server, output)["seen.txt"].decode().count(";") == 3
+
+
+def test_failure_file_exit_code_and_entrypoint(session, bucket, image):
+    est = estimator(session, bucket, image, environment={"MODE": "fail"})
+    with pytest.raises(UnexpectedStatusException):
+        est.fit({"train": f"s3://{bucket}/train/"}, logs=False)
+    desc = est.latest_training_job.describe()
+    assert desc["TrainingJobStatus"] == "Failed"
+    assert desc["FailureReason"].strip() == "ValueError: column 3 holds text, not numbers"  # the file, whole
+
+    est = estimator(session, bucket, image, environment={"MODE": "crash"})
+    with pytest.raises(UnexpectedStatusException):
+        est.fit({"train": f"s3://{bucket}/train/"}, logs=False)
+    reason = est.latest_training_job.describe()["FailureReason"]
+    assert reason.startswith("AlgorithmError: ") and "Segmentation fault" in reason and "exit code: 3" in reason
+
+    # ContainerEntrypoint replaces the image's (no "train" argument), ContainerArguments follow it.
+    est = estimator(session, bucket, image, container_entry_point=["/bin/sh", "-c"],
+                    container_arguments=['echo "entry: $0 $1" && touch /opt/ml/model/ok', "extra"])
+    est.fit({"train": f"s3://{bucket}/train/"}, logs=False)
+    desc = est.latest_training_job.describe()
+    assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
+    assert "entry: extra " in logs(session, desc["TrainingJobName"])
+
+
+def test_stop_sends_sigterm_and_the_container_ends(session, runtime, bucket, image):
+    est = estimator(session, bucket, image, environment={"MODE": "sleep"}, metric_definitions=LOSS)
+    est.fit({"train": f"s3://{bucket}/train/"}, wait=False)
+    job = est.latest_training_job
+    deadline = time.time() + 60
+    while not any(line.startswith("epoch=") for line in logs(session, job.name)):
+        assert time.time() < deadline, logs(session, job.name)
+        time.sleep(0.2)
+    job.stop()
+    deadline = time.time() + 60
+    while (desc := job.describe())["TrainingJobStatus"] not in ("Stopped", "Completed", "Failed"):
+        assert time.time() < deadline
+        time.sleep(0.2)
+    assert desc["TrainingJobStatus"] == "Stopped"
+    assert "train: got SIGTERM" in logs(session, job.name)  # SIGTERM reached the container's process
+    assert not runtime.running(f"raymaker-{job.name}-algo-1")
+
+
+def test_two_instances_reach_each_other_by_host_name(session, s3_server, bucket, image):
+    est = estimator(session, bucket, image, instance_count=2,
+                    environment={"MODE": "hosts", "HOSTS_PORT": str(free_port())})
+    est.fit({"train": f"s3://{bucket}/train/"}, logs=False)
+    desc = est.latest_training_job.describe()
+    assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
+    files = model_files(s3_server, desc["ModelArtifacts"]["S3ModelArtifacts"])
+    assert files["received.txt"] == b"hello from algo-2\n"  # algo-2 connected to algo-1 by its name
+    for host in ("algo-1", "algo-2"):  # every host's model/ merged; each knows both names
+        config = json.loads(files[f"resourceconfig-{host}.json"])
+        assert config["current_host"] == host and config["hosts"] == ["algo-1", "algo-2"]
+        assert "algo-1" in files[f"hosts-{host}"].decode() and "algo-2" in files[f"hosts-{host}"].decode()
+
+
+def test_bad_images_and_entrypoints_fail_before_any_work(session, bucket, image):
+    sm = session.backend
+    before = len(sm.call("ListTrainingJobs", {"MaxResults": 100})["TrainingJobSummaries"])
+    with pytest.raises(Exception) as info:
+        estimator(session, bucket, "localhost/raymaker-no-such-image:1").fit(
+            {"train": f"s3://{bucket}/train/"}, logs=False)
+    assert "could not pull it" in str(info.value) and "raymaker images load" in str(info.value)
+    with pytest.raises(Exception) as info:
+        estimator(session, bucket, image, container_entry_point=[""]).fit(
+            {"train": f"s3://{bucket}/train/"}, logs=False)
+    assert "ContainerEntrypoint[0]" in str(info.value)
+    after = len(sm.call("ListTrainingJobs", {"MaxResults": 100})["TrainingJobSummaries"])
+    assert after == before  # nothing was created
+
+
+def test_deploy_invoke_through_boto3_and_batch_transform(session, s3_server, bucket, image):
+    est = estimator(session, bucket, image)
+    est.fit({"train": f"s3://{bucket}/train/"}, logs=False)
+    model = Model(est.model_data, image_uri=image, session=session, name="busybox-model",
+                  env={"USER_GREETING": "hi"})
+    model.deploy(1, "local", endpoint_name="busybox-ep")
+    runtime = boto3.client("sagemaker-runtime", endpoint_url=session.runtime_url, region_name="us-east-1",
+                           aws_access_key_id="test", aws_secret_access_key="test")
+    try:
+        r = runtime.invoke_endpoint(EndpointName="busybox-ep", ContentType="text/csv", Body=b"1,2\n3,4\n")
+        assert r["Body"].read() == b"3\n7\n" and r["ContentType"] == "text/csv"
+        r = runtime.invoke_endpoint(EndpointName="busybox-ep", ContentType="text/csv", Accept="application/json",
+                                    CustomAttributes="trace=42", Body=b"5,5")
+        doc = json.loads(r["Body"].read())
+        assert doc["sums"] == [10] and doc["content_type"] == "text/csv" and doc["accept"] == "application/json"
+        assert doc["attributes"] == "trace=42" and r["CustomAttributes"] == "trace=42"
+        with pytest.raises(runtime.exceptions.ModelError) as info:  # the container's 500 is a 424 ModelError
+            runtime.invoke_endpoint(EndpointName="busybox-ep", ContentType="text/csv", Body=b"boom")
+        assert "cannot score boom" in str(info.value)
+    finally:
+        session.backend.call("DeleteEndpoint", {"EndpointName": "busybox-ep"})
+
+    transformer = model.transformer(1, "local", output_path=f"s3://{bucket}/batch-out", accept="application/json",
+                                    strategy="MultiRecord", max_payload=1)
+    transformer.transform(f"s3://{bucket}/batch/", content_type="text/csv", split_type="Line", wait=True)
+    out = s3_server.client.get_object(Bucket=bucket, Key="batch-out/part-0.csv.out")["Body"].read().decode()
+    doc = json.loads(out)
+    assert doc["sums"] == [3, 12, 10] and doc["batch"] == "true"
+    assert doc["strategy"] == "MULTI_RECORD" and doc["payload_mb"] == "1"
