@@ -8,17 +8,19 @@ hand the work to the job service; DescribeEndpoint reads the record (plus live r
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from raymaker.algorithms import algorithm_names
 from raymaker.cluster.capacity import cpu_budget
 from raymaker.cluster.definition import get_instance_type, load_instance_types
+from raymaker.engine.container_job import require_image
 from raymaker.engine.context import Engine
 from raymaker.engine.kinds import Kind
 from raymaker.engine.resource_states import EndpointStatus as E
 from raymaker.engine.resources import ResourceStore
 from raymaker.engine.store import as_datetime
-from raymaker.engine.validation import JOB_NAME_RE, algorithm_from_image
+from raymaker.engine.validation import JOB_NAME_RE, algorithm_from_image, is_custom_image
 from raymaker.io.storage import parse_uri
 from raymaker.protocol.errors import ValidationError
 from raymaker.protocol.frameworks import FRAMEWORKS, Framework, framework_of_image
@@ -87,6 +89,11 @@ def spec_from_request(name: str, request: dict[str, Any]) -> ModelSpec:
     the archives hold an entry point is found when a replica loads the model."""
     container = _container(request)
     image = (container.get("Image") or "").strip()
+    if image and is_custom_image(image):
+        url = container.get("ModelDataUrl")
+        if url:
+            _check_model_data_url(url)
+        return ModelSpec.container(name, image, url, dict(container.get("Environment") or {}))
     if not image:
         raise ValidationError(
             f"PrimaryContainer.Image is required: a built-in algorithm name ({', '.join(algorithm_names())}) "
@@ -146,7 +153,9 @@ def model_storage(spec: ModelSpec, model_name: str) -> dict[str, str | None]:
 
 def create_model(res: ResourceStore, params: dict[str, Any]) -> dict[str, Any]:
     _check_name(params["ModelName"], "ModelName")
-    spec_from_request(params["ModelName"], params)
+    spec = spec_from_request(params["ModelName"], params)
+    if spec.is_container:  # as SageMaker checks the image at CreateModel: here, or pullable
+        require_image(spec.image, field="PrimaryContainer.Image")
     record = res.create(Kind.MODEL, params["ModelName"], params)
     return {"ModelArn": record["arn"]}
 
@@ -243,7 +252,7 @@ def variant_plans(res: ResourceStore, endpoint: str, config_name: str) -> list[V
             VariantPlan(
                 endpoint=endpoint,
                 variant=v["VariantName"],
-                model=model_spec(res, v["ModelName"]),
+                model=_with_limits(model_spec(res, v["ModelName"]), itype),
                 instance_count=int(v["InitialInstanceCount"]),
                 num_cpus=cpus,
                 num_gpus=float(itype.gpus),
@@ -255,6 +264,13 @@ def variant_plans(res: ResourceStore, endpoint: str, config_name: str) -> list[V
             )
         )
     return plans
+
+
+def _with_limits(spec: ModelSpec, itype: Any) -> ModelSpec:
+    """A custom container runs within its instance type's CPUs and memory, as on SageMaker."""
+    if not spec.is_container:
+        return spec
+    return replace(spec, cpus=float(itype.cpus or 0), memory_gb=float(itype.memory_gb or 0))
 
 
 # --- endpoints ------------------------------------------------------------------------------------

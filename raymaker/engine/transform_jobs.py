@@ -26,6 +26,7 @@ from raymaker.io.channels import Channel, list_objects
 from raymaker.io.storage import S3Settings, storage_for
 from raymaker.protocol.errors import ValidationError
 from raymaker.protocol.service_model import output_shape
+from raymaker.serve.model import ModelSpec
 from raymaker.serve.transform import TransformPlan
 
 MAX_PAYLOAD_MB = 100  # SageMaker's cap, also on MaxConcurrentTransforms x MaxPayloadInMB
@@ -46,6 +47,30 @@ def input_channel(request: dict[str, Any]) -> Channel:
     )
 
 
+EXECUTION_PARAMETERS = ("BatchStrategy", "MaxPayloadInMB", "MaxConcurrentTransforms")
+
+
+def _batch_model(spec: ModelSpec, request: dict[str, Any]) -> ModelSpec:
+    """A custom container serves a transform job with SageMaker's batch variables: SAGEMAKER_BATCH
+    always, the other three only when the request sets them, then the job's Environment; and within
+    its instance type's CPUs and memory."""
+    if not spec.is_container:
+        return spec
+    env = dict(spec.environment)
+    env.update(request.get("Environment") or {})
+    env["SAGEMAKER_BATCH"] = "true"
+    if request.get("MaxPayloadInMB") is not None:
+        env["SAGEMAKER_MAX_PAYLOAD_IN_MB"] = str(request["MaxPayloadInMB"])
+    if request.get("BatchStrategy"):
+        env["SAGEMAKER_BATCH_STRATEGY"] = {"MultiRecord": "MULTI_RECORD", "SingleRecord": "SINGLE_RECORD"}[
+            request["BatchStrategy"]]
+    if request.get("MaxConcurrentTransforms"):
+        env["SAGEMAKER_MAX_CONCURRENT_TRANSFORMS"] = str(request["MaxConcurrentTransforms"])
+    itype = get_instance_type(request["TransformResources"]["InstanceType"], load_instance_types())
+    return replace(spec, environment=tuple(sorted(env.items())), cpus=float(itype.cpus or 0),
+                   memory_gb=float(itype.memory_gb or 0))
+
+
 def transform_plan(res: ResourceStore, request: dict[str, Any]) -> TransformPlan:
     ti, to = request["TransformInput"], request["TransformOutput"]
     split = ti.get("SplitType", "None")
@@ -63,7 +88,8 @@ def transform_plan(res: ResourceStore, request: dict[str, Any]) -> TransformPlan
         )
     dp = request.get("DataProcessing") or {}
     plan = TransformPlan(
-        model=model_spec(res, request["ModelName"]),
+        model=_batch_model(model_spec(res, request["ModelName"]), request),
+        given=frozenset(k for k in EXECUTION_PARAMETERS if request.get(k) is not None),
         content_type=ti.get("ContentType"),
         accept=to.get("Accept"),
         split_type=split,

@@ -158,7 +158,7 @@ class TrainingJobSpec:
 def is_custom_image(image: str) -> bool:
     """Whether an image is the user's own container: neither a SageMaker built-in algorithm's image
     (raymaker runs the algorithm) nor a framework image (raymaker runs the script)."""
-    if framework_of_image(image) is not None:
+    if framework_of_image(image) is not None or image.strip() in algorithm_names():
         return False
     m = ECR_IMAGE_RE.match(image.strip())
     repo = m.group("repo").rsplit("/", 1)[-1] if m else None

@@ -222,7 +222,7 @@ def probe_model(spec: ModelSpec, settings: S3Settings | None) -> None:
     def load(spec: ModelSpec, settings: S3Settings | None) -> bool:
         from raymaker.serve.model import LoadedModel
 
-        LoadedModel(spec, settings)
+        LoadedModel(spec, settings).close()
         return True
 
     try:

@@ -10,6 +10,7 @@ import re
 import shutil
 import tarfile
 import tempfile
+import uuid
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -17,8 +18,11 @@ from typing import Any
 from raymaker.algorithms import Algorithm, get_algorithm
 from raymaker.io.storage import S3Settings, storage_for
 from raymaker.serve.codecs import BadRequest, choose_accept, decode_request, encode_response
+from raymaker.serve.container import ContainerServer
 from raymaker.serve.handlers import ScriptModel
 from raymaker.serve.script_contract import SCRIPT, submit_directory
+
+CONTAINER = "container"  # ModelSpec.algorithm of a custom serving container
 
 
 @dataclass(frozen=True)
@@ -26,16 +30,29 @@ class ModelSpec:
     """What a replica needs to load a model: plain values, so it pickles into any Ray process."""
 
     name: str
-    algorithm: str  # a built-in algorithm, or "script" (script_contract.SCRIPT) for a script model
+    algorithm: str  # a built-in algorithm, "script" (script_contract.SCRIPT) or "container" (CONTAINER)
     model_data_url: str  # "" for a script model without model data (its code comes from elsewhere)
     environment: tuple[tuple[str, str], ...] = ()
     # "pytorch", "sklearn" or "xgboost" for a script model: whose framework container (and default
     # handlers) it asked for; "" for a built-in algorithm.
     framework: str = ""
+    image: str = ""  # a custom serving container's image ("" for built-ins and scripts)
+    cpus: float = 0.0  # a custom container's limits: its instance type's (0: none)
+    memory_gb: float = 0.0
 
     @property
     def is_script(self) -> bool:
         return bool(self.framework)
+
+    @property
+    def is_container(self) -> bool:
+        return bool(self.image)
+
+    @classmethod
+    def container(
+        cls, name: str, image: str, model_data_url: str | None, environment: dict[str, str] | None = None
+    ) -> ModelSpec:
+        return cls(name, CONTAINER, model_data_url or "", tuple(sorted((environment or {}).items())), image=image)
 
     @classmethod
     def script(
@@ -48,6 +65,12 @@ class LoadedModel:
     def __init__(self, spec: ModelSpec, settings: S3Settings | None = None):
         self.spec = spec
         env = dict(spec.environment)
+        self.container: ContainerServer | None = None
+        if spec.is_container:
+            self.algorithm = self.script = self.model = None
+            self.default_accept = env.get("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT") or "application/json"
+            self.container = self._start_container(spec, env, settings)
+            return
         if spec.is_script:
             self.algorithm = None
             self.script = self._load_script(spec, env, settings)
@@ -82,10 +105,45 @@ class LoadedModel:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
 
+    def _start_container(self, spec: ModelSpec, env: dict[str, str], settings: S3Settings | None) -> ContainerServer:
+        """``model.tar.gz`` extracted where the container sees ``/opt/ml/model`` (kept while it runs),
+        then ``<image> serve``, healthy before this returns."""
+        tmp = tempfile.mkdtemp(prefix=f"raymaker-model-{spec.name}-")
+        model_dir = os.path.join(tmp, "model")
+        os.makedirs(model_dir)
+        try:
+            if spec.model_data_url:
+                _fetch_archive(spec.model_data_url, model_dir, tmp, settings, "ModelDataUrl")
+            server = ContainerServer(
+                spec.image, model_dir, env, name=f"raymaker-{spec.name}-{uuid.uuid4().hex[:8]}", owner=spec.name,
+                cpus=spec.cpus or None, memory_mib=int(spec.memory_gb * 1024) or None,
+            )
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        weakref.finalize(self, _close_container, server, tmp)
+        return server
+
+    @property
+    def healthy(self) -> bool:
+        """False while a custom container is down (it is being started again)."""
+        return self.container is None or self.container.healthy
+
+    def execution_parameters(self) -> dict[str, Any] | None:
+        """A custom container's ``GET /execution-parameters`` (batch transform), else None."""
+        return self.container.execution_parameters() if self.container is not None else None
+
+    def close(self) -> None:
+        """Stop what the model runs (a custom container: SIGTERM, SIGKILL after 30 s)."""
+        if self.container is not None:
+            self.container.close()
+
     def accept_for(self, accept: str | None) -> str:
         """The Accept a batch transform sends with every request: a built-in algorithm's choice among
         the types it writes (NotAcceptable when none), a script's Accept as given (its output_fn
         decides), the default when none or ``*/*``."""
+        if self.container is not None:  # the container decides what it writes
+            return accept.strip() if accept and accept.strip() and accept.strip() != "*/*" else self.default_accept
         if self.script is None:
             return choose_accept(accept, self.default_accept)
         if not accept or not accept.strip() or accept.strip() == "*/*":
@@ -120,13 +178,18 @@ class LoadedModel:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    def invoke(self, body: bytes, content_type: str | None, accept: str | None) -> tuple[bytes, str]:
+    def invoke(
+        self, body: bytes, content_type: str | None, accept: str | None, custom_attributes: str | None = None
+    ) -> tuple[bytes, str]:
         """Request bytes in, response bytes and their content type out; bad input raises
         ``codecs.InvocationError`` subclasses (400/406/413/415). A ``ValueError`` from the algorithm's
         ``predict`` (e.g. "the model was trained on 30 features; the request has 29") is the request's
         to fix: a 400 whose message is the error's own. Any other exception is the server's and
         propagates (the replica answers 500 and keeps serving). A script model answers as
         ``handlers.ScriptModel.invoke`` says (its script's failures are 424 ModelErrors)."""
+        if self.container is not None:  # its errors are 424 ModelErrors (serve.container)
+            out, ct, _ = self.container.invoke(body, content_type, accept, custom_attributes)
+            return out, ct
         if self.script is not None:
             return self.script.invoke(body, content_type, accept)
         batch = decode_request(body, content_type, self.algorithm.inference_content_types)
@@ -140,6 +203,11 @@ class LoadedModel:
             default_accept=self.default_accept,
             envelope=self.algorithm.response_envelope,
         )
+
+
+def _close_container(server: ContainerServer, tmp: str) -> None:
+    server.close()
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _fetch_archive(url: str, dest: str, tmp: str, settings: S3Settings | None, field: str) -> None:

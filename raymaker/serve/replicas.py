@@ -30,6 +30,8 @@ import json
 import logging
 import random
 import re
+import threading
+import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -54,6 +56,10 @@ INVOKED_VARIANT = "x-Amzn-Invoked-Production-Variant"
 # random version and restarts the replicas even when only user_config changed (and HAProxy reloads
 # with them). It follows this file's code, so an upgraded raymaker does replace them.
 CODE_VERSION = hashlib.sha1(Path(__file__).read_bytes()).hexdigest()[:12]
+
+# A custom container down this long (it should restart within a second or two) fails the replica.
+UNHEALTHY_AFTER_S = 30.0
+RETIRE_AFTER_S = 5.0  # an update's old container serves requests already sent to it, then stops
 
 logger = logging.getLogger(__name__)
 
@@ -210,11 +216,27 @@ class VariantReplica:
         )
         if spec != self.spec:
             model = LoadedModel(spec, self.settings)  # load first: the old model serves meanwhile
-            self.model, self.spec = model, spec
+            old, self.model, self.spec = self.model, model, spec
+            if old is not None:  # a custom container: SIGTERM once its requests are done
+                threading.Thread(target=_retire, args=(old,), daemon=True).start()
         self.endpoint, self.variant = config["endpoint"], config["variant"]
 
+    def check_health(self) -> None:
+        """Serve's health check: a custom container down for longer than it takes to start it again
+        (it exits at once each time) fails the replica, and Serve replaces it."""
+        model = self.model
+        if model is not None and model.container is not None:
+            down = model.container.down_for()
+            if down > UNHEALTHY_AFTER_S:
+                raise RuntimeError(f"the container {model.spec.image} has been down for {down:.0f} s")
+
+    def __del__(self) -> None:  # Serve stops a replica: its container goes with it (SIGTERM first)
+        model = getattr(self, "model", None)
+        if model is not None:
+            model.close()
+
     def invoke(
-        self, body: bytes, content_type: str | None, accept: str | None
+        self, body: bytes, content_type: str | None, accept: str | None, custom_attributes: str | None = None
     ) -> tuple[int, bytes, str, str]:
         """(status, body, content type, error type); errors are values, not exceptions, so a bad
         request never counts against (or takes down) the replica. The client's mistakes are 4xx
@@ -224,7 +246,7 @@ class VariantReplica:
         if model is None:
             return 503, b"the model is not loaded yet; retry shortly", "", "ServiceUnavailable"
         try:
-            out, ct = model.invoke(body, content_type, accept)
+            out, ct = model.invoke(body, content_type, accept, custom_attributes)
         except InvocationError as e:
             return e.status, e.message.encode(), "", e.error_type
         except Exception as e:  # noqa: BLE001 - any model failure answers this request only
@@ -250,7 +272,12 @@ class VariantReplica:
         target = inv.target_variant
         if target and target.lower() != self.variant.lower():
             return _no_variant(self.endpoint, target, [self.variant])
-        return answer(inv, self.variant, self.invoke(inv.body, inv.content_type, inv.accept))
+        return answer(inv, self.variant, self.invoke(inv.body, inv.content_type, inv.accept, inv.custom_attributes))
+
+
+def _retire(model: LoadedModel) -> None:
+    time.sleep(RETIRE_AFTER_S)  # requests that took the old model before the swap finish first
+    model.close()
 
 
 VariantServer = serve.deployment(name=VARIANT_DEPLOYMENT)(VariantReplica)
@@ -312,15 +339,15 @@ class RuntimeIngress:
         variant = route.pick(inv.target_variant)
         if variant is None:
             return _no_variant(route.endpoint, inv.target_variant or "", route.names)
-        result = await self._invoke(route, variant, inv.body, inv.content_type, inv.accept)
+        result = await self._invoke(route, variant, inv.body, inv.content_type, inv.accept, inv.custom_attributes)
         return answer(inv, variant, result)
 
     async def _invoke(
-        self, route: Route, variant: str, body: bytes, ct: str | None, accept: str | None
+        self, route: Route, variant: str, body: bytes, ct: str | None, accept: str | None, attrs: str | None
     ) -> tuple:
         app = route.apps[variant]
         try:
-            return await self.handles[app].invoke.remote(body, ct, accept)
+            return await self.handles[app].invoke.remote(body, ct, accept, attrs)
         except Exception as first:  # noqa: BLE001
             error: Exception = first
         # An update may have retired this variant's application between our pick and the call: the
@@ -329,7 +356,7 @@ class RuntimeIngress:
         successor = current.apps.get(variant) if current else None
         if successor and successor != app:
             try:
-                return await self.handles[successor].invoke.remote(body, ct, accept)
+                return await self.handles[successor].invoke.remote(body, ct, accept, attrs)
             except Exception as second:  # noqa: BLE001
                 error = second
         message = f"InternalFailure: {type(error).__name__}: {clip(str(error), 500)}"

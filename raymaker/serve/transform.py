@@ -12,7 +12,7 @@ import gzip
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -42,6 +42,23 @@ class TransformPlan:
     join_source: str = "None"
     output_filter: str = "$"
     unit_bytes: int = UNIT_BYTES  # Environment RAYMAKER_TRANSFORM_UNIT_BYTES overrides it
+    # Which of BatchStrategy, MaxPayloadInMB, MaxConcurrentTransforms the request set: a custom
+    # container's GET /execution-parameters decides the others (SageMaker's precedence).
+    given: frozenset[str] = frozenset()
+
+    def with_execution_parameters(self, doc: dict[str, Any] | None) -> TransformPlan:
+        """The plan after a container's ``/execution-parameters``: the request's values first, then the
+        container's, then the defaults (already in the plan)."""
+        if not doc:
+            return self
+        changes: dict[str, Any] = {}
+        strategy = {"MULTI_RECORD": "MultiRecord", "SINGLE_RECORD": "SingleRecord"}.get(str(doc.get("BatchStrategy")))
+        if strategy and "BatchStrategy" not in self.given and self.split_type != "None":
+            changes["strategy"] = strategy
+        payload = doc.get("MaxPayloadInMB")
+        if isinstance(payload, (int, float)) and 0 < payload <= 100 and "MaxPayloadInMB" not in self.given:
+            changes["max_payload_bytes"] = int(payload * (1 << 20))
+        return replace(self, **changes) if changes else self
 
     def data_processing_key(self) -> tuple:
         """What a warm worker depends on besides the model (it may serve another job with these)."""
@@ -128,15 +145,18 @@ class TransformWorker:
 
         # Ray caps a 1-CPU actor's thread pools at one thread; this actor is the instance, give it all.
         pa.set_cpu_count(os.cpu_count() or 1)
-        self.plan = plan
         self.settings = settings
         self.model = LoadedModel(plan.model, settings)
+        self.execution = self.model.execution_parameters()  # a custom container's, asked once
+        self.plan = plan = plan.with_execution_parameters(self.execution)
         self.dp = plan.data_processing()
         self.accept = self.model.accept_for(plan.accept)
 
     def run(self, unit: WorkUnit, plan: TransformPlan | None = None) -> tuple[bytes, int]:
         """One unit's output bytes and record count. ``plan``: the job's (a warm worker serves later
         jobs on the same model, whose batching and assembly settings may differ)."""
+        if plan is not None:
+            plan = plan.with_execution_parameters(self.execution)
         if plan is not None and plan != self.plan:
             self.plan, self.dp = plan, plan.data_processing()
             self.accept = self.model.accept_for(plan.accept)

@@ -1,0 +1,210 @@
+"""A custom serving container behind an endpoint replica or a transform instance: ``<image> serve`` with
+``model.tar.gz`` extracted into ``/opt/ml/model``, the model's Environment and
+``SAGEMAKER_BIND_TO_PORT`` on a free port of this node (host network), healthy once ``GET /ping``
+answers 200 (2 s per ping, 4 minutes in all, as SageMaker), and requests proxied to ``POST
+/invocations`` with their content type, accept and custom attributes (60 s each). A container that
+exits is started again; meanwhile the server is unhealthy and requests wait for it. Closing sends
+SIGTERM, then SIGKILL after 30 s (sagemaker-contract.md 3.1, 3.4).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from raymaker.containers.runtime import ContainerRuntimeError, Runtime, find_runtime, free_port
+from raymaker.serve.codecs import InvocationError
+from raymaker.toolkit.container import run_in_container
+
+PING_TIMEOUT_S = 2.0  # SageMaker's per-ping timeout
+STARTUP_TIMEOUT_S = 240.0  # SageMaker: consistently healthy within 4 minutes, else the launch fails
+INVOKE_TIMEOUT_S = 60.0  # SageMaker: a container answers /invocations within 60 s
+STOP_GRACE_S = 30.0  # scale-in and updates: SIGTERM, SIGKILL 30 s later
+CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
+
+logger = logging.getLogger(__name__)
+
+
+class ContainerServer:
+    """One running ``<image> serve`` and its supervisor thread, which starts it again when it exits."""
+
+    def __init__(
+        self,
+        image: str,
+        model_dir: str,
+        environment: Mapping[str, str],
+        *,
+        name: str,
+        owner: str,
+        runtime: Runtime | None = None,
+        cpus: float | None = None,
+        memory_mib: int | None = None,
+        startup_timeout_s: float = STARTUP_TIMEOUT_S,
+        grace_s: float = STOP_GRACE_S,
+    ):
+        self.image, self.model_dir, self.name, self.owner = image, model_dir, name, owner
+        self.runtime = runtime or find_runtime()
+        self.cpus, self.memory_mib, self.grace_s = cpus, memory_mib, grace_s
+        self.port = free_port()
+        self.environment = {**environment, "SAGEMAKER_BIND_TO_PORT": str(self.port)}
+        self.restarts = 0
+        self._down_since = time.monotonic()
+        self._healthy = threading.Event()
+        self._closing = threading.Event()
+        self._exited = threading.Event()
+        self._local = threading.local()
+        self._log: list[str] = []  # the container's last lines, for a failure to start
+        self._supervisor = threading.Thread(target=self._supervise, daemon=True, name=f"raymaker-{name}")
+        self._supervisor.start()
+        try:
+            self._wait_healthy(startup_timeout_s)
+        except BaseException:
+            self.close()
+            raise
+
+    # --- life ---------------------------------------------------------------------------------
+
+    def _supervise(self) -> None:
+        cmd = self.runtime.run_command(
+            self.image, ["serve"], name=self.name, owner=self.owner, env=self.environment,
+            mounts=[(self.model_dir, "/opt/ml/model", False)], cpus=self.cpus, memory_mib=self.memory_mib,
+        )
+        while not self._closing.is_set():
+            self._exited.clear()
+            watcher = threading.Thread(target=self._watch_health, daemon=True)
+            watcher.start()
+            code = run_in_container(cmd, self.name, self.runtime, env=self.environment, cwd=self.model_dir,
+                                    on_line=self._line, stop=self._closing, grace_s=self.grace_s)
+            self._down_since = time.monotonic()
+            self._healthy.clear()
+            self._exited.set()
+            if self._closing.is_set():
+                return
+            self.restarts += 1
+            logger.warning("container %s (%s) exited with %s; starting it again", self.name, self.image, code)
+            time.sleep(min(5.0, 0.2 * self.restarts))  # a container that cannot start is not spun on
+
+    def _line(self, line: str) -> None:
+        self._log = (self._log + [line])[-20:]
+        logger.info("[%s] %s", self.name, line)
+
+    def _watch_health(self) -> None:
+        """Ping until the container answers 200 (then it is healthy) or exits."""
+        while not self._exited.is_set() and not self._closing.is_set():
+            if self.ping():
+                self._healthy.set()
+                return
+            time.sleep(0.05)
+
+    def _wait_healthy(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not self._healthy.wait(0.05):
+            if time.monotonic() > deadline:
+                tail = "\n".join(self._log[-5:])
+                raise ContainerRuntimeError(
+                    f"the container {self.image} did not answer GET /ping with 200 within {timeout_s:.0f} s "
+                    f"(it must listen on $SAGEMAKER_BIND_TO_PORT, {self.port} here)"
+                    + (f"; its last output:\n{tail}" if tail else "")
+                )
+
+    @property
+    def healthy(self) -> bool:
+        return self._healthy.is_set()
+
+    def down_for(self) -> float:
+        """Seconds since the container stopped answering (0 while healthy)."""
+        return 0.0 if self._healthy.is_set() else time.monotonic() - self._down_since
+
+    def close(self) -> None:
+        """SIGTERM, SIGKILL after the grace period; waits for the container to be gone."""
+        self._closing.set()
+        self._supervisor.join(timeout=self.grace_s + 60)
+
+    # --- requests -----------------------------------------------------------------------------
+
+    def ping(self) -> bool:
+        try:
+            status, _, _ = self._request("GET", "/ping", b"", {}, PING_TIMEOUT_S, reuse=False)
+        except OSError:
+            return False
+        return status == 200
+
+    def execution_parameters(self) -> dict[str, Any] | None:
+        """``GET /execution-parameters``'s JSON, or None when the container has none."""
+        try:
+            status, body, _ = self._request("GET", "/execution-parameters", b"", {}, PING_TIMEOUT_S, reuse=False)
+        except OSError:
+            return None
+        if status != 200:
+            return None
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            return None
+        return doc if isinstance(doc, dict) else None
+
+    def invoke(
+        self, body: bytes, content_type: str | None, accept: str | None, custom_attributes: str | None = None
+    ) -> tuple[bytes, str, str | None]:
+        """(body, content type, custom attributes) of the container's 200; InvocationError otherwise
+        (its 4xx/5xx: 424 ModelError with its status and message, as SageMaker's runtime answers)."""
+        headers = {"Content-Type": content_type or "application/octet-stream"}
+        if accept:
+            headers["Accept"] = accept
+        if custom_attributes is not None:
+            headers[CUSTOM_ATTRIBUTES] = custom_attributes
+        for attempt in range(2):
+            if not self._healthy.wait(INVOKE_TIMEOUT_S):
+                raise InvocationError(503, "ServiceUnavailable", f"the container {self.image} is not healthy; retry shortly")
+            try:
+                status, out, resp = self._request("POST", "/invocations", body, headers, INVOKE_TIMEOUT_S)
+                break
+            except ConnectionRefusedError:  # it exited between our check and the call: nothing was sent
+                self._healthy.clear()
+                if attempt:
+                    raise InvocationError(503, "ServiceUnavailable", f"the container {self.image} is restarting") from None
+                with contextlib.suppress(Exception):
+                    self._exited.wait(1.0)
+            except TimeoutError:
+                raise InvocationError(424, "ModelError", f"the container did not answer within {INVOKE_TIMEOUT_S:.0f} s") from None
+            except OSError as e:
+                raise InvocationError(424, "ModelError", f"the container dropped the request: {e}") from None
+        if status != 200:
+            text = out.decode("utf-8", "replace")[:1000]
+            raise InvocationError(424, "ModelError",
+                                  f"Received server error ({status}) from primary with message \"{text}\"")
+        return out, resp.get("content-type") or accept or "application/octet-stream", resp.get(CUSTOM_ATTRIBUTES.lower())
+
+    def _request(
+        self, method: str, path: str, body: bytes, headers: Mapping[str, str], timeout: float, *, reuse: bool = True
+    ) -> tuple[int, bytes, dict[str, str]]:
+        conn = getattr(self._local, "conn", None) if reuse else None
+        fresh = conn is None
+        if conn is None:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            conn.request(method, path, body=body, headers=dict(headers))
+            resp = conn.getresponse()
+            data = resp.read()
+        except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+            conn.close()
+            self._local.conn = None
+            if fresh:
+                raise
+            return self._request(method, path, body, headers, timeout, reuse=False)  # a stale kept connection
+        except BaseException:
+            conn.close()
+            if reuse:
+                self._local.conn = None
+            raise
+        if reuse:  # a server that keeps connections open saves a connect per request
+            self._local.conn = None if resp.will_close else conn
+        if resp.will_close or not reuse:
+            conn.close()
+        return resp.status, data, {k.lower(): v for k, v in resp.getheaders()}
