@@ -173,6 +173,11 @@ class Runtime:
         if ids:
             self._run(["rm", "-f", *ids], check=False)
 
+    def owned(self, owner: str) -> list[str]:
+        """The ids of the running containers raymaker started for ``owner``."""
+        done = self._run(["ps", "-q", "--no-trunc", "--filter", f"label={LABEL}={owner}"], check=False)
+        return done.stdout.split()
+
     def running(self, name: str) -> bool:
         done = self._run(["inspect", "--format", "{{.State.Running}}", name], check=False)
         return done.returncode == 0 and done.stdout.strip() == "true"

@@ -26,6 +26,7 @@ PING_TIMEOUT_S = 2.0  # SageMaker's per-ping timeout
 STARTUP_TIMEOUT_S = 240.0  # SageMaker: consistently healthy within 4 minutes, else the launch fails
 INVOKE_TIMEOUT_S = 60.0  # SageMaker: a container answers /invocations within 60 s
 STOP_GRACE_S = 30.0  # scale-in and updates: SIGTERM, SIGKILL 30 s later
+STARTUP_ATTEMPTS = 3  # a container that exits this often before its first healthy ping fails to start
 CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
 
 logger = logging.getLogger(__name__)
@@ -105,6 +106,12 @@ class ContainerServer:
     def _wait_healthy(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         while not self._healthy.wait(0.05):
+            if self.restarts >= STARTUP_ATTEMPTS:  # it exits each time: waiting longer changes nothing
+                tail = "\n".join(self._log[-5:])
+                raise ContainerRuntimeError(
+                    f"the container {self.image} exited {self.restarts} times before answering GET /ping"
+                    + (f"; its last output:\n{tail}" if tail else "")
+                )
             if time.monotonic() > deadline:
                 tail = "\n".join(self._log[-5:])
                 raise ContainerRuntimeError(

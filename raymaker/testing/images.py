@@ -94,7 +94,7 @@ case "$path" in
     sums=$(printf '%s\n' "$body" | awk -F, 'NF {s = 0; for (i = 1; i <= NF; i++) s += $i; print s}')
     if [ "$accept" = application/json ]; then
       list=$(printf '%s' "$sums" | tr '\n' ',')
-      reply "200 OK" application/json "{\"sums\": [${list%,}], \"content_type\": \"$ct\", \"accept\": \"$accept\", \"attributes\": \"$attrs\", \"batch\": \"$SAGEMAKER_BATCH\", \"strategy\": \"$SAGEMAKER_BATCH_STRATEGY\", \"payload_mb\": \"$SAGEMAKER_MAX_PAYLOAD_IN_MB\", \"concurrent\": \"$SAGEMAKER_MAX_CONCURRENT_TRANSFORMS\"}"
+      reply "200 OK" application/json "{\"sums\": [${list%,}], \"content_type\": \"$ct\", \"accept\": \"$accept\", \"attributes\": \"$attrs\", \"batch\": \"$SAGEMAKER_BATCH\", \"strategy\": \"$SAGEMAKER_BATCH_STRATEGY\", \"payload_mb\": \"$SAGEMAKER_MAX_PAYLOAD_IN_MB\", \"concurrent\": \"$SAGEMAKER_MAX_CONCURRENT_TRANSFORMS\", \"tag\": \"$MODEL_TAG\"}"
     else
       reply "200 OK" text/csv "$sums
 "

@@ -5,10 +5,13 @@ server and real HTTP."""
 
 from __future__ import annotations
 
+import http.client
 import io
 import json
 import tarfile
+import threading
 import time
+from urllib.parse import urlsplit
 
 import boto3
 import pytest
@@ -186,3 +189,75 @@ def test_deploy_invoke_through_boto3_and_batch_transform(session, s3_server, buc
     doc = json.loads(out)
     assert doc["sums"] == [3, 12, 10] and doc["batch"] == "true"
     assert doc["strategy"] == "MULTI_RECORD" and doc["payload_mb"] == "1"
+
+
+def _load(url, endpoint: str, stop: threading.Event, ok: list, failures: list, answers: list) -> None:
+    while not stop.is_set():
+        conn = http.client.HTTPConnection(url.hostname, url.port, timeout=90)
+        try:
+            conn.request("POST", f"/endpoints/{endpoint}/invocations", body=b"1,2",
+                         headers={"Content-Type": "text/csv", "Accept": "application/json"})
+            resp = conn.getresponse()
+            body = resp.read()
+            if resp.status == 200:
+                ok.append(time.monotonic())
+                answers.append(json.loads(body)["tag"])
+            else:
+                failures.append((resp.status, resp.getheader("x-amzn-ErrorType"), body[:200]))
+        except Exception as e:  # noqa: BLE001 - a dropped connection is a failed request too
+            failures.append(repr(e))
+        finally:
+            conn.close()
+
+
+def test_a_killed_container_restarts_under_load_and_an_update_fails_no_request(session, runtime, bucket, image):
+    est = estimator(session, bucket, image)
+    est.fit({"train": f"s3://{bucket}/train/"}, logs=False)
+    Model(est.model_data, image_uri=image, session=session, name="bb-v1", env={"MODEL_TAG": "v1"}).deploy(
+        1, "local", endpoint_name="bb-load")
+    url = urlsplit(session.runtime_url)
+    stop, ok, failures, answers = threading.Event(), [], [], []
+    threads = [threading.Thread(target=_load, args=(url, "bb-load", stop, ok, failures, answers)) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(1.0)
+        (before,) = runtime.owned("bb-v1")
+        runtime.kill(before)  # the container dies under load (SIGKILL)
+        deadline = time.time() + 60
+        while not (after := runtime.owned("bb-v1")) or after == [before]:
+            assert time.time() < deadline, "the container was not started again"
+            time.sleep(0.2)
+        served = len(ok)
+        time.sleep(1.0)
+        assert len(ok) > served  # the restarted container answers
+        # In flight at the kill: at most one request per client fails, as a ModelError, never a hang.
+        assert len(failures) <= len(threads), failures
+        assert all(f[:2] == (424, "ModelError") for f in failures), failures
+        killed = len(failures)
+
+        Model(est.model_data, image_uri=image, session=session, name="bb-v2", env={"MODEL_TAG": "v2"}).create()
+        session.call("UpdateEndpoint", {"EndpointName": "bb-load", "EndpointConfigName": _config(session, "bb-v2")})
+        deadline = time.time() + 120
+        while session.call("DescribeEndpoint", {"EndpointName": "bb-load"})["EndpointStatus"] != "InService":
+            assert time.time() < deadline
+            time.sleep(0.2)
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        session.backend.call("DeleteEndpoint", {"EndpointName": "bb-load"})
+    assert len(failures) == killed, failures[killed:]  # the update failed no request
+    assert answers[0] == "v1" and set(answers[-10:]) == {"v2"}
+    deadline = time.time() + 60
+    while runtime.owned("bb-v1") or runtime.owned("bb-v2"):  # scale-in: nothing left running
+        assert time.time() < deadline, (runtime.owned("bb-v1"), runtime.owned("bb-v2"))
+        time.sleep(0.5)
+
+
+def _config(session, model: str) -> str:
+    name = f"{model}-config"
+    session.call("CreateEndpointConfig", {"EndpointConfigName": name, "ProductionVariants": [
+        {"VariantName": "AllTraffic", "ModelName": model, "InitialInstanceCount": 1, "InstanceType": "local"}]})
+    return name
