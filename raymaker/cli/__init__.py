@@ -1,5 +1,5 @@
 """The ``raymaker`` command line: ``build_parser`` and ``main``. Each area's commands live in their own
-module (``cluster``, ``io``, ``quickstart``, ``jobs``, ``hosting``, ``tuning``, ``audit``), built from
+module (``cluster``, ``io``, ``quickstart``, ``jobs``, ``hosting``, ``tuning``, ``audit``, ``images``), built from
 the options, printers and ``list|describe|stop`` builder in ``common``; every command talks to raymaker
 through the SDK's ``Session``, never the engine (``cluster`` starts and stops Ray itself, through
 ``raymaker.cluster``)."""
@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from raymaker.cli import audit, cluster, common, hosting, io, jobs, quickstart, tuning
+from raymaker.cli import audit, cluster, common, hosting, images, io, jobs, quickstart, tuning
 from raymaker.protocol.errors import SageMakerError
 from raymaker.sdk import Session
 
-AREAS = (cluster, io, quickstart, jobs, hosting, tuning, audit)
+AREAS = (cluster, io, quickstart, jobs, hosting, tuning, audit, images)
 
 
 def build_parser() -> argparse.ArgumentParser:

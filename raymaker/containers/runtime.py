@@ -85,8 +85,9 @@ class Runtime:
         text = done.stdout.strip()
         items = json.loads(text) if text.startswith("[") else [json.loads(x) for x in text.splitlines() if x]
         for item in items:
-            names = item.get("Names") or [f"{item.get('Repository')}:{item.get('Tag')}"]
-            for name in names or ["<none>"]:
+            repo = item.get("Repository")
+            names = item.get("Names") or ([f"{repo}:{item.get('Tag')}"] if repo and repo != "<none>" else ["<none>"])
+            for name in names:
                 rows.append({
                     "Image": name,
                     "Id": str(item.get("Id") or item.get("ID") or "")[:12],
