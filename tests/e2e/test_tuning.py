@@ -16,6 +16,8 @@ from raymaker.protocol.errors import ValidationError
 
 pytestmark = pytest.mark.e2e
 
+KEEP_ALIVE_S = 5  # the trials' warm pool: long enough for the next trial, gone soon after the last
+
 
 @pytest.fixture(scope="module")
 def channels(tmp_path_factory):
@@ -45,6 +47,9 @@ def _request(
     max_jobs=4,
     parallel=2,
 ):
+    # "local" is one instance holding the machine's CPU budget (all but a CPU for Ray Data): on 2 CPUs two
+    # of them never run together, so MaxParallelTrainingJobs 2 gets two ml.m5.large (half a CPU each).
+    instance_type = "ml.m5.large" if parallel > 1 else "local"
     config = {
         "Strategy": strategy,
         "HyperParameterTuningJobObjective": {"Type": metric[0], "MetricName": metric[1]},
@@ -74,7 +79,15 @@ def _request(
                 for c in ("train", "validation")
             ],
             "OutputDataConfig": {"S3OutputPath": f"file://{channels}/output"},
-            "ResourceConfig": {"InstanceType": "local", "InstanceCount": 1, "VolumeSizeInGB": 1},
+            # A warm pool: each trial's training job runs on the instance the previous one left (a new
+            # instance costs 1-8 s here, most of a short trial); only the first and those after a
+            # stopped or failed trial start one.
+            "ResourceConfig": {
+                "InstanceType": instance_type,
+                "InstanceCount": 1,
+                "VolumeSizeInGB": 1,
+                "KeepAlivePeriodInSeconds": KEEP_ALIVE_S,
+            },
             "StoppingCondition": {"MaxRuntimeInSeconds": 600},
         },
     }
@@ -166,6 +179,8 @@ def test_sdk_tuner_fit_analytics_best_estimator_attach(session, channels):
 
     est = Estimator(
         "xgboost",
+        instance_type="ml.m5.large",  # two at once (max_parallel_jobs=2), warm for the third: see _request
+        keep_alive_period_in_seconds=KEEP_ALIVE_S,
         hyperparameters={"num_round": 10, "objective": "binary:logistic"},
         output_path=f"file://{channels}/sdk-output",
         session=session,
@@ -228,7 +243,8 @@ def test_early_stopping_auto_stops_trials_worse_than_the_median(session, slow_ch
         ],
         "IntegerParameterRanges": [{"Name": "max_depth", "MinValue": "1", "MaxValue": "8"}],
     }
-    static = {"num_round": "60", "objective": "binary:logistic", "tree_method": "exact"}
+    # The median rule decides within a trial's first rounds; 30 rounds keep the completed trials short.
+    static = {"num_round": "30", "objective": "binary:logistic", "tree_method": "exact"}
     request = _request(
         "tune-early-stop", slow_channels, "Random", ranges, static=static, max_jobs=8, parallel=1
     )
@@ -239,27 +255,22 @@ def test_early_stopping_auto_stops_trials_worse_than_the_median(session, slow_ch
     assert "Stopped" in statuses and "Completed" in statuses, statuses
 
 
-def test_hyperband_stops_poor_trials_before_their_last_iteration(session, tmp_path):
+def test_hyperband_stops_poor_trials_before_their_last_iteration(session, slow_channels):
     """Slow enough trials (a few seconds each) that Tune's HyperBand decisions land while they run:
     the stopped trials' training jobs are Stopped, with fewer rounds than num_round."""
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(40_000, 20)).astype(np.float32)
-    y = (x[:, :5].sum(axis=1) + rng.normal(scale=2.0, size=len(x)) > 0).astype(np.float32)
-    for name, rows in {"train": slice(0, 30_000), "validation": slice(30_000, None)}.items():
-        (tmp_path / name).mkdir()
-        np.savetxt(
-            tmp_path / name / "part.csv", np.column_stack([y[rows], x[rows]]), delimiter=",", fmt="%.5g"
-        )
     ranges = {
         "ContinuousParameterRanges": [
             {"Name": "eta", "MinValue": "0.001", "MaxValue": "0.3", "ScalingType": "Logarithmic"}
         ],
         "IntegerParameterRanges": [{"Name": "max_depth", "MinValue": "1", "MaxValue": "8"}],
     }
-    static = {"num_round": "60", "objective": "binary:logistic", "tree_method": "exact"}
-    request = _request("tune-hyperband", tmp_path, "Hyperband", ranges, static=static, max_jobs=6, parallel=2)
+    rounds_max = 30  # rungs at 5 and 15 rounds (reduction factor 3), MaxResource at the last round
+    static = {"num_round": str(rounds_max), "objective": "binary:logistic", "tree_method": "exact"}
+    request = _request(
+        "tune-hyperband", slow_channels, "Hyperband", ranges, static=static, max_jobs=6, parallel=2
+    )
     request["HyperParameterTuningJobConfig"]["StrategyConfig"] = {
-        "HyperbandStrategyConfig": {"MinResource": 5, "MaxResource": 60}
+        "HyperbandStrategyConfig": {"MinResource": 5, "MaxResource": rounds_max}
     }
     desc, trials = _run(session, request)
     assert desc["HyperParameterTuningJobStatus"] == "Completed", desc.get("FailureReason")
@@ -269,8 +280,8 @@ def test_hyperband_stops_poor_trials_before_their_last_iteration(session, tmp_pa
         auc = [m for m in history if m["MetricName"] == "validation:auc"]
         rounds[t["TrainingJobName"]] = (t["TrainingJobStatus"], len(auc))
     # at least one trial was stopped early, and its record says so; the best ran to the end
-    assert any(status == "Stopped" and 0 < n < 60 for status, n in rounds.values()), rounds
-    assert any(status == "Completed" and n == 60 for status, n in rounds.values()), rounds
+    assert any(status == "Stopped" and 0 < n < rounds_max for status, n in rounds.values()), rounds
+    assert any(status == "Completed" and n == rounds_max for status, n in rounds.values()), rounds
 
 
 def test_every_trial_failing_fails_the_tuning_job_with_the_reason(session, tmp_path):
