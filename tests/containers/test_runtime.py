@@ -122,3 +122,17 @@ def test_a_serving_container_restarts_and_a_dead_one_fails_to_start(runtime, ima
     assert "exited 3 times before answering GET /ping" in str(info.value)
     assert "cannot load the model" in str(info.value)
     assert runtime.owned("test-broken") == []
+
+
+def test_images_and_gpus_are_checked_before_any_work(image, tmp_path):
+    from raymaker.engine.container_job import require_image
+    from raymaker.protocol.errors import ValidationError
+
+    assert require_image(image).name in ("podman", "docker")  # present: nothing to pull
+    with pytest.raises(ValidationError) as info:  # a GPU instance type, and this runtime cannot give GPUs
+        require_image(image, gpus=1)
+    assert "cannot give containers GPUs" in str(info.value) and "NVIDIA Container Toolkit" in str(info.value)
+    with pytest.raises(ValidationError) as info:
+        require_image("localhost/raymaker-no-such-image:1", field="PrimaryContainer.Image")
+    assert str(info.value).startswith("PrimaryContainer.Image: image 'localhost/raymaker-no-such-image:1' is "
+                                      "not on this node and podman could not pull it")
