@@ -6,9 +6,11 @@ from __future__ import annotations
 import http.client
 import io
 import json
+import os
 import tarfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 import boto3
@@ -238,17 +240,21 @@ def test_two_variants_split_by_weight_and_target_variant(trained, session, runti
 
     wait_for_endpoint(session, "ab-e2e")
     row = ",".join(map(str, cancer[1][0]))
-    seen = {"A": 0, "B": 0}
-    for _ in range(400):
-        r = runtime.invoke_endpoint(EndpointName="ab-e2e", ContentType="text/csv", Body=row)
-        seen[r["InvokedProductionVariant"]] += 1
+
+    def variant(target: str | None) -> str:
+        extra = {"TargetVariant": target} if target else {}
+        r = runtime.invoke_endpoint(EndpointName="ab-e2e", ContentType="text/csv", Body=row, **extra)
+        return r["InvokedProductionVariant"]
+
+    # Four clients at once (boto3's clients are thread-safe): each request mostly waits on the network.
+    with ThreadPoolExecutor(4) as clients:
+        picked = list(clients.map(variant, [None] * 400))
+        targeted = list(clients.map(variant, ["B"] * 20))
+    seen = {"A": picked.count("A"), "B": picked.count("B")}
+    assert seen["A"] + seen["B"] == 400, picked
     # 3:1 -> 300 of 400 expected; 4 standard deviations is +-35
     assert abs(seen["A"] - 300) < 35, seen
-    for _ in range(20):
-        r = runtime.invoke_endpoint(
-            EndpointName="ab-e2e", ContentType="text/csv", Body=row, TargetVariant="B"
-        )
-        assert r["InvokedProductionVariant"] == "B"
+    assert targeted == ["B"] * 20
     Predictor("ab-e2e", session=session).delete_endpoint()
     with pytest.raises(ValidationError):
         session.call("DescribeEndpoint", {"EndpointName": "ab-e2e"})
@@ -256,17 +262,39 @@ def test_two_variants_split_by_weight_and_target_variant(trained, session, runti
     assert e.response["ResponseMetadata"]["HTTPStatusCode"] == 404
 
 
+def _train_here(s3_server, bucket: str, key: str, hyperparameters: dict[str, str], x, y) -> str:
+    """The built-in xgboost trained in this process, its model.tar.gz put at s3://bucket/key."""
+    from raymaker.algorithms.base import LocalContext, TrainingData
+
+    algo = get_algorithm("xgboost")
+    with _tmpdir() as d:
+        algo().train(
+            algo.validate_hyperparameters(hyperparameters),
+            TrainingData.from_batches(train=Batch(x, y)),
+            LocalContext(),
+            d,
+        )
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+            for name in os.listdir(d):
+                tar.add(os.path.join(d, name), arcname=name)
+    s3_server.client.put_object(Bucket=bucket, Key=key, Body=buf.getvalue())
+    return f"s3://{bucket}/{key}"
+
+
 def test_update_under_load_fails_no_request(trained, s3_server, session, cancer):
     model = Model(trained["model_data"], algorithm="xgboost", name="xgb-update", session=session)
     predictor = model.deploy(1, "local", endpoint_name="update-e2e")
-    # A second model that answers differently: one shallow round instead of twenty.
-    other = Estimator(
-        "xgboost",
-        hyperparameters={"objective": "binary:logistic", "num_round": 1, "max_depth": 1},
-        output_path=f"s3://{trained['bucket']}/output",
-        session=session,
+    # A second model that answers differently: one shallow round instead of twenty (trained here, in
+    # this process: what the test needs is its artifact on S3, not another training job).
+    other_data = _train_here(
+        s3_server,
+        trained["bucket"],
+        "other/model.tar.gz",
+        {"objective": "binary:logistic", "num_round": "1", "max_depth": "1"},
+        cancer[0],
+        cancer[2],
     )
-    other.fit(TrainingInput(f"s3://{trained['bucket']}/train/", content_type="text/csv"), logs=False)
     url = urlsplit(session.runtime_url)
     row = ",".join(map(str, cancer[1][0])).encode()
     stop, ok, failures, variants = threading.Event(), [0], [], set()
@@ -304,7 +332,7 @@ def test_update_under_load_fails_no_request(trained, s3_server, session, cancer)
         predictor.update_endpoint(initial_instance_count=2)  # more replicas (Serve adds them)
         time.sleep(0.6)
         # a different model on the same replicas: loaded in a probe, then swapped in place
-        Model(other.model_data, algorithm="xgboost", name="xgb-update-2", session=session).create()
+        Model(other_data, algorithm="xgboost", name="xgb-update-2", session=session).create()
         predictor.update_endpoint(model_name="xgb-update-2")
         time.sleep(0.6)
     finally:
