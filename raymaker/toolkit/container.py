@@ -14,9 +14,11 @@ import collections
 import contextlib
 import os
 import re
-import signal
+import shutil
 import subprocess
+import tempfile
 import threading
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -143,11 +145,12 @@ def run_in_container(
     it (SIGTERM to the container's process, SIGKILL after ``grace_s``): signalling the ``run`` client
     would not reach a container whose client dies first. A guard process removes the container if this
     process is killed before it ends, so nothing outlives the instance that started it."""
-    guard = _start_guard(runtime, name)
-    done = threading.Event()
+    done = os.path.join(tempfile.gettempdir(), f"raymaker-guard-{name}-{uuid.uuid4().hex[:8]}")
+    _start_guard(runtime, name, done)
+    ended = threading.Event()
 
     def stopper() -> None:
-        while not done.wait(0.1):
+        while not ended.wait(0.1):
             if stop.is_set():
                 runtime.stop(name, grace_s)
                 return
@@ -158,19 +161,29 @@ def run_in_container(
         return run_process(cmd, cwd=cwd, env={**os.environ, **env}, on_line=on_line, stop=threading.Event(),
                            grace_s=grace_s, stderr_tail=stderr_tail)
     finally:
-        done.set()
+        ended.set()
         runtime.remove(name)  # --rm removes it; this covers a client that ended first
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(guard.pid, signal.SIGKILL)
-        guard.wait()
+        with contextlib.suppress(OSError):
+            open(done, "w").close()  # the guard's signal to leave without removing anything
 
 
-def _start_guard(runtime: Runtime, name: str) -> subprocess.Popen[bytes]:
-    """``sh`` watching this process: when it is gone (a killed Ray actor), the container goes too."""
-    rm = [*runtime.base_command(), "rm", "-f", name]
-    script = 'while kill -0 "$0" 2>/dev/null; do sleep 1; done; exec "$@" >/dev/null 2>&1'
-    return subprocess.Popen(["/bin/sh", "-c", script, str(os.getpid()), *rm], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+# The guard: until this process ($0) is gone or the done file ($1) appears, wait; if the process went
+# first, remove the container (the rest of the arguments: the runtime's rm).
+_GUARD = 'pid=$0; done=$1; shift; while kill -0 "$pid" 2>/dev/null && [ ! -e "$done" ]; do sleep 1; done; ' \
+         'if [ -e "$done" ]; then rm -f "$done"; else exec "$@" >/dev/null 2>&1; fi'
+
+
+def _start_guard(runtime: Runtime, name: str, done: str) -> None:
+    """``sh`` watching this process: when it is gone (a killed Ray actor), the container goes too. It
+    is detached (``setsid -f``: its parent is init, not this process) because Ray kills a dead worker's
+    child processes, and the guard must outlive the worker."""
+    args = ["/bin/sh", "-c", _GUARD, str(os.getpid()), done, *runtime.base_command(), "rm", "-f", name]
+    quiet = {"stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    setsid = shutil.which("setsid")
+    if setsid:  # returns at once: setsid forks the guard and exits
+        subprocess.run([setsid, "-f", *args], check=False, timeout=30, **quiet)
+    else:
+        subprocess.Popen(args, start_new_session=True, **quiet)
 
 
 def container_failure(runtime: Runtime, image: str, code: int, tail: collections.deque[str] | list[str]) -> str:

@@ -136,3 +136,40 @@ def test_images_and_gpus_are_checked_before_any_work(image, tmp_path):
         require_image("localhost/raymaker-no-such-image:1", field="PrimaryContainer.Image")
     assert str(info.value).startswith("PrimaryContainer.Image: image 'localhost/raymaker-no-such-image:1' is "
                                       "not on this node and podman could not pull it")
+
+
+RUNNER = """
+import sys, threading
+from raymaker.containers.runtime import find_runtime
+from raymaker.toolkit.container import run_in_container
+rt = find_runtime()
+cmd = rt.run_command(sys.argv[1], ["sleep", sys.argv[3]], name=sys.argv[2], owner=sys.argv[2], env={})
+print(run_in_container(cmd, sys.argv[2], rt, env={}, cwd="/", on_line=print, stop=threading.Event(), grace_s=1))
+"""
+
+
+def _guards(name: str) -> list[str]:
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout.splitlines()
+    return [line for line in ps if "while kill" in line and name in line]
+
+
+def test_a_killed_instance_leaves_no_container_and_a_finished_one_no_guard(runtime, image):
+    import sys
+    import time
+
+    name = "raymaker-test-guard"
+    proc = subprocess.Popen([sys.executable, "-c", RUNNER, image, name, "300"])
+    deadline = time.time() + 30
+    while not runtime.running(name):
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.1)
+    proc.kill()  # as Ray kills an actor: no finally runs
+    proc.wait()
+    deadline = time.time() + 15
+    while runtime.running(name):
+        assert time.time() < deadline, "the container outlived the process that ran it"
+        time.sleep(0.2)
+    done = subprocess.run([sys.executable, "-c", RUNNER, image, f"{name}-2", "0"], capture_output=True, text=True)
+    assert done.stdout.strip().splitlines()[-1] == "0", done.stderr[-2000:]
+    time.sleep(1.5)
+    assert _guards(f"{name}-2") == []  # the guard left when the container ended

@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.client
 import io
 import json
+import subprocess
 import tarfile
 import threading
 import time
@@ -20,6 +21,7 @@ from raymaker import Session, TrainingInput
 from raymaker.containers.runtime import find_runtime, free_port
 from raymaker.sdk import Estimator, Model, UnexpectedStatusException
 from raymaker.testing.images import build_busybox_image
+from raymaker.testing.registry import start_registry
 
 pytestmark = pytest.mark.e2e
 
@@ -261,3 +263,36 @@ def _config(session, model: str) -> str:
     session.call("CreateEndpointConfig", {"EndpointConfigName": name, "ProductionVariants": [
         {"VariantName": "AllTraffic", "ModelName": model, "InitialInstanceCount": 1, "InstanceType": "local"}]})
     return name
+
+
+def test_images_are_pulled_from_a_registry_with_the_runtime_s_own_login(
+    session, runtime, bucket, image, tmp_path, monkeypatch
+):
+    registry = start_registry(str(tmp_path / "registry"))
+    try:
+        # The runtime's own configuration: this registry speaks HTTP; logins go to a file of the test's.
+        monkeypatch.setenv("CONTAINERS_REGISTRIES_CONF", registry.registries_conf)
+        (tmp_path / "auth.json").write_text('{"auths": {}}')  # no login yet (podman wants the file)
+        monkeypatch.setenv("REGISTRY_AUTH_FILE", str(tmp_path / "auth.json"))
+        remote = f"{registry.address}/team/busybox-algo:1"
+        base = runtime.base_command()
+        subprocess.run([*base, "tag", image, remote], check=True, capture_output=True)
+        subprocess.run([*base, "push", "-q", "--creds", f"{registry.user}:{registry.password}", remote],
+                       check=True, capture_output=True)
+        subprocess.run([*base, "rmi", remote], check=True, capture_output=True)
+        assert not runtime.image_exists(remote)
+
+        with pytest.raises(Exception) as info:  # not logged in: refused at Create, the registry's words
+            estimator(session, bucket, remote).fit({"train": f"s3://{bucket}/train/"}, logs=False)
+        assert "could not pull it" in str(info.value) and "authentication required" in str(info.value)
+
+        subprocess.run([*base, "login", "-u", registry.user, "--password-stdin", registry.address],
+                       input=registry.password.encode(), check=True, capture_output=True)
+        est = estimator(session, bucket, remote)
+        est.fit({"train": f"s3://{bucket}/train/"}, logs=False)
+        assert est.latest_training_job.describe()["TrainingJobStatus"] == "Completed"
+        assert runtime.image_exists(remote)  # pulled with the login the runtime holds
+    finally:
+        registry.stop()
+        subprocess.run([*runtime.base_command(), "rmi", "-f", f"{registry.address}/team/busybox-algo:1"],
+                       capture_output=True)
