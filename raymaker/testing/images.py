@@ -30,6 +30,9 @@ ml=/opt/ml
 cp $ml/input/config/hyperparameters.json $ml/model/hyperparameters.json
 cp $ml/input/config/resourceconfig.json "$ml/model/resourceconfig-$(hostname).json"
 env | grep -E '^(TRAINING_JOB_|USER_)' | sort > "$ml/model/environment-$(hostname).txt"
+{ cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes; } > $ml/model/memory-limit.txt
+{ cat /sys/fs/cgroup/cpu.max 2>/dev/null ||
+  echo "$(cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us) $(cat /sys/fs/cgroup/cpu/cpu.cfs_period_us)"; } > $ml/model/cpu-limit.txt
 case "$MODE" in
   fail) echo "ValueError: column 3 holds text, not numbers" > $ml/output/failure
         echo "failing on purpose" >&2; exit 2;;

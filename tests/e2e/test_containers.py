@@ -73,7 +73,8 @@ def estimator(session, bucket, image, **kwargs) -> Estimator:
 def test_train_in_file_and_pipe_mode_with_metrics(session, s3_server, bucket, image):
     for mode in ("File", "Pipe"):
         est = estimator(session, bucket, image, hyperparameters={"epochs": 3, "name": "x y"},
-                        metric_definitions=LOSS, environment={"USER_COLOUR": "blue"}, input_mode=mode)
+                        metric_definitions=LOSS, environment={"USER_COLOUR": "blue"}, input_mode=mode,
+                        instance_type="ml.m5.large")  # cluster/local.yaml: 0.5 CPU, 8 GiB
         est.fit({"train": TrainingInput(f"s3://{bucket}/train/", content_type="text/csv")}, logs=False)
         desc = est.latest_training_job.describe()
         assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
@@ -84,6 +85,9 @@ def test_train_in_file_and_pipe_mode_with_metrics(session, s3_server, bucket, im
         env = files["environment-algo-1.txt"].decode().splitlines()
         assert f"TRAINING_JOB_NAME={name}" in env and "USER_COLOUR=blue" in env
         assert any(line.startswith("TRAINING_JOB_ARN=arn:aws:sagemaker:") for line in env)
+        assert int(files["memory-limit.txt"]) == 8 << 30  # the instance type's limits, in its cgroup
+        quota, period = files["cpu-limit.txt"].split()
+        assert int(quota) / int(period) == 0.5
         lines = logs(session, name)
         assert "epoch=3 loss=0.333333" in lines and "train: done" in lines  # the container's own output
         final = {m["MetricName"]: m["Value"] for m in desc["FinalMetricDataList"]}
