@@ -92,6 +92,8 @@ SAMPLES: dict[tuple[str, ...], list[str]] = {
     ("tuning-jobs", "stop"): ["t"],
     ("tuning-jobs", "trials"): ["t", "--best-first"],
     ("audit",): ["--since", "10m", "--errors", "--max", "5", "--json"],
+    ("images", "load"): ["image.tar"],
+    ("images", "list"): [],
 }
 
 

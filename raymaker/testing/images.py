@@ -41,7 +41,7 @@ case "$MODE" in
          i=0; while true; do i=$((i+1)); echo "epoch=$i loss=0.$i"; sleep 0.2; done;;
   hosts) cp /etc/hosts "$ml/model/hosts-$(hostname)"
          if [ "$(hostname)" = algo-1 ]; then
-           nc -l -p "$HOSTS_PORT" > $ml/model/received.txt
+           nc -l -p "$HOSTS_PORT" -e /usr/bin/receive  # the connection's bytes, to its end
          else
            i=0; until echo "hello from $(hostname)" | nc -w 2 algo-1 "$HOSTS_PORT"; do
              i=$((i+1)); [ $i -gt 100 ] && { echo "algo-1 unreachable" >&2; exit 4; }; sleep 0.2; done
@@ -65,6 +65,10 @@ trap 'echo "serve: got SIGTERM"; kill $child 2>/dev/null; exit 0' TERM
 nc -ll -p "$port" -e /usr/bin/handle &
 child=$!
 wait $child
+"""
+
+RECEIVE = """#!/bin/sh
+cat > /opt/ml/model/received.txt
 """
 
 HANDLE = r"""#!/bin/sh
@@ -124,7 +128,8 @@ def build_busybox_image(tag: str, runtime: Runtime | None = None, scripts: dict[
                 os.symlink("busybox", os.path.join(root, "bin", applet))
         with open(os.path.join(root, "etc/passwd"), "w") as f:
             f.write("root:x:0:0:root:/root:/bin/sh\n")
-        for path, text in (scripts or {"/usr/bin/train": TRAIN, "/usr/bin/serve": SERVE, "/usr/bin/handle": HANDLE}).items():
+        default = {"/usr/bin/train": TRAIN, "/usr/bin/serve": SERVE, "/usr/bin/handle": HANDLE, "/usr/bin/receive": RECEIVE}
+        for path, text in (scripts or default).items():
             target = os.path.join(root, path.lstrip("/"))
             os.makedirs(os.path.dirname(target), exist_ok=True)
             with open(target, "w") as f:

@@ -521,8 +521,9 @@ def test_create_model_refuses_code_it_cannot_fetch() -> None:
         spec_from_request("m", _request(PYTORCH_IMAGE, SAGEMAKER_PROGRAM="../evil.py"))
     with pytest.raises(ValidationError, match="tar.gz"):
         spec_from_request("m", _request(PYTORCH_IMAGE, "s3://bucket/model.pth"))
-    with pytest.raises(ValidationError, match="framework image"):
-        spec_from_request("m", _request("123456789012.dkr.ecr.us-east-1.amazonaws.com/my-server:1"))
+    # Any other image is the user's own serving container, which reads its model itself.
+    custom = spec_from_request("m", _request("123456789012.dkr.ecr.us-east-1.amazonaws.com/my-server:1"))
+    assert custom.is_container and custom.image.endswith("/my-server:1") and not custom.is_script
 
 
 def test_script_model_archive_is_kept_while_loaded_and_removed_after(tmp_path, iris) -> None:
