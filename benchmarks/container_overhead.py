@@ -55,6 +55,8 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=3, help="training runs of each kind (default 3)")
     parser.add_argument("--requests", type=int, default=400, help="requests per endpoint path (default 400)")
     args = parser.parse_args()
+    # A job database of its own: the user's jobs and endpoints are neither seen nor touched.
+    os.environ["RAYMAKER_HOME"] = tempfile.mkdtemp(prefix="raymaker-bench-home-")
 
     from raymaker import Session, TrainingInput
     from raymaker.containers.runtime import find_runtime
