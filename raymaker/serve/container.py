@@ -13,6 +13,7 @@ import contextlib
 import http.client
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Mapping
@@ -191,27 +192,36 @@ class ContainerServer:
     def _request(
         self, method: str, path: str, body: bytes, headers: Mapping[str, str], timeout: float, *, reuse: bool = True
     ) -> tuple[int, bytes, dict[str, str]]:
-        conn = getattr(self._local, "conn", None) if reuse else None
-        fresh = conn is None
-        if conn is None:
-            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        """One HTTP/1.1 exchange with the container: the request in one write with TCP_NODELAY (headers
+        and body apart, or Nagle's delay, cost ~0.5 ms a request here), the response parsed by
+        ``http.client``; a connection the container keeps open is kept for this thread's next one."""
+        sock = getattr(self._local, "sock", None) if reuse else None
+        fresh = sock is None
+        if sock is None:
+            sock = socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(timeout)
+        head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\nContent-Length: {len(body)}\r\n"
+        head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
         try:
-            conn.request(method, path, body=body, headers=dict(headers))
-            resp = conn.getresponse()
+            sock.sendall(head.encode("latin-1") + b"\r\n" + body)
+            resp = http.client.HTTPResponse(sock, method=method)
+            resp.begin()
             data = resp.read()
         except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
-            conn.close()
-            self._local.conn = None
+            sock.close()
+            self._local.sock = None
             if fresh:
                 raise
             return self._request(method, path, body, headers, timeout, reuse=False)  # a stale kept connection
         except BaseException:
-            conn.close()
+            sock.close()
             if reuse:
-                self._local.conn = None
+                self._local.sock = None
             raise
-        if reuse:  # a server that keeps connections open saves a connect per request
-            self._local.conn = None if resp.will_close else conn
-        if resp.will_close or not reuse:
-            conn.close()
+        keep = reuse and not resp.will_close
+        if reuse:
+            self._local.sock = sock if keep else None
+        if not keep:
+            sock.close()
         return resp.status, data, {k.lower(): v for k, v in resp.getheaders()}
