@@ -29,6 +29,7 @@ INVOKE_TIMEOUT_S = 60.0  # SageMaker: a container answers /invocations within 60
 STOP_GRACE_S = 30.0  # scale-in and updates: SIGTERM, SIGKILL 30 s later
 STARTUP_ATTEMPTS = 3  # a container that exits this often before its first healthy ping fails to start
 CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
+TARGET_VARIANT = "X-Amzn-SageMaker-Target-Variant"
 
 logger = logging.getLogger(__name__)
 
@@ -108,22 +109,29 @@ class ContainerServer:
         deadline = time.monotonic() + timeout_s
         while not self._healthy.wait(0.05):
             if self.restarts >= STARTUP_ATTEMPTS:  # it exits each time: waiting longer changes nothing
-                tail = "\n".join(self._log[-5:])
                 raise ContainerRuntimeError(
                     f"the container {self.image} exited {self.restarts} times before answering GET /ping"
-                    + (f"; its last output:\n{tail}" if tail else "")
+                    + self._last_output()
                 )
             if time.monotonic() > deadline:
-                tail = "\n".join(self._log[-5:])
                 raise ContainerRuntimeError(
                     f"the container {self.image} did not answer GET /ping with 200 within {timeout_s:.0f} s "
-                    f"(it must listen on $SAGEMAKER_BIND_TO_PORT, {self.port} here)"
-                    + (f"; its last output:\n{tail}" if tail else "")
+                    f"(it must listen on $SAGEMAKER_BIND_TO_PORT, {self.port} here)" + self._last_output()
                 )
+
+    def _last_output(self) -> str:
+        # One line: a FailureReason is read as one.
+        tail = " | ".join(line.strip() for line in self._log[-5:] if line.strip())
+        return f"; its last output: {tail}" if tail else ""
 
     @property
     def healthy(self) -> bool:
         return self._healthy.is_set()
+
+    @property
+    def output(self) -> list[str]:
+        """The container's last lines of output (at most 20)."""
+        return list(self._log)
 
     def down_for(self) -> float:
         """Seconds since the container stopped answering (0 while healthy)."""
@@ -158,7 +166,12 @@ class ContainerServer:
         return doc if isinstance(doc, dict) else None
 
     def invoke(
-        self, body: bytes, content_type: str | None, accept: str | None, custom_attributes: str | None = None
+        self,
+        body: bytes,
+        content_type: str | None,
+        accept: str | None,
+        custom_attributes: str | None = None,
+        target_variant: str | None = None,
     ) -> tuple[bytes, str, str | None]:
         """(body, content type, custom attributes) of the container's 200; InvocationError otherwise
         (its 4xx/5xx: 424 ModelError with its status and message, as SageMaker's runtime answers)."""
@@ -167,6 +180,8 @@ class ContainerServer:
             headers["Accept"] = accept
         if custom_attributes is not None:
             headers[CUSTOM_ATTRIBUTES] = custom_attributes
+        if target_variant is not None:
+            headers[TARGET_VARIANT] = target_variant
         for attempt in range(2):
             if not self._healthy.wait(INVOKE_TIMEOUT_S):
                 raise InvocationError(503, "ServiceUnavailable", f"the container {self.image} is not healthy; retry shortly")

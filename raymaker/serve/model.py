@@ -179,7 +179,12 @@ class LoadedModel:
             shutil.rmtree(tmp, ignore_errors=True)
 
     def invoke(
-        self, body: bytes, content_type: str | None, accept: str | None, custom_attributes: str | None = None
+        self,
+        body: bytes,
+        content_type: str | None,
+        accept: str | None,
+        custom_attributes: str | None = None,
+        target_variant: str | None = None,
     ) -> tuple[bytes, str]:
         """Request bytes in, response bytes and their content type out; bad input raises
         ``codecs.InvocationError`` subclasses (400/406/413/415). A ``ValueError`` from the algorithm's
@@ -188,7 +193,7 @@ class LoadedModel:
         propagates (the replica answers 500 and keeps serving). A script model answers as
         ``handlers.ScriptModel.invoke`` says (its script's failures are 424 ModelErrors)."""
         if self.container is not None:  # its errors are 424 ModelErrors (serve.container)
-            out, ct, _ = self.container.invoke(body, content_type, accept, custom_attributes)
+            out, ct, _ = self.container.invoke(body, content_type, accept, custom_attributes, target_variant)
             return out, ct
         if self.script is not None:
             return self.script.invoke(body, content_type, accept)

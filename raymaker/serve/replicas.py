@@ -236,7 +236,12 @@ class VariantReplica:
             model.close()
 
     def invoke(
-        self, body: bytes, content_type: str | None, accept: str | None, custom_attributes: str | None = None
+        self,
+        body: bytes,
+        content_type: str | None,
+        accept: str | None,
+        custom_attributes: str | None = None,
+        target_variant: str | None = None,
     ) -> tuple[int, bytes, str, str]:
         """(status, body, content type, error type); errors are values, not exceptions, so a bad
         request never counts against (or takes down) the replica. The client's mistakes are 4xx
@@ -246,7 +251,7 @@ class VariantReplica:
         if model is None:
             return 503, b"the model is not loaded yet; retry shortly", "", "ServiceUnavailable"
         try:
-            out, ct = model.invoke(body, content_type, accept, custom_attributes)
+            out, ct = model.invoke(body, content_type, accept, custom_attributes, target_variant)
         except InvocationError as e:
             return e.status, e.message.encode(), "", e.error_type
         except Exception as e:  # noqa: BLE001 - any model failure answers this request only
@@ -272,7 +277,8 @@ class VariantReplica:
         target = inv.target_variant
         if target and target.lower() != self.variant.lower():
             return _no_variant(self.endpoint, target, [self.variant])
-        return answer(inv, self.variant, self.invoke(inv.body, inv.content_type, inv.accept, inv.custom_attributes))
+        result = self.invoke(inv.body, inv.content_type, inv.accept, inv.custom_attributes, inv.target_variant)
+        return answer(inv, self.variant, result)
 
 
 def _retire(model: LoadedModel) -> None:
@@ -339,15 +345,14 @@ class RuntimeIngress:
         variant = route.pick(inv.target_variant)
         if variant is None:
             return _no_variant(route.endpoint, inv.target_variant or "", route.names)
-        result = await self._invoke(route, variant, inv.body, inv.content_type, inv.accept, inv.custom_attributes)
+        result = await self._invoke(route, variant, inv)
         return answer(inv, variant, result)
 
-    async def _invoke(
-        self, route: Route, variant: str, body: bytes, ct: str | None, accept: str | None, attrs: str | None
-    ) -> tuple:
+    async def _invoke(self, route: Route, variant: str, inv: Invocation) -> tuple:
         app = route.apps[variant]
+        args = (inv.body, inv.content_type, inv.accept, inv.custom_attributes, inv.target_variant)
         try:
-            return await self.handles[app].invoke.remote(body, ct, accept, attrs)
+            return await self.handles[app].invoke.remote(*args)
         except Exception as first:  # noqa: BLE001
             error: Exception = first
         # An update may have retired this variant's application between our pick and the call: the
@@ -356,7 +361,7 @@ class RuntimeIngress:
         successor = current.apps.get(variant) if current else None
         if successor and successor != app:
             try:
-                return await self.handles[successor].invoke.remote(body, ct, accept, attrs)
+                return await self.handles[successor].invoke.remote(*args)
             except Exception as second:  # noqa: BLE001
                 error = second
         message = f"InternalFailure: {type(error).__name__}: {clip(str(error), 500)}"

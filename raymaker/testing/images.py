@@ -73,7 +73,7 @@ cat > /opt/ml/model/received.txt
 
 HANDLE = r"""#!/bin/sh
 read -r method path proto
-len=0; ct=""; accept=""; attrs=""
+len=0; ct=""; accept=""; attrs=""; variant=""
 while read -r line; do
   line="${line%?}"
   [ -z "$line" ] && break
@@ -82,6 +82,7 @@ while read -r line; do
     [Cc]ontent-[Tt]ype:*) ct="${line#*: }";;
     [Aa]ccept:*) accept="${line#*: }";;
     [Xx]-[Aa]mzn-[Ss]age[Mm]aker-[Cc]ustom-[Aa]ttributes:*) attrs="${line#*: }";;
+    [Xx]-[Aa]mzn-[Ss]age[Mm]aker-[Tt]arget-[Vv]ariant:*) variant="${line#*: }";;
   esac
 done
 reply() {  # status, content type, body
@@ -101,7 +102,7 @@ case "$path" in
     sums=$(printf '%s\n' "$body" | awk -F, 'NF {s = 0; for (i = 1; i <= NF; i++) s += $i; print s}')
     if [ "$accept" = application/json ]; then
       list=$(printf '%s' "$sums" | tr '\n' ',')
-      reply "200 OK" application/json "{\"sums\": [${list%,}], \"content_type\": \"$ct\", \"accept\": \"$accept\", \"attributes\": \"$attrs\", \"batch\": \"$SAGEMAKER_BATCH\", \"strategy\": \"$SAGEMAKER_BATCH_STRATEGY\", \"payload_mb\": \"$SAGEMAKER_MAX_PAYLOAD_IN_MB\", \"concurrent\": \"$SAGEMAKER_MAX_CONCURRENT_TRANSFORMS\", \"tag\": \"$MODEL_TAG\"}"
+      reply "200 OK" application/json "{\"sums\": [${list%,}], \"content_type\": \"$ct\", \"accept\": \"$accept\", \"attributes\": \"$attrs\", \"batch\": \"$SAGEMAKER_BATCH\", \"strategy\": \"$SAGEMAKER_BATCH_STRATEGY\", \"payload_mb\": \"$SAGEMAKER_MAX_PAYLOAD_IN_MB\", \"concurrent\": \"$SAGEMAKER_MAX_CONCURRENT_TRANSFORMS\", \"tag\": \"$MODEL_TAG\", \"variant\": \"$variant\"}"
     else
       reply "200 OK" text/csv "$sums
 "

@@ -114,12 +114,13 @@ def test_a_serving_container_restarts_and_a_dead_one_fails_to_start(runtime, ima
     finally:
         server.close()
     assert runtime.owned("test-srv") == []
+    assert "serve: got SIGTERM" in server.output  # closed as SageMaker stops one: SIGTERM first
 
     broken = build_busybox_image("localhost/raymaker-test-broken:1", runtime, scripts={
         "/usr/bin/serve": "#!/bin/sh\necho 'cannot load the model' >&2\nexit 1\n", "/usr/bin/handle": HANDLE})
     with pytest.raises(ContainerRuntimeError) as info:
         ContainerServer(broken, str(model), {}, name="raymaker-test-broken", owner="test-broken")
-    assert "exited 3 times before answering GET /ping" in str(info.value)
+    assert "exited 3 times before answering GET /ping; its last output: " in str(info.value)
     assert "cannot load the model" in str(info.value)
     assert runtime.owned("test-broken") == []
 

@@ -178,15 +178,27 @@ def test_deploy_invoke_through_boto3_and_batch_transform(session, s3_server, buc
         r = runtime.invoke_endpoint(EndpointName="busybox-ep", ContentType="text/csv", Body=b"1,2\n3,4\n")
         assert r["Body"].read() == b"3\n7\n" and r["ContentType"] == "text/csv"
         r = runtime.invoke_endpoint(EndpointName="busybox-ep", ContentType="text/csv", Accept="application/json",
-                                    CustomAttributes="trace=42", Body=b"5,5")
-        doc = json.loads(r["Body"].read())
+                                    CustomAttributes="trace=42", TargetVariant="AllTraffic", Body=b"5,5")
+        doc = json.loads(r["Body"].read())  # what the container received
         assert doc["sums"] == [10] and doc["content_type"] == "text/csv" and doc["accept"] == "application/json"
         assert doc["attributes"] == "trace=42" and r["CustomAttributes"] == "trace=42"
+        assert doc["variant"] == "AllTraffic" and doc["tag"] == ""  # headers forwarded; the model's env only
         with pytest.raises(runtime.exceptions.ModelError) as info:  # the container's 500 is a 424 ModelError
             runtime.invoke_endpoint(EndpointName="busybox-ep", ContentType="text/csv", Body=b"boom")
         assert "cannot score boom" in str(info.value)
     finally:
         session.backend.call("DeleteEndpoint", {"EndpointName": "busybox-ep"})
+
+    # A container that cannot serve fails the deployment with its own words, and leaves nothing running.
+    broken = build_busybox_image("localhost/raymaker-test-broken-serve:1", scripts={
+        "/usr/bin/serve": "#!/bin/sh\necho 'serve: cannot load /opt/ml/model/weights.bin' >&2\nexit 1\n"})
+    with pytest.raises(UnexpectedStatusException):
+        Model(est.model_data, image_uri=broken, session=session, name="broken-model").deploy(
+            1, "local", endpoint_name="broken-ep")
+    desc = session.call("DescribeEndpoint", {"EndpointName": "broken-ep"})
+    assert desc["EndpointStatus"] == "Failed"
+    assert "cannot load /opt/ml/model/weights.bin" in desc["FailureReason"], desc["FailureReason"]
+    assert find_runtime().owned("broken-model") == []
 
     transformer = model.transformer(1, "local", output_path=f"s3://{bucket}/batch-out", accept="application/json",
                                     strategy="MultiRecord", max_payload=1)

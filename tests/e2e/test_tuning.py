@@ -46,10 +46,11 @@ def _request(
     metric=("Maximize", "validation:auc"),
     max_jobs=4,
     parallel=2,
+    instance_type="ml.m5.large",
 ):
     # "local" is one instance holding the machine's CPU budget (all but a CPU for Ray Data): on 2 CPUs two
-    # of them never run together, so MaxParallelTrainingJobs 2 gets two ml.m5.large (half a CPU each).
-    instance_type = "ml.m5.large" if parallel > 1 else "local"
+    # of them never run together, so trials run on ml.m5.large (half a CPU each), and MaxParallelTrainingJobs
+    # 2 runs two at once; one instance type also lets one test's trials take the warm pool the last left.
     config = {
         "Strategy": strategy,
         "HyperParameterTuningJobObjective": {"Type": metric[0], "MetricName": metric[1]},
@@ -248,7 +249,14 @@ def test_early_stopping_auto_stops_trials_worse_than_the_median(session, slow_ch
     # Seed 7's trials 4 and 5 are poor enough to stop within their first rounds (after the 3 the rule
     # needs to compare with): 6 trials leave two chances to stop and one more to complete.
     request = _request(
-        "tune-early-stop", slow_channels, "Random", ranges, static=static, max_jobs=6, parallel=1
+        "tune-early-stop",
+        slow_channels,
+        "Random",
+        ranges,
+        static=static,
+        max_jobs=6,
+        parallel=1,
+        instance_type="local",  # one trial at a time, on both cores
     )
     request["HyperParameterTuningJobConfig"]["TrainingJobEarlyStoppingType"] = "Auto"
     desc, trials = _run(session, request)
