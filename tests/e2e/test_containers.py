@@ -206,7 +206,20 @@ def test_deploy_invoke_through_boto3_and_batch_transform(session, s3_server, buc
     out = s3_server.client.get_object(Bucket=bucket, Key="batch-out/part-0.csv.out")["Body"].read().decode()
     doc = json.loads(out)
     assert doc["sums"] == [3, 12, 10] and doc["batch"] == "true"
-    assert doc["strategy"] == "MULTI_RECORD" and doc["payload_mb"] == "1"
+    assert doc["strategy"] == "MULTI_RECORD" and doc["payload_mb"] == "1" and doc["concurrent"] == ""
+
+    # Left out of the request, BatchStrategy comes from the container's GET /execution-parameters
+    # (SINGLE_RECORD: one request per line), and the variables the request did not set stay unset.
+    params = json.dumps({"BatchStrategy": "SINGLE_RECORD", "MaxPayloadInMB": 1, "MaxConcurrentTransforms": 1})
+    asking = Model(est.model_data, image_uri=image, session=session, name="busybox-exec-params",
+                   env={"EXECUTION_PARAMETERS": params})
+    transformer = asking.transformer(1, "local", output_path=f"s3://{bucket}/batch-out-2", accept="application/json",
+                                     assemble_with="Line")
+    transformer.transform(f"s3://{bucket}/batch/", content_type="text/csv", split_type="Line", wait=True)
+    out = s3_server.client.get_object(Bucket=bucket, Key="batch-out-2/part-0.csv.out")["Body"].read().decode()
+    docs = [json.loads(line) for line in out.splitlines()]
+    assert [d["sums"] for d in docs] == [[3], [12], [10]]  # one record a request
+    assert {(d["batch"], d["strategy"], d["payload_mb"], d["concurrent"]) for d in docs} == {("true", "", "", "")}
 
 
 def _load(url, endpoint: str, stop: threading.Event, ok: list, failures: list, answers: list) -> None:

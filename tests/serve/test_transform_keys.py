@@ -4,7 +4,7 @@ put the output outside S3OutputPath."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 from hypothesis import given, settings
@@ -87,3 +87,20 @@ def test_work_units_refuse_an_escaping_key_before_any_unit_runs() -> None:
 def test_check_relative_key_passes_ordinary_keys() -> None:
     for relative in ("a", "a/b/c.csv", "part-00000", "x y/z.json", ".a", "a..b"):
         check_relative_key(relative)
+
+
+def test_execution_parameters_fill_in_only_what_the_request_left_out() -> None:
+    """SageMaker's precedence: the request's value, then the container's /execution-parameters, then
+    the default."""
+    model = ModelSpec("m", "xgboost", "s3://b/model.tar.gz")
+    plan = TransformPlan(model, "text/csv", None, split_type="Line", strategy="MultiRecord",
+                         max_payload_bytes=6 << 20)
+    doc = {"BatchStrategy": "SINGLE_RECORD", "MaxPayloadInMB": 2, "MaxConcurrentTransforms": 4}
+    filled = plan.with_execution_parameters(doc)
+    assert (filled.strategy, filled.max_payload_bytes) == ("SingleRecord", 2 << 20)
+    requested = replace(plan, given=frozenset({"BatchStrategy", "MaxPayloadInMB"}))
+    assert requested.with_execution_parameters(doc) == requested  # the request's values stand
+    assert plan.with_execution_parameters(None) == plan  # no /execution-parameters: the defaults
+    assert plan.with_execution_parameters({"MaxPayloadInMB": 500}) == plan  # over SageMaker's 100 MB: ignored
+    whole = replace(plan, split_type="None", strategy="SingleRecord")
+    assert whole.with_execution_parameters({"BatchStrategy": "MULTI_RECORD"}).strategy == "SingleRecord"
