@@ -132,6 +132,9 @@ def wait_reachable(endpoint: str, timeout_s: float = 60.0) -> None:
     )
 
 
+CONTAINER_CONSTRUCTOR_RETRIES = 2
+
+
 @dataclass(frozen=True)
 class VariantPlan:
     """One production variant as Serve will run it."""
@@ -172,6 +175,10 @@ class VariantPlan:
             "graceful_shutdown_wait_loop_s": 0.5,
             "graceful_shutdown_timeout_s": 30.0,
         }
+        if self.model.is_container:
+            # A container that cannot start says why at once (serve.container): retrying it many
+            # times only delays the endpoint's Failed.
+            options["max_constructor_retry_count"] = CONTAINER_CONSTRUCTOR_RETRIES
         if self.min_replicas is not None and self.max_replicas is not None:
             options["autoscaling_config"] = {
                 "min_replicas": self.min_replicas,

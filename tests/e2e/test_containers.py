@@ -49,6 +49,19 @@ def bucket(s3_server):
     return name
 
 
+@pytest.fixture(scope="module")
+def model_data(s3_server, bucket) -> str:
+    """A model.tar.gz as a training job of the image writes it (uploaded here: the serving tests need
+    no training job of their own)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        info = tarfile.TarInfo("summary.txt")
+        info.size = len(b"rows=3 total=9\n")
+        tar.addfile(info, io.BytesIO(b"rows=3 total=9\n"))
+    s3_server.client.put_object(Bucket=bucket, Key="models/model.tar.gz", Body=buf.getvalue())
+    return f"s3://{bucket}/models/model.tar.gz"
+
+
 @pytest.fixture
 def session(ray_session):
     return Session()
@@ -166,10 +179,8 @@ def test_bad_images_and_entrypoints_fail_before_any_work(session, bucket, image)
     assert after == before  # nothing was created
 
 
-def test_deploy_invoke_through_boto3_and_batch_transform(session, s3_server, bucket, image):
-    est = estimator(session, bucket, image)
-    est.fit({"train": f"s3://{bucket}/train/"}, logs=False)
-    model = Model(est.model_data, image_uri=image, session=session, name="busybox-model",
+def test_deploy_invoke_through_boto3_and_batch_transform(session, s3_server, bucket, image, model_data):
+    model = Model(model_data, image_uri=image, session=session, name="busybox-model",
                   env={"USER_GREETING": "hi"})
     model.deploy(1, "local", endpoint_name="busybox-ep")
     runtime = boto3.client("sagemaker-runtime", endpoint_url=session.runtime_url, region_name="us-east-1",
@@ -193,7 +204,7 @@ def test_deploy_invoke_through_boto3_and_batch_transform(session, s3_server, buc
     broken = build_busybox_image("localhost/raymaker-test-broken-serve:1", scripts={
         "/usr/bin/serve": "#!/bin/sh\necho 'serve: cannot load /opt/ml/model/weights.bin' >&2\nexit 1\n"})
     with pytest.raises(UnexpectedStatusException):
-        Model(est.model_data, image_uri=broken, session=session, name="broken-model").deploy(
+        Model(model_data, image_uri=broken, session=session, name="broken-model").deploy(
             1, "local", endpoint_name="broken-ep")
     desc = session.call("DescribeEndpoint", {"EndpointName": "broken-ep"})
     assert desc["EndpointStatus"] == "Failed"
@@ -211,7 +222,7 @@ def test_deploy_invoke_through_boto3_and_batch_transform(session, s3_server, buc
     # Left out of the request, BatchStrategy comes from the container's GET /execution-parameters
     # (SINGLE_RECORD: one request per line), and the variables the request did not set stay unset.
     params = json.dumps({"BatchStrategy": "SINGLE_RECORD", "MaxPayloadInMB": 1, "MaxConcurrentTransforms": 1})
-    asking = Model(est.model_data, image_uri=image, session=session, name="busybox-exec-params",
+    asking = Model(model_data, image_uri=image, session=session, name="busybox-exec-params",
                    env={"EXECUTION_PARAMETERS": params})
     transformer = asking.transformer(1, "local", output_path=f"s3://{bucket}/batch-out-2", accept="application/json",
                                      assemble_with="Line")
@@ -241,10 +252,10 @@ def _load(url, endpoint: str, stop: threading.Event, ok: list, failures: list, a
             conn.close()
 
 
-def test_a_killed_container_restarts_under_load_and_an_update_fails_no_request(session, runtime, bucket, image):
-    est = estimator(session, bucket, image)
-    est.fit({"train": f"s3://{bucket}/train/"}, logs=False)
-    Model(est.model_data, image_uri=image, session=session, name="bb-v1", env={"MODEL_TAG": "v1"}).deploy(
+def test_a_killed_container_restarts_under_load_and_an_update_fails_no_request(
+    session, runtime, bucket, image, model_data
+):
+    Model(model_data, image_uri=image, session=session, name="bb-v1", env={"MODEL_TAG": "v1"}).deploy(
         1, "local", endpoint_name="bb-load")
     url = urlsplit(session.runtime_url)
     stop, ok, failures, answers = threading.Event(), [], [], []
@@ -267,7 +278,7 @@ def test_a_killed_container_restarts_under_load_and_an_update_fails_no_request(s
         assert all(f[:2] == (424, "ModelError") for f in failures), failures
         killed = len(failures)
 
-        Model(est.model_data, image_uri=image, session=session, name="bb-v2", env={"MODEL_TAG": "v2"}).create()
+        Model(model_data, image_uri=image, session=session, name="bb-v2", env={"MODEL_TAG": "v2"}).create()
         session.call("UpdateEndpoint", {"EndpointName": "bb-load", "EndpointConfigName": _config(session, "bb-v2")})
         deadline = time.time() + 120
         while session.call("DescribeEndpoint", {"EndpointName": "bb-load"})["EndpointStatus"] != "InService":
