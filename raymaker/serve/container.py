@@ -9,7 +9,6 @@ SIGTERM, then SIGKILL after 30 s (sagemaker-contract.md 3.1, 3.4).
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import json
 import logging
@@ -189,11 +188,11 @@ class ContainerServer:
                 status, out, resp = self._request("POST", "/invocations", body, headers, INVOKE_TIMEOUT_S)
                 break
             except ConnectionRefusedError:  # it exited between our check and the call: nothing was sent
-                self._healthy.clear()
                 if attempt:
                     raise InvocationError(503, "ServiceUnavailable", f"the container {self.image} is restarting") from None
-                with contextlib.suppress(Exception):
-                    self._exited.wait(1.0)
+                # The supervisor sees an exit at once and clears ``healthy``: the next attempt waits for
+                # the new container (a listener that was only briefly away is tried again at once).
+                self._exited.wait(1.0)
             except TimeoutError:
                 raise InvocationError(424, "ModelError", f"the container did not answer within {INVOKE_TIMEOUT_S:.0f} s") from None
             except OSError as e:
