@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -167,13 +166,6 @@ class Runtime:
         """Remove the container whatever its state (nothing if it is already gone)."""
         self._run(["rm", "-f", "-t", "0", name] if self.name == "podman" else ["rm", "-f", name], check=False)
 
-    def remove_owned(self, owner: str) -> None:
-        """Remove every container raymaker started for ``owner`` (a job, an endpoint's replica)."""
-        done = self._run(["ps", "-aq", "--filter", f"label={LABEL}={owner}"], check=False)
-        ids = done.stdout.split()
-        if ids:
-            self._run(["rm", "-f", *ids], check=False)
-
     def owned(self, owner: str) -> list[str]:
         """The ids of the running containers raymaker started for ``owner``."""
         done = self._run(["ps", "-q", "--no-trunc", "--filter", f"label={LABEL}={owner}"], check=False)
@@ -208,13 +200,6 @@ def find_runtime(environ: Mapping[str, str] | None = None) -> Runtime:
         "custom containers need a container runtime on every node, and this one has neither podman nor "
         "docker: install podman (Debian/Ubuntu: apt-get install podman runc) or Docker Engine"
     )
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port nobody listens on now (the kernel's choice), for SAGEMAKER_BIND_TO_PORT."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def _last_error(stderr: str) -> str:

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from raymaker.containers.runtime import ContainerRuntimeError, Runtime, find_runtime
-from raymaker.engine.script_job import HostLog, HostMetrics, Staging, run_host_job
+from raymaker.engine.script_job import HostLog, HostMetrics, Staging, host_names, run_host_job
 from raymaker.io.storage import S3Settings
 from raymaker.protocol.errors import ValidationError
 from raymaker.toolkit.container import ContainerRun, run_container
@@ -40,7 +40,7 @@ def require_image(image: str, *, gpus: int = 0, field: str = "AlgorithmSpecifica
 def container_run(job: Any, rank: int, world_size: int, addresses: Mapping[str, str], gpus: tuple) -> ContainerRun:
     """This instance's view of the job: its host name, every host's address, its limits."""
     container = job.container
-    hosts = tuple(f"algo-{i + 1}" for i in range(world_size))
+    hosts = host_names(world_size)
     return ContainerRun(
         job_name=job.name,
         job_arn=job.arn,

@@ -34,10 +34,15 @@ STOP_POLL_S = 0.5  # how often a script's instance asks the job service whether 
 CHECKPOINT_SYNC_S = 2.0  # how often new checkpoint files go to S3 (a lost instance resumes from the last)
 
 
+def host_names(world_size: int) -> tuple[str, ...]:
+    """SageMaker's names for a job's instances: algo-1, algo-2, ..."""
+    return tuple(f"algo-{i + 1}" for i in range(world_size))
+
+
 def script_run(job: Any, rank: int, world_size: int, rendezvous: Mapping[str, str]) -> ScriptRun:
     """The toolkit's view of this instance of the job."""
     script = job.script
-    hosts = tuple(f"algo-{i + 1}" for i in range(world_size))
+    hosts = host_names(world_size)
     cpus = job.num_cpus or float(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
     distribution: dict[str, str] = {}
     if script.distribution and rendezvous:

@@ -17,7 +17,7 @@ from typing import Any
 from raymaker.cluster.definition import get_instance_type, load_instance_types
 from raymaker.engine import metering
 from raymaker.engine.context import Engine
-from raymaker.engine.hosting import _check_name, list_resources, model_spec, model_storage
+from raymaker.engine.hosting import _check_name, _with_limits, list_resources, model_spec, model_storage
 from raymaker.engine.kinds import Kind
 from raymaker.engine.resource_states import TransformJobStatus as T
 from raymaker.engine.resources import ResourceStore
@@ -67,8 +67,7 @@ def _batch_model(spec: ModelSpec, request: dict[str, Any]) -> ModelSpec:
     if request.get("MaxConcurrentTransforms"):
         env["SAGEMAKER_MAX_CONCURRENT_TRANSFORMS"] = str(request["MaxConcurrentTransforms"])
     itype = get_instance_type(request["TransformResources"]["InstanceType"], load_instance_types())
-    return replace(spec, environment=tuple(sorted(env.items())), cpus=float(itype.cpus or 0),
-                   memory_gb=float(itype.memory_gb or 0))
+    return _with_limits(replace(spec, environment=tuple(sorted(env.items()))), itype)
 
 
 def transform_plan(res: ResourceStore, request: dict[str, Any]) -> TransformPlan:

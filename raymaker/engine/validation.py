@@ -160,9 +160,15 @@ def is_custom_image(image: str) -> bool:
     (raymaker runs the algorithm) nor a framework image (raymaker runs the script)."""
     if framework_of_image(image) is not None or image.strip() in algorithm_names():
         return False
+    return _builtin_of_image(image) is None
+
+
+def _builtin_of_image(image: str) -> str | None:
+    """The built-in algorithm a SageMaker ECR image names, or None."""
     m = ECR_IMAGE_RE.match(image.strip())
     repo = m.group("repo").rsplit("/", 1)[-1] if m else None
-    return not (repo and _IMAGE_REPOSITORIES.get(repo, repo) in algorithm_names())
+    name = _IMAGE_REPOSITORIES.get(repo, repo) if repo else None
+    return name if name in algorithm_names() else None
 
 
 def container_spec(spec: Mapping[str, Any]) -> ContainerSpec:
@@ -199,10 +205,8 @@ def container_spec(spec: Mapping[str, Any]) -> ContainerSpec:
 def algorithm_from_image(image: str) -> str:
     """The raymaker built-in a SageMaker built-in image stands for, e.g.
     ``683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1`` -> ``xgboost``."""
-    m = ECR_IMAGE_RE.match(image.strip())
-    repo = m.group("repo").rsplit("/", 1)[-1] if m else None
-    name = _IMAGE_REPOSITORIES.get(repo, repo) if repo else None
-    if name not in algorithm_names():
+    name = _builtin_of_image(image)
+    if name is None:
         raise ValidationError(
             f"AlgorithmSpecification.TrainingImage {image!r} is not a SageMaker built-in algorithm image "
             f"raymaker runs: set AlgorithmSpecification.AlgorithmName to one of {', '.join(algorithm_names())}, "

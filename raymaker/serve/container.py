@@ -18,7 +18,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from raymaker.containers.runtime import ContainerRuntimeError, Runtime, find_runtime, free_port
+from raymaker.cluster.local import free_port
+from raymaker.containers.runtime import ContainerRuntimeError, Runtime, find_runtime
 from raymaker.serve.codecs import InvocationError
 from raymaker.toolkit.container import run_in_container
 

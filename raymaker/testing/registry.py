@@ -11,6 +11,8 @@ import subprocess
 import time
 from dataclasses import dataclass
 
+import bcrypt
+
 from raymaker.testing.s3 import free_port
 
 BINARY = "docker-registry"
@@ -32,21 +34,6 @@ class Registry:
             self.process.kill()
 
 
-def _bcrypt(password: str) -> str:
-    try:
-        import bcrypt
-
-        return bcrypt.hashpw(password.encode(), bcrypt.gensalt()).decode()
-    except ImportError:  # the C library's crypt() knows bcrypt ($2b$) on Debian
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            import crypt
-
-        return crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH))
-
-
 def start_registry(root: str, user: str = "raymaker", password: str = "registry-secret") -> Registry:
     """Start a registry storing under ``root``, answering once its port takes connections."""
     binary = shutil.which(BINARY)
@@ -55,7 +42,7 @@ def start_registry(root: str, user: str = "raymaker", password: str = "registry-
     port = free_port()
     os.makedirs(root, exist_ok=True)
     with open(os.path.join(root, "htpasswd"), "w") as f:  # the registry reads bcrypt only
-        f.write(f"{user}:{_bcrypt(password)}\n")
+        f.write(f"{user}:{bcrypt.hashpw(password.encode(), bcrypt.gensalt()).decode()}\n")
     config = os.path.join(root, "config.yml")
     with open(config, "w") as f:
         f.write(

@@ -23,13 +23,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from raymaker.containers.runtime import ContainerRuntimeError, Runtime
+from raymaker.containers.runtime import Runtime
 from raymaker.io.channels import Channel
-from raymaker.toolkit.environment import input_data_config, resource_config, write_config
 from raymaker.toolkit.metrics import MetricParser
 from raymaker.toolkit.paths import MLTree
 from raymaker.toolkit.process import MAX_REASON, STDERR_TAIL_LINES, read_failure_file, run_process
-from raymaker.toolkit.runner import ScriptError
+from raymaker.toolkit.runner import ScriptError, write_host_config
 
 OPT_ML = "/opt/ml"
 RUNTIME_FAILED = 125  # podman and docker: the runtime itself failed (no image, bad option, OCI error)
@@ -91,13 +90,7 @@ def run_container(
     except ValueError as e:
         raise ScriptError(f"ClientError: {e}") from None
     tree.make()
-    write_config(
-        tree,
-        hyperparameters=spec.hyperparameters,
-        input_data_config=input_data_config(spec.channels),
-        resource_config=resource_config(spec.current_host, spec.hosts, spec.instance_type),
-        checkpoint_config=spec.checkpoint,
-    )
+    write_host_config(tree, spec)
     env = {**spec.environment, "TRAINING_JOB_NAME": spec.job_name, "TRAINING_JOB_ARN": spec.job_arn}
     mounts = [(tree.root, OPT_ML, False)]
     local = (spec.checkpoint or {}).get("LocalPath")
@@ -203,4 +196,4 @@ def container_failure(runtime: Runtime, image: str, code: int, tail: collections
     return reason[:MAX_REASON]
 
 
-__all__ = ["ContainerRun", "ContainerRuntimeError", "container_failure", "container_name", "run_container"]
+__all__ = ["ContainerRun", "container_failure", "container_name", "run_container"]

@@ -92,6 +92,18 @@ def _no_staging(tree: MLTree) -> contextlib.AbstractContextManager[Any]:
     return contextlib.nullcontext()
 
 
+def write_host_config(tree: MLTree, spec: Any) -> None:
+    """``input/config`` for one host of a ``ScriptRun`` or a ``toolkit.container.ContainerRun`` (both
+    carry hyperparameters, channels, hosts, instance type and checkpoint config)."""
+    write_config(
+        tree,
+        hyperparameters=spec.hyperparameters,
+        input_data_config=input_data_config(spec.channels),
+        resource_config=resource_config(spec.current_host, spec.hosts, spec.instance_type),
+        checkpoint_config=spec.checkpoint,
+    )
+
+
 def default_cache_root() -> str:
     """Where requirements are installed once per node: ``$RAYMAKER_HOME/cache/pip``."""
     return str(raymaker_home() / "cache" / "pip")
@@ -135,13 +147,7 @@ def run_script(
 
     tree.make()
     user_hps, _ = decode_hyperparameters(spec.hyperparameters)
-    write_config(
-        tree,
-        hyperparameters=spec.hyperparameters,
-        input_data_config=input_data_config(spec.channels),
-        resource_config=resource_config(spec.current_host, spec.hosts, spec.instance_type),
-        checkpoint_config=spec.checkpoint,
-    )
+    write_host_config(tree, spec)
     env = dict(os.environ)
     env.update(extra_env or {})
     env.update(

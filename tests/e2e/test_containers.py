@@ -18,7 +18,8 @@ import boto3
 import pytest
 
 from raymaker import Session, TrainingInput
-from raymaker.containers.runtime import find_runtime, free_port
+from raymaker.cluster.local import free_port
+from raymaker.containers.runtime import find_runtime
 from raymaker.sdk import Estimator, Model, UnexpectedStatusException
 from raymaker.testing.images import build_busybox_image
 from raymaker.testing.registry import start_registry
