@@ -9,6 +9,7 @@ SIGTERM, then SIGKILL after 30 s (sagemaker-contract.md 3.1, 3.4).
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import logging
@@ -17,6 +18,8 @@ import threading
 import time
 from collections.abc import Mapping
 from typing import Any
+
+import httptools
 
 from raymaker.cluster.local import free_port
 from raymaker.containers.runtime import ContainerRuntimeError, Runtime, find_runtime
@@ -62,6 +65,7 @@ class ContainerServer:
         self._closing = threading.Event()
         self._exited = threading.Event()
         self._local = threading.local()
+        self._idle: list[socket.socket] = []  # ainvoke's kept connections
         self._log: list[str] = []  # the container's last lines, for a failure to start
         self._supervisor = threading.Thread(target=self._supervise, daemon=True, name=f"raymaker-{name}")
         self._supervisor.start()
@@ -174,35 +178,73 @@ class ContainerServer:
         target_variant: str | None = None,
     ) -> tuple[bytes, str, str | None]:
         """(body, content type, custom attributes) of the container's 200; InvocationError otherwise
-        (its 4xx/5xx: 424 ModelError with its status and message, as SageMaker's runtime answers)."""
-        headers = {"Content-Type": content_type or "application/octet-stream"}
-        if accept:
-            headers["Accept"] = accept
-        if custom_attributes is not None:
-            headers[CUSTOM_ATTRIBUTES] = custom_attributes
-        if target_variant is not None:
-            headers[TARGET_VARIANT] = target_variant
+        (its 4xx/5xx: 424 ModelError with its status and message, as SageMaker's runtime answers).
+        Blocking: transform instances call it from their threads (``ainvoke`` is the replicas')."""
+        headers = _invocation_headers(content_type, accept, custom_attributes, target_variant)
         for attempt in range(2):
             if not self._healthy.wait(INVOKE_TIMEOUT_S):
-                raise InvocationError(503, "ServiceUnavailable", f"the container {self.image} is not healthy; retry shortly")
+                raise self._unhealthy()
             try:
                 status, out, resp = self._request("POST", "/invocations", body, headers, INVOKE_TIMEOUT_S)
                 break
             except ConnectionRefusedError:  # it exited between our check and the call: nothing was sent
                 if attempt:
-                    raise InvocationError(503, "ServiceUnavailable", f"the container {self.image} is restarting") from None
+                    raise self._restarting() from None
                 # The supervisor sees an exit at once and clears ``healthy``: the next attempt waits for
                 # the new container (a listener that was only briefly away is tried again at once).
                 self._exited.wait(1.0)
             except TimeoutError:
-                raise InvocationError(424, "ModelError", f"the container did not answer within {INVOKE_TIMEOUT_S:.0f} s") from None
+                raise _timed_out() from None
             except OSError as e:
-                raise InvocationError(424, "ModelError", f"the container dropped the request: {e}") from None
+                raise _dropped(e) from None
+        return self._answer(status, out, resp, accept)
+
+    async def ainvoke(
+        self,
+        body: bytes,
+        content_type: str | None,
+        accept: str | None,
+        custom_attributes: str | None = None,
+        target_variant: str | None = None,
+    ) -> tuple[bytes, str, str | None]:
+        """``invoke`` on the caller's event loop: a replica keeps taking requests while the container
+        works on earlier ones (a container serves several at once, as SageMaker's do)."""
+        headers = _invocation_headers(content_type, accept, custom_attributes, target_variant)
+        for attempt in range(2):
+            if not self._healthy.is_set() and not await asyncio.to_thread(self._healthy.wait, INVOKE_TIMEOUT_S):
+                raise self._unhealthy()
+            try:
+                async with asyncio.timeout(INVOKE_TIMEOUT_S):  # no task of its own, unlike wait_for
+                    status, out, resp = await self._arequest("POST", "/invocations", body, headers)
+                break
+            except ConnectionRefusedError:
+                if attempt:
+                    raise self._restarting() from None
+                await asyncio.to_thread(self._exited.wait, 1.0)
+            except TimeoutError:
+                raise _timed_out() from None
+            except OSError as e:
+                raise _dropped(e) from None
+        return self._answer(status, out, resp, accept)
+
+    def _unhealthy(self) -> InvocationError:
+        return InvocationError(503, "ServiceUnavailable", f"the container {self.image} is not healthy; retry shortly")
+
+    def _restarting(self) -> InvocationError:
+        return InvocationError(503, "ServiceUnavailable", f"the container {self.image} is restarting")
+
+    @staticmethod
+    def _answer(status: int, out: bytes, resp: Mapping[str, str], accept: str | None) -> tuple[bytes, str, str | None]:
         if status != 200:
             text = out.decode("utf-8", "replace")[:1000]
             raise InvocationError(424, "ModelError",
                                   f"Received server error ({status}) from primary with message \"{text}\"")
         return out, resp.get("content-type") or accept or "application/octet-stream", resp.get(CUSTOM_ATTRIBUTES.lower())
+
+    def _head(self, method: str, path: str, body: bytes, headers: Mapping[str, str]) -> bytes:
+        head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\nContent-Length: {len(body)}\r\n"
+        head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        return head.encode("latin-1") + b"\r\n"
 
     def _request(
         self, method: str, path: str, body: bytes, headers: Mapping[str, str], timeout: float, *, reuse: bool = True
@@ -216,10 +258,8 @@ class ContainerServer:
             sock = socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.settimeout(timeout)
-        head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\nContent-Length: {len(body)}\r\n"
-        head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
         try:
-            sock.sendall(head.encode("latin-1") + b"\r\n" + body)
+            sock.sendall(self._head(method, path, body, headers) + body)
             resp = http.client.HTTPResponse(sock, method=method)
             resp.begin()
             data = resp.read()
@@ -240,3 +280,88 @@ class ContainerServer:
         if not keep:
             sock.close()
         return resp.status, data, {k.lower(): v for k, v in resp.getheaders()}
+
+    async def _arequest(
+        self, method: str, path: str, body: bytes, headers: Mapping[str, str], *, reuse: bool = True
+    ) -> tuple[int, bytes, dict[str, str]]:
+        """``_request`` on the event loop: a non-blocking socket driven by the loop's own socket calls
+        (streams cost ~0.1 ms more a request here), the response parsed by httptools (uvicorn's parser);
+        a connection the container keeps open is kept for the next call."""
+        loop = asyncio.get_running_loop()
+        sock = self._idle.pop() if reuse and self._idle else None
+        fresh = sock is None
+        if sock is None:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            try:
+                await loop.sock_connect(sock, ("127.0.0.1", self.port))
+            except BaseException:
+                sock.close()
+                raise
+        response = _Response()
+        parser = httptools.HttpResponseParser(response)
+        try:
+            await loop.sock_sendall(sock, self._head(method, path, body, headers) + body)
+            while not response.complete:
+                data = await loop.sock_recv(sock, 65536)
+                if not data:  # closed: a body without a length ends here
+                    if not response.headers_done:
+                        raise ConnectionResetError("the container closed the connection before answering")
+                    break
+                parser.feed_data(data)
+        except (ConnectionResetError, BrokenPipeError):
+            sock.close()
+            if fresh or response.headers_done:
+                raise
+            return await self._arequest(method, path, body, headers, reuse=False)  # a stale kept connection
+        except BaseException:
+            sock.close()
+            raise
+        if reuse and response.complete and parser.should_keep_alive():
+            self._idle.append(sock)
+        else:
+            sock.close()
+        return parser.get_status_code(), b"".join(response.body), response.headers
+
+
+class _Response:
+    """httptools' callbacks: the response's headers and body as they arrive."""
+
+    def __init__(self) -> None:
+        self.headers: dict[str, str] = {}
+        self.body: list[bytes] = []
+        self.headers_done = self.complete = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        self.headers_done = True
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+
+
+def _invocation_headers(
+    content_type: str | None, accept: str | None, custom_attributes: str | None, target_variant: str | None
+) -> dict[str, str]:
+    headers = {"Content-Type": content_type or "application/octet-stream"}
+    if accept:
+        headers["Accept"] = accept
+    if custom_attributes is not None:
+        headers[CUSTOM_ATTRIBUTES] = custom_attributes
+    if target_variant is not None:
+        headers[TARGET_VARIANT] = target_variant
+    return headers
+
+
+def _timed_out() -> InvocationError:
+    return InvocationError(424, "ModelError", f"the container did not answer within {INVOKE_TIMEOUT_S:.0f} s")
+
+
+def _dropped(error: OSError) -> InvocationError:
+    return InvocationError(424, "ModelError", f"the container dropped the request: {error}")

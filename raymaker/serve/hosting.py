@@ -133,6 +133,7 @@ def wait_reachable(endpoint: str, timeout_s: float = 60.0) -> None:
 
 
 CONTAINER_CONSTRUCTOR_RETRIES = 2
+SERVE_USER_THREAD = "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD"
 
 
 @dataclass(frozen=True)
@@ -179,6 +180,10 @@ class VariantPlan:
             # A container that cannot start says why at once (serve.container): retrying it many
             # times only delays the endpoint's Failed.
             options["max_constructor_retry_count"] = CONTAINER_CONSTRUCTOR_RETRIES
+            # Its requests are awaited, never computed here, so they can run on Serve's own event loop:
+            # a second loop in its own thread costs ~0.3 ms a request in cross-thread hops
+            # (benchmarks/container_overhead.py). Read when the replica's process imports Serve.
+            options["ray_actor_options"]["runtime_env"] = {"env_vars": {SERVE_USER_THREAD: "0"}}
         if self.min_replicas is not None and self.max_replicas is not None:
             options["autoscaling_config"] = {
                 "min_replicas": self.min_replicas,

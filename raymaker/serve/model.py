@@ -210,6 +210,22 @@ class LoadedModel:
         )
 
 
+    async def ainvoke(
+        self,
+        body: bytes,
+        content_type: str | None,
+        accept: str | None,
+        custom_attributes: str | None = None,
+        target_variant: str | None = None,
+    ) -> tuple[bytes, str]:
+        """``invoke`` for an event loop: a custom container is awaited, so the loop takes other requests
+        meanwhile; a built-in's or a script's prediction runs here, as ``invoke``."""
+        if self.container is not None:
+            out, ct, _ = await self.container.ainvoke(body, content_type, accept, custom_attributes, target_variant)
+            return out, ct
+        return self.invoke(body, content_type, accept, custom_attributes, target_variant)
+
+
 def _close_container(server: ContainerServer, tmp: str) -> None:
     server.close()
     shutil.rmtree(tmp, ignore_errors=True)

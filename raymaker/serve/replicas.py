@@ -25,6 +25,7 @@ tests serve it over real HTTP with plain uvicorn.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -210,12 +211,13 @@ class VariantReplica:
         self.spec: ModelSpec | None = None
         self.model: LoadedModel | None = None
 
-    def reconfigure(self, config: dict[str, Any]) -> None:
+    async def reconfigure(self, config: dict[str, Any]) -> None:
         spec = ModelSpec(
             **{**config["model"], "environment": tuple(map(tuple, config["model"]["environment"]))}
         )
         if spec != self.spec:
-            model = LoadedModel(spec, self.settings)  # load first: the old model serves meanwhile
+            # Load first, off the event loop: the old model serves requests meanwhile.
+            model = await asyncio.to_thread(LoadedModel, spec, self.settings)
             old, self.model, self.spec = self.model, model, spec
             if old is not None:  # a custom container: SIGTERM once its requests are done
                 threading.Thread(target=_retire, args=(old,), daemon=True).start()
@@ -235,7 +237,7 @@ class VariantReplica:
         if model is not None:
             model.close()
 
-    def invoke(
+    async def invoke(
         self,
         body: bytes,
         content_type: str | None,
@@ -251,7 +253,7 @@ class VariantReplica:
         if model is None:
             return 503, b"the model is not loaded yet; retry shortly", "", "ServiceUnavailable"
         try:
-            out, ct = model.invoke(body, content_type, accept, custom_attributes, target_variant)
+            out, ct = await model.ainvoke(body, content_type, accept, custom_attributes, target_variant)
         except InvocationError as e:
             return e.status, e.message.encode(), "", e.error_type
         except Exception as e:  # noqa: BLE001 - any model failure answers this request only
@@ -277,7 +279,7 @@ class VariantReplica:
         target = inv.target_variant
         if target and target.lower() != self.variant.lower():
             return _no_variant(self.endpoint, target, [self.variant])
-        result = self.invoke(inv.body, inv.content_type, inv.accept, inv.custom_attributes, inv.target_variant)
+        result = await self.invoke(inv.body, inv.content_type, inv.accept, inv.custom_attributes, inv.target_variant)
         return answer(inv, self.variant, result)
 
 

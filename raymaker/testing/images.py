@@ -7,7 +7,7 @@ reachable): a static busybox and shell scripts that follow SageMaker's container
   ``sleep`` (runs until SIGTERM, then writes model/stopped), ``hosts`` (algo-1 listens on
   ``HOSTS_PORT``, the other hosts connect to it by name).
 - ``serve``: ``GET /ping``, ``POST /invocations`` (one line out per line in: the sum of its
-  comma-separated integers, in shell builtins; with ``Accept: application/json`` a JSON document that also echoes the
+  comma-separated integers, in shell builtins; ``slow`` answers after a second; with ``Accept: application/json`` a JSON document that also echoes the
   request's content type, accept and custom attributes), ``GET /execution-parameters`` when
   ``EXECUTION_PARAMETERS`` holds its JSON; on ``$SAGEMAKER_BIND_TO_PORT`` (8080 by default), one
   ``sh`` per connection (busybox ``nc -ll -e``).
@@ -99,7 +99,10 @@ case "$path" in
   /invocations)  # shell builtins only: no process but this one per request
     body=""
     [ "$len" -gt 0 ] && IFS= read -r -d '' -n "$len" body
-    case "$body" in *boom*) reply "500 Internal Server Error" text/plain "the model cannot score boom"; exit 0;; esac
+    case "$body" in
+      *boom*) reply "500 Internal Server Error" text/plain "the model cannot score boom"; exit 0;;
+      *slow*) sleep 1; reply "200 OK" text/plain "slow"; exit 0;;  # a request that takes a second
+    esac
     sums=""; list=""; rest="$body"
     while [ -n "$rest" ]; do
       row="${rest%%

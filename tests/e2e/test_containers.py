@@ -12,6 +12,7 @@ import subprocess
 import tarfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 import boto3
@@ -198,6 +199,14 @@ def test_deploy_invoke_through_boto3_and_batch_transform(session, s3_server, buc
         with pytest.raises(runtime.exceptions.ModelError) as info:  # the container's 500 is a 424 ModelError
             runtime.invoke_endpoint(EndpointName="busybox-ep", ContentType="text/csv", Body=b"boom")
         assert "cannot score boom" in str(info.value)
+        # A replica keeps taking requests while the container works: 4 requests of a second each, sent
+        # at once, end together (one after another they would take 4 s).
+        with ThreadPoolExecutor(4) as pool:
+            began = time.monotonic()
+            answers = list(pool.map(lambda _: runtime.invoke_endpoint(
+                EndpointName="busybox-ep", ContentType="text/csv", Body=b"slow")["Body"].read(), range(4)))
+            took = time.monotonic() - began
+        assert answers == [b"slow"] * 4 and took < 2.5, (answers, took)
     finally:
         session.backend.call("DeleteEndpoint", {"EndpointName": "busybox-ep"})
 

@@ -7,6 +7,7 @@ pick a script model (``engine.hosting.spec_from_request``) are here too."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import gc
 import hashlib
@@ -161,7 +162,7 @@ def test_user_input_fn_error_reaches_the_client_with_its_message(tmp_path, iris)
     # the replica answers it as SageMaker's runtime does: 424 ModelError with the message
     replica = VariantReplica(None)
     replica.model = model
-    status, body, _, error_type = replica.invoke(b"[1]", "application/json", None)
+    status, body, _, error_type = asyncio.run(replica.invoke(b"[1]", "application/json", None))
     assert (status, error_type) == (424, "ModelError")
     assert b"only supports text/csv" in body
 

@@ -64,7 +64,7 @@ def model_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 def replica(model_url: str) -> VariantReplica:
     r = VariantReplica(None)
     model = {"name": "fuzz", "algorithm": "xgboost", "model_data_url": model_url, "environment": []}
-    r.reconfigure({"endpoint": "fuzz", "variant": "AllTraffic", "model": model})
+    asyncio.run(r.reconfigure({"endpoint": "fuzz", "variant": "AllTraffic", "model": model}))
     return r
 
 
@@ -347,7 +347,7 @@ def test_loaded_model_turns_a_predict_value_error_into_bad_request(replica: Vari
 
 
 def test_a_replica_without_a_model_answers_503() -> None:
-    status, _, ct, error_type = VariantReplica(None).invoke(GOOD_ROW, "text/csv", None)
+    status, _, ct, error_type = asyncio.run(VariantReplica(None).invoke(GOOD_ROW, "text/csv", None))
     assert (status, error_type) == (503, "ServiceUnavailable")
 
 
