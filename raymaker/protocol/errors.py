@@ -64,9 +64,74 @@ class ConflictException(SageMakerError):
     http_status = 400
 
 
+# --- the wire and the caller: what AWS's JSON services answer before an operation runs -----------
+
+
+class SerializationException(SageMakerError):
+    """The request body is not the JSON the operation's input shape describes."""
+
+    code = "SerializationException"
+    http_status = 400
+
+
+class UnknownOperationException(SageMakerError):
+    """``X-Amz-Target`` names no operation this service has."""
+
+    code = "UnknownOperationException"
+    http_status = 400
+
+
+class MissingAuthenticationToken(SageMakerError):
+    """The request carries no AWS signature."""
+
+    code = "MissingAuthenticationTokenException"
+    http_status = 403
+
+
+class IncompleteSignature(SageMakerError):
+    """The Authorization header or X-Amz-Date is malformed (a part is missing or unreadable)."""
+
+    code = "IncompleteSignatureException"
+    http_status = 403
+
+
+class InvalidSignature(SageMakerError):
+    """The signature does not match the request, it has expired (clock skew), or it was already used."""
+
+    code = "InvalidSignatureException"
+    http_status = 403
+
+
+class UnrecognizedClient(SageMakerError):
+    """The access key is unknown (never issued, deleted, or rotated away)."""
+
+    code = "UnrecognizedClientException"
+    http_status = 403
+
+
+class AccessDenied(SageMakerError):
+    """The caller's policies do not allow the action on the resource (or an explicit Deny forbids it)."""
+
+    code = "AccessDeniedException"
+    http_status = 400
+
+
 _BY_CODE: dict[str, type[SageMakerError]] = {
     cls.code: cls
-    for cls in (ValidationError, ResourceInUse, ResourceNotFound, ResourceLimitExceeded, ConflictException)
+    for cls in (
+        ValidationError,
+        ResourceInUse,
+        ResourceNotFound,
+        ResourceLimitExceeded,
+        ConflictException,
+        SerializationException,
+        UnknownOperationException,
+        MissingAuthenticationToken,
+        IncompleteSignature,
+        InvalidSignature,
+        UnrecognizedClient,
+        AccessDenied,
+    )
 }
 
 
