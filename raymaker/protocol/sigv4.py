@@ -1,0 +1,359 @@
+"""AWS Signature Version 4 checked on incoming requests, with botocore's own signer computing the
+signature the request should carry (no hand-written canonicalisation or crypto here).
+
+Only the ``Authorization`` header form is read (what every boto3 client sends). Presigned query strings
+(``X-Amz-Signature=`` in the URL) are not accepted: such a request carries no ``Authorization`` header
+and is answered ``MissingAuthenticationTokenException``. The signing time comes from ``X-Amz-Date``
+only (botocore never signs with ``Date``). ``X-Amz-Security-Token`` is not checked: raymaker issues no
+session credentials, and the signature made with the key's secret is what authenticates the caller.
+
+What the server checks, in this order (the codes and messages are AWS's where AWS has them):
+
+1. no ``Authorization`` header: ``MissingAuthenticationTokenException``;
+2. the header and the signing time are readable: ``Credential``, ``SignedHeaders`` and ``Signature``
+   present, ``X-Amz-Date`` present and in ISO-8601 basic format, ``host`` signed, the algorithm
+   ``AWS4-HMAC-SHA256``, a credential of 5 slash-delimited elements (``IncompleteSignatureException``,
+   ``InvalidSignatureException`` for the unsigned host, as AWS answers); its scope names an accepted
+   service, a region, the ``aws4_request`` terminator and X-Amz-Date's day (``InvalidSignatureException``);
+3. the access key is known (``UnrecognizedClientException``);
+4. ``X-Amz-Date`` is within ``MAX_SKEW_S`` of the server's clock, either way (``InvalidSignatureException``);
+5. the signature matches, computed by botocore's ``SigV4Auth`` over exactly the headers the client
+   listed in ``SignedHeaders``, the path and query as received, and the body (when the client sent
+   ``X-Amz-Content-SHA256`` the body must hash to it; ``UNSIGNED-PAYLOAD`` is not accepted);
+6. the signature was not accepted before (optional ``ReplayCache``). Only a valid signature enters the
+   cache, so a forged request cannot block a genuine one.
+
+A note on replays: a signature covers the request and its second, so a client that sends byte-identical
+requests (same body, same signed headers) twice within one second sends the same signature twice, and the
+second is refused as a replay. boto3 signs every attempt anew, so a retry a second or more later passes.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from botocore.auth import SIGV4_TIMESTAMP, SigV4Auth
+from botocore.credentials import Credentials
+
+from raymaker.protocol.errors import (
+    IncompleteSignature,
+    InvalidSignature,
+    MissingAuthenticationToken,
+    UnrecognizedClient,
+)
+
+MAX_SKEW_S = 300.0
+ALGORITHM = "AWS4-HMAC-SHA256"
+
+MISSING_TOKEN = "Missing Authentication Token"
+MISMATCH = (
+    "The request signature we calculated does not match the signature you provided. Check your AWS Secret "
+    "Access Key and signing method. Consult the service documentation for details."
+)
+UNKNOWN_KEY = "The security token included in the request is invalid."
+REPLAYED = "Signature already used: a signed request is accepted once; sign each request anew"
+CONTENT_MISMATCH = "The provided 'x-amz-content-sha256' header does not match what was computed."
+
+_AMZ_DATE = re.compile(r"\d{8}T\d{6}Z")
+_AUTH_SPLIT = re.compile(r"[,\s]+")
+
+
+@dataclass(frozen=True)
+class IncomingRequest:
+    """A request as the server received it, before anything decoded it."""
+
+    method: str  # "POST"
+    path: str  # raw path as received, e.g. "/" or "/endpoints/ep/invocations" (percent-encoding as sent)
+    query: str  # raw query string without "?", "" if none
+    headers: Sequence[tuple[str, str]]  # as received (names any case, repeated names allowed)
+    body: bytes
+
+
+class ReplayCache:
+    """Signatures accepted within the last ``window_s`` (default 900 s: the skew window both ways plus
+    margin); thread-safe; bounded memory (drops entries older than the window)."""
+
+    def __init__(self, window_s: float = 900.0):
+        if window_s <= 0:
+            raise ValueError(f"window_s must be positive, got {window_s}")
+        self.window_s = float(window_s)
+        self._seen: dict[str, float] = {}
+        self._order: deque[tuple[float, str]] = deque()
+        self._lock = threading.Lock()
+
+    def check_and_add(self, signature: str, now: float) -> bool:
+        """True (and remembered) if ``signature`` was not seen within the window; False if it was."""
+        with self._lock:
+            horizon = now - self.window_s
+            order, seen = self._order, self._seen
+            while order and order[0][0] <= horizon:
+                at, old = order.popleft()
+                if seen.get(old) == at:
+                    del seen[old]
+            at = seen.get(signature)
+            if at is not None and at > horizon:
+                return False
+            seen[signature] = now
+            order.append((now, signature))
+            return True
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._seen)
+
+
+# --- botocore's signer, fed the request as received ------------------------------------------------
+
+
+class _SignedHeaders(dict):
+    """Lower-case header name -> its values in arrival order: what ``SigV4Auth.canonical_headers`` reads
+    (iteration over names, ``get_all``), without building an ``HTTPHeaders`` per request."""
+
+    def get_all(self, name: str) -> list[str]:
+        return self[name]
+
+
+class _Received:
+    """The slice of ``AWSRequest`` that ``SigV4Auth.canonical_request``/``string_to_sign``/``signature``
+    read. Per-request state lives here, so one signer serves every thread."""
+
+    __slots__ = ("method", "url", "params", "headers", "body", "context", "signed")
+
+    def __init__(
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        body: bytes,
+        timestamp: str,
+        signed: _SignedHeaders,
+    ):
+        self.method = method
+        self.url = url
+        self.params: dict[str, str] = {}  # empty: the query comes from the URL, raw, as signed
+        self.headers = headers  # only "X-Amz-Content-SHA256" when the client sent it
+        self.body = body
+        self.context = {"timestamp": timestamp}
+        self.signed = signed
+
+
+class _VerifyingSigV4(SigV4Auth):
+    """``SigV4Auth`` over exactly the headers the client listed in ``SignedHeaders``, not the ones botocore
+    would pick (every header but a blacklist)."""
+
+    def headers_to_sign(self, request: _Received) -> _SignedHeaders:  # type: ignore[override]
+        return request.signed
+
+
+@functools.lru_cache(maxsize=1024)
+def _signer(access_key: str, secret: str, region: str, service: str) -> _VerifyingSigV4:
+    """One signer per key, secret (so a rotated secret gets a fresh one), region and service. SigV4Auth
+    keeps nothing but these, so sharing it across threads is safe; lru_cache is thread-safe."""
+    return _VerifyingSigV4(Credentials(access_key, secret), service, region)
+
+
+# --- parsing ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Authorization:
+    algorithm: str
+    credential: str | None
+    signed_headers: str | None
+    signature: str | None
+
+
+def _parse_authorization(value: str) -> _Authorization:
+    algorithm, _, rest = value.strip().partition(" ")
+    params: dict[str, str] = {}
+    for part in _AUTH_SPLIT.split(rest):
+        name, eq, val = part.partition("=")
+        if eq and name not in params:
+            params[name] = val
+    return _Authorization(
+        algorithm, params.get("Credential"), params.get("SignedHeaders"), params.get("Signature")
+    )
+
+
+def _header_map(headers: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for name, value in headers:
+        lname = name.lower()
+        values = out.get(lname)
+        if values is None:
+            out[lname] = [value]
+        else:
+            values.append(value)
+    return out
+
+
+def _stamp(t: float) -> str:
+    return time.strftime(SIGV4_TIMESTAMP, time.gmtime(t))
+
+
+def _parse_amz_date(value: str) -> float | None:
+    if not _AMZ_DATE.fullmatch(value):
+        return None
+    try:  # datetime checks the ranges (month 13, hour 25...); strptime would too, 10x slower
+        return datetime(
+            int(value[0:4]),
+            int(value[4:6]),
+            int(value[6:8]),
+            int(value[9:11]),
+            int(value[11:13]),
+            int(value[13:15]),
+            tzinfo=UTC,
+        ).timestamp()
+    except ValueError:
+        return None
+
+
+def access_key_of(request: IncomingRequest) -> str | None:
+    """The access key id the Authorization header names (for auditing refused requests), None if none."""
+    for name, value in request.headers:
+        if name.lower() == "authorization":
+            credential = _parse_authorization(value).credential
+            key = (credential or "").partition("/")[0]
+            return key or None
+    return None
+
+
+# --- the check --------------------------------------------------------------------------------------
+
+
+def verify(
+    request: IncomingRequest,
+    secret_for: Callable[[str], str | None],
+    *,
+    services: Collection[str] = ("sagemaker",),
+    now: float | None = None,
+    replay: ReplayCache | None = None,
+) -> str:
+    """Checks the request's SigV4 signature; returns the access key id. Raises the errors above.
+    ``secret_for(access_key_id)`` gives the secret, None if unknown. Check order: missing auth ->
+    malformed -> unknown key -> skew -> signature -> replay (a replay check only after the signature is
+    valid, so forged requests cannot poison the cache)."""
+    headers = _header_map(request.headers)
+    auth_values = headers.get("authorization")
+    if not auth_values or not auth_values[0].strip():
+        raise MissingAuthenticationToken(MISSING_TOKEN)
+    auth_value = auth_values[0].strip()
+    auth = _parse_authorization(auth_value)
+
+    # 2. malformed: the parts, then the date, the host, the algorithm, the credential's shape and scope
+    missing = [
+        f"Authorization header requires '{part}' parameter."
+        for part, val in (
+            ("Credential", auth.credential),
+            ("Signature", auth.signature),
+            ("SignedHeaders", auth.signed_headers),
+        )
+        if not val
+    ]
+    amz_dates = headers.get("x-amz-date")
+    if not amz_dates:
+        missing.append(
+            "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header."
+            if "date" not in headers
+            else "Authorization header requires existence of a 'X-Amz-Date' header (this service does not "
+            "read the signing time from 'Date')."
+        )
+    if missing:
+        raise IncompleteSignature(" ".join([*missing, f"Authorization={auth_value}"]))
+    assert auth.credential and auth.signature and auth.signed_headers is not None and amz_dates
+    amz_date = amz_dates[0].strip()
+    signed_at = _parse_amz_date(amz_date)
+    if signed_at is None:
+        raise IncompleteSignature(
+            f"Date must be in ISO-8601 'basic format'. Got '{amz_date}'. See http://en.wikipedia.org/wiki/ISO_8601"
+        )
+    signed_names = auth.signed_headers.lower().split(";")
+    if "host" not in signed_names:
+        raise InvalidSignature("'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.")
+    if auth.algorithm != ALGORITHM:
+        raise IncompleteSignature(
+            f"Unsupported AWS 'algorithm': '{auth.algorithm}' (only {ALGORITHM} for now)."
+        )
+    scope = auth.credential.rstrip("/").split("/")
+    if len(scope) != 5 or not scope[0]:
+        raise IncompleteSignature(
+            "Credential must have exactly 5 slash-delimited elements, e.g. keyid/date/region/service/term, "
+            f"got '{auth.credential}'"
+        )
+    access_key, day, region, service, terminator = scope
+    if isinstance(services, str):
+        services = (services,)
+    wrong: list[str] = []
+    if not region:
+        wrong.append(f"Credential should be scoped to a valid region, not '{region}'.")
+    if service not in services:
+        wanted = (
+            ", ".join(f"'{s}'" for s in sorted(services))
+            if len(services) != 1
+            else f"'{next(iter(services))}'"
+        )
+        wrong.append(f"Credential should be scoped to correct service: {wanted}.")
+    if terminator != "aws4_request":
+        wrong.append(
+            f"Credential should be scoped with a valid terminator: 'aws4_request', not '{terminator}'."
+        )
+    if day != amz_date[:8]:
+        wrong.append(
+            "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: "
+            f"'{day}' != '{amz_date[:8]}', from '{amz_date}'."
+        )
+    if wrong:
+        raise InvalidSignature(" ".join(wrong))
+
+    # 3. the key
+    secret = secret_for(access_key)
+    if secret is None:
+        raise UnrecognizedClient(UNKNOWN_KEY)
+
+    # 4. the clock
+    if now is None:
+        now = time.time()
+    if signed_at < now - MAX_SKEW_S:
+        raise InvalidSignature(
+            f"Signature expired: {amz_date} is now earlier than {_stamp(now - MAX_SKEW_S)} "
+            f"({_stamp(now)} - {MAX_SKEW_S / 60:g} min.)"
+        )
+    if signed_at > now + MAX_SKEW_S:
+        raise InvalidSignature(
+            f"Signature not yet current: {amz_date} is still later than {_stamp(now + MAX_SKEW_S)} "
+            f"({_stamp(now)} + {MAX_SKEW_S / 60:g} min.)"
+        )
+
+    # 5. the signature, by botocore's signer
+    signed = _SignedHeaders()
+    for name in signed_names:
+        signed[name] = headers.get(name, [])  # a signed header that is absent cannot match: no special case
+    path, query = request.path, request.query
+    if "?" in path:  # a server that hands over the request-target whole: '?' always starts the query
+        path, _, in_path = path.partition("?")
+        query = query or in_path
+    url = f"http://raymaker{path}?{query}" if query else f"http://raymaker{path}"
+    content_sha = headers.get("x-amz-content-sha256")
+    payload_headers = {"X-Amz-Content-SHA256": content_sha[0]} if content_sha else {}
+    received = _Received(request.method, url, payload_headers, request.body, amz_date, signed)
+    signer = _signer(access_key, secret, region, service)
+    canonical = signer.canonical_request(received)
+    expected = signer.signature(signer.string_to_sign(received, canonical), received)
+    if not hmac.compare_digest(expected.encode(), auth.signature.encode("utf-8", "replace")):
+        raise InvalidSignature(MISMATCH)
+    if content_sha and content_sha[0].strip().lower() != hashlib.sha256(request.body).hexdigest():
+        raise InvalidSignature(CONTENT_MISMATCH)
+
+    # 6. once only
+    if replay is not None and not replay.check_and_add(expected, now):
+        raise InvalidSignature(REPLAYED)
+    return access_key
