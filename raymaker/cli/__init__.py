@@ -1,19 +1,20 @@
 """The ``raymaker`` command line: ``build_parser`` and ``main``. Each area's commands live in their own
-module (``cluster``, ``io``, ``quickstart``, ``jobs``, ``hosting``, ``tuning``, ``audit``, ``images``), built from
+module (``cluster``, ``io``, ``quickstart``, ``jobs``, ``hosting``, ``tuning``, ``audit``, ``images``,
+``users``, ``server``), built from
 the options, printers and ``list|describe|stop`` builder in ``common``; every command talks to raymaker
 through the SDK's ``Session``, never the engine (``cluster`` starts and stops Ray itself, through
-``raymaker.cluster``)."""
+``raymaker.cluster``; ``server`` hosts the engine behind ``raymaker.server``)."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
 
-from raymaker.cli import audit, cluster, common, hosting, images, io, jobs, quickstart, tuning
+from raymaker.cli import audit, cluster, common, hosting, images, io, jobs, quickstart, server, tuning, users
 from raymaker.protocol.errors import SageMakerError
 from raymaker.sdk import Session
 
-AREAS = (cluster, io, quickstart, jobs, hosting, tuning, audit, images)
+AREAS = (cluster, io, quickstart, jobs, hosting, tuning, audit, images, users, server)
 
 
 def build_parser() -> argparse.ArgumentParser:

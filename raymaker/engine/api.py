@@ -120,8 +120,9 @@ class SageMakerAPI:
         caller: str | None = None,
         source_ip: str | None = None,
         user_agent: str | None = None,
+        request_id: str | None = None,
     ) -> dict[str, Any]:
-        audit = dict(caller=caller, source_ip=source_ip, user_agent=user_agent)
+        audit = dict(caller=caller, source_ip=source_ip, user_agent=user_agent, request_id=request_id)
         if not self.is_remote():
             return dispatch(self.engine, operation, params, **audit)
         import ray

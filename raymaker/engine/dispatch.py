@@ -13,7 +13,16 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from raymaker.engine import audit, billing, hosting, resource_logs, training_jobs, transform_jobs, tuning_jobs
+from raymaker.engine import (
+    audit,
+    billing,
+    hosting,
+    resource_logs,
+    training_jobs,
+    transform_jobs,
+    tuning_jobs,
+    users,
+)
 from raymaker.engine.context import Engine
 from raymaker.engine.validation import validate_request
 from raymaker.protocol.errors import ValidationError
@@ -28,6 +37,7 @@ OPERATIONS: dict[str, Handler] = {
     **billing.OPERATIONS,
     **audit.OPERATIONS,
     **resource_logs.OPERATIONS,
+    **users.OPERATIONS,
 }
 
 # Where each Describe keeps its status, and which statuses still need the job service.
@@ -47,10 +57,12 @@ def dispatch(
     caller: str | None = None,
     source_ip: str | None = None,
     user_agent: str | None = None,
+    request_id: str | None = None,
 ) -> dict[str, Any]:
-    """Validate, run and audit one call against ``engine``'s job database."""
+    """Validate, run and audit one call against ``engine``'s job database (``request_id``: the one the
+    API server answers in ``x-amzn-RequestId``; a new one if none)."""
     store = engine.store
-    request_id = str(uuid.uuid4())
+    request_id = request_id or str(uuid.uuid4())
     audit_fields = dict(caller=caller, source_ip=source_ip, user_agent=user_agent, request_id=request_id)
     try:
         handler = OPERATIONS.get(operation)

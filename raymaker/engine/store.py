@@ -16,6 +16,7 @@ import contextlib
 import getpass
 import json
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -31,7 +32,7 @@ from raymaker.engine.kinds import Kind
 from raymaker.protocol.environment import raymaker_home, region
 from raymaker.protocol.errors import ConflictException, ResourceInUse, ResourceNotFound, SageMakerError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT_S = 30.0
 
 _SCHEMA = """
@@ -94,6 +95,28 @@ CREATE TABLE IF NOT EXISTS audit_events (
 );
 CREATE INDEX IF NOT EXISTS audit_events_name ON audit_events(event_name, event_time);
 CREATE INDEX IF NOT EXISTS audit_events_time ON audit_events(event_time);
+
+CREATE TABLE IF NOT EXISTS users (                      -- the service's callers (IAM users)
+    name        TEXT PRIMARY KEY COLLATE NOCASE,
+    user_id     TEXT NOT NULL,
+    create_time REAL NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS access_keys (
+    access_key_id TEXT PRIMARY KEY,
+    user_name     TEXT NOT NULL COLLATE NOCASE,
+    secret        TEXT NOT NULL,                          -- SigV4 needs it to check signatures
+    status        TEXT NOT NULL,
+    create_time   REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS access_keys_user ON access_keys(user_name);
+
+CREATE TABLE IF NOT EXISTS user_policies (
+    user_name   TEXT NOT NULL COLLATE NOCASE,
+    policy_name TEXT NOT NULL,
+    document    TEXT NOT NULL,                            -- the policy JSON as given
+    PRIMARY KEY (user_name, policy_name)
+);
 
 CREATE TABLE IF NOT EXISTS services (
     id             TEXT PRIMARY KEY,                     -- the job service's Ray actor id
@@ -504,7 +527,7 @@ class JobStore:
                     event_id,
                     now,
                     event_name,
-                    None if params is None else json.dumps(params, default=str),
+                    None if params is None else json.dumps(redact(params), default=str),
                     code,
                     message,
                     json.dumps(identity, default=str),
@@ -632,6 +655,25 @@ def audit_retention_s() -> float:
     except ValueError:
         raise ValueError(f"{AUDIT_RETENTION_ENV} must be a number of days, not {text!r}") from None
     return days * 86400.0
+
+
+# Keys whose values are credentials (an Environment's AWS_SECRET_ACCESS_KEY, a hyperparameter's
+# api_token, ...): CloudTrail writes such request parameters as "HIDDEN_DUE_TO_SECURITY_REASONS".
+_SECRET_KEY = re.compile(r"secret|passw|token|credential|api[_-]?key|private[_-]?key|session[_-]?key", re.I)
+_NOT_SECRET = frozenset({"NextToken", "AccessKeyId"})
+HIDDEN = "HIDDEN_DUE_TO_SECURITY_REASONS"
+
+
+def redact(value: Any) -> Any:
+    """``value`` with every credential-named key's value hidden, at any depth."""
+    if isinstance(value, Mapping):
+        return {
+            k: HIDDEN if isinstance(k, str) and k not in _NOT_SECRET and _SECRET_KEY.search(k) else redact(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [redact(v) for v in value]
+    return value
 
 
 def _os_user() -> str:

@@ -227,6 +227,14 @@ def access_key_of(request: IncomingRequest) -> str | None:
     return None
 
 
+def signature_of(request: IncomingRequest) -> str | None:
+    """The Signature the Authorization header carries (for a replay check made after ``verify``)."""
+    for name, value in request.headers:
+        if name.lower() == "authorization":
+            return _parse_authorization(value).signature
+    return None
+
+
 # --- the check --------------------------------------------------------------------------------------
 
 

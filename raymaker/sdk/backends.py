@@ -1,7 +1,8 @@
 """Which backend a ``Session`` talks to: a registry of backend factories by name (as Metaflow picks its
 metadata and datastore providers). ``local`` (the default) runs the engine in this process against the
-local Ray instance or ``RAY_ADDRESS``; ``RAYMAKER_BACKEND`` names another, and ``register_backend`` adds
-one (an HTTP client for a shared raymaker service, a test double).
+local Ray instance or ``RAY_ADDRESS``; ``http`` talks to a raymaker API server (the default while
+``RAYMAKER_ENDPOINT_URL`` is set); ``RAYMAKER_BACKEND`` names one, and ``register_backend`` adds one (a
+test double).
 
 This is the only SDK module that may import the engine, and only inside the ``local`` factory, so that
 importing the SDK never imports the engine, Ray or Serve."""
@@ -13,6 +14,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 DEFAULT_BACKEND = "local"
+HTTP_BACKEND = "http"  # a raymaker API server (raymaker.sdk.http_backend)
 BACKEND_ENV = "RAYMAKER_BACKEND"
 
 
@@ -46,7 +48,11 @@ def backend_names() -> list[str]:
 def get_backend(name: str | None = None) -> Backend:
     """A new backend: ``name``, else ``RAYMAKER_BACKEND``, else ``local``."""
     from_env = name is None and bool(os.environ.get(BACKEND_ENV))
-    chosen = name or os.environ.get(BACKEND_ENV) or DEFAULT_BACKEND
+    # A server's URL in the environment (RAYMAKER_ENDPOINT_URL, AWS_ENDPOINT_URL_SAGEMAKER) means "talk to it".
+    from raymaker.sdk.http_backend import endpoint_from_env
+
+    fallback = HTTP_BACKEND if endpoint_from_env() else DEFAULT_BACKEND
+    chosen = name or os.environ.get(BACKEND_ENV) or fallback
     factory = _FACTORIES.get(chosen)
     if factory is None:
         where = f" (from {BACKEND_ENV})" if from_env else ""
@@ -64,4 +70,15 @@ def _local() -> Backend:
     return SageMakerAPI()
 
 
+def _http() -> Backend:
+    from raymaker.sdk.http_backend import HTTPBackend, endpoint_from_env
+
+    url = endpoint_from_env()
+    if not url:
+        raise ValueError("the http backend needs the server's URL: set RAYMAKER_ENDPOINT_URL, or pass "
+                         "Session(endpoint_url=...)")
+    return HTTPBackend(url)
+
+
 register_backend(DEFAULT_BACKEND, _local)
+register_backend(HTTP_BACKEND, _http)

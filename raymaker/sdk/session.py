@@ -15,7 +15,8 @@ __all__ = ["Backend", "Session"]
 
 class Session:
     """``backend``: a Backend object, or a registered backend's name; none picks ``RAYMAKER_BACKEND``,
-    default ``local`` (see ``raymaker.sdk.backends``)."""
+    default ``local`` (see ``raymaker.sdk.backends``). ``endpoint_url``: a raymaker API server to talk
+    to (the ``http`` backend, signed with the usual AWS credentials)."""
 
     def __init__(
         self,
@@ -24,7 +25,14 @@ class Session:
         default_output_path: str | None = None,
         runtime_url: str | None = None,
         runtime_verify: str | bool | None = None,
+        endpoint_url: str | None = None,
     ):
+        if endpoint_url is not None:
+            if backend is not None:
+                raise ValueError("give a Session either backend or endpoint_url, not both")
+            from raymaker.sdk.http_backend import HTTPBackend
+
+            backend = HTTPBackend(endpoint_url)
         if backend is None or isinstance(backend, str):
             backend = get_backend(backend)
         self.backend: Backend = backend

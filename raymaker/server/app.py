@@ -1,0 +1,172 @@
+"""SageMaker's control plane on the wire: an ASGI app answering the JSON 1.1 protocol (``POST /`` with
+``X-Amz-Target: SageMaker.<Operation>``) that boto3's ``sagemaker`` client speaks, in front of the
+engine's one seam, ``SageMakerAPI.call``.
+
+Each request goes: body read (at most ``MAX_BODY``) -> SigV4 checked against the caller's access key
+(``protocol.sigv4``, botocore's signer) -> the operation from ``X-Amz-Target`` (a signature already
+used for a request that changes something is refused as a replay) -> the
+body decoded per the operation's input shape (``protocol.wire``, botocore's parser) -> the caller's
+policies asked (``engine.iam``: Deny wins, nothing allowed by default) -> ``SageMakerAPI.call`` in a
+worker thread (which validates, runs and audits it) -> the answer encoded per the output shape.
+A request refused before the call is audited here, with the access key it named, so every request
+leaves a record whatever happened to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+from raymaker.engine import iam
+from raymaker.engine.api import SageMakerAPI
+from raymaker.engine.users import Caller, Directory
+from raymaker.protocol import wire
+from raymaker.protocol.errors import (
+    AccessDenied,
+    InvalidSignature,
+    SageMakerError,
+    SerializationException,
+    UnknownOperationException,
+    UnrecognizedClient,
+)
+from raymaker.protocol.sigv4 import (
+    REPLAYED,
+    IncomingRequest,
+    ReplayCache,
+    access_key_of,
+    signature_of,
+    verify,
+)
+
+MAX_BODY = 8 * 1024 * 1024  # SageMaker's largest requests (a pipeline definition) are well under this
+
+
+class APIServer:
+    """The ASGI app. ``auth=False`` serves unsigned requests as the server's own OS user: only for a
+    listener on loopback (``raymaker.server.run`` refuses it elsewhere)."""
+
+    def __init__(self, api: SageMakerAPI, *, auth: bool = True, directory: Directory | None = None):
+        self.api, self.auth = api, auth
+        self.directory = directory or (Directory(api.store) if auth else None)
+        self.replay = ReplayCache()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        request_id = str(uuid.uuid4())
+        status, body, headers = await self._handle(scope, receive, request_id)
+        headers = {"Content-Type": wire.CONTENT_TYPE, **headers, "x-amzn-RequestId": request_id}
+        await send({
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+            + [(b"content-length", str(len(body)).encode())],
+        })
+        await send({"type": "http.response.body", "body": body})
+
+    async def _handle(self, scope: dict[str, Any], receive: Any, request_id: str) -> tuple[int, bytes, dict[str, str]]:
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
+        lower = {k.lower(): v for k, v in headers}
+        source_ip = (scope.get("client") or ("", 0))[0]
+        user_agent = lower.get("user-agent")
+        target = lower.get("x-amz-target")
+        operation: str | None = None
+        params: dict[str, Any] | None = None
+        caller: Caller | None = None
+        request: IncomingRequest | None = None
+        try:
+            body = await _read_body(receive, lower.get("content-length"))
+            request = IncomingRequest(
+                scope["method"], scope.get("raw_path", scope["path"].encode()).decode("latin-1"),
+                scope.get("query_string", b"").decode("latin-1"), headers, body,
+            )
+            if self.auth:
+                key = verify(request, self.directory.secret_for)
+                found = self.directory.lookup(key)
+                if found is None:  # deleted between the two reads: as if unknown
+                    raise UnrecognizedClient("The security token included in the request is invalid.")
+                caller = found[1]
+            if scope["method"] != "POST" or scope["path"] != "/":
+                raise UnknownOperationException(
+                    f"{scope['method']} {scope['path']} is not an operation: SageMaker's API takes POST / with "
+                    "X-Amz-Target: SageMaker.<Operation> and an application/x-amz-json-1.1 body"
+                )
+            operation = wire.operation_from_target(target)
+            if caller is not None and _changes_state(operation):
+                # boto3 signs identical requests made within one second identically, so a repeated
+                # read is normal; a repeated change is refused (reads repeat no harm a replay could do).
+                if not self.replay.check_and_add(signature_of(request) or "", time.time()):
+                    raise InvalidSignature(REPLAYED)
+            params = wire.decode_request(operation, body)
+            if caller is not None:
+                authorize(caller, operation, params)
+        except SageMakerError as e:
+            identity = caller.identity() if caller else _anonymous(request)
+            self.api.store.record_api_call(
+                operation or (target or "").rpartition(".")[2] or "Unknown", _auditable(params), error=e,
+                caller=identity, source_ip=source_ip, user_agent=user_agent, request_id=request_id,
+            )
+            return wire.encode_error(e)
+        try:
+            result = await asyncio.to_thread(
+                self.api.call, operation, params, caller=caller.identity() if caller else None,
+                source_ip=source_ip, user_agent=user_agent, request_id=request_id,
+            )
+            return 200, wire.encode_response(operation, result), {}
+        except BaseException as e:  # noqa: BLE001 - audited by the call; answered in SageMaker's shape
+            return wire.encode_error(e)
+
+
+def authorize(caller: Caller, operation: str, params: dict[str, Any]) -> None:
+    """AccessDenied, worded as AWS words it, unless the caller's policies allow the action."""
+    action, resource = iam.action_of(operation), iam.resource_of(operation, params)
+    decision = iam.decide(caller.policies, action, resource)
+    if decision == "allow":
+        return
+    why = (
+        "with an explicit deny in an identity-based policy"
+        if decision == "deny"
+        else f"because no identity-based policy allows the {action} action"
+    )
+    raise AccessDenied(f"User: {caller.arn} is not authorized to perform: {action} on resource: {resource} {why}")
+
+
+def _changes_state(operation: str) -> bool:
+    return not operation.startswith(("Describe", "List", "Get", "Wait", "Search"))
+
+
+def _anonymous(request: IncomingRequest | None) -> dict[str, Any]:
+    key = access_key_of(request) if request is not None else None
+    return {"type": "Unknown", "accessKeyId": key} if key else {"type": "Unknown"}
+
+
+def _auditable(params: dict[str, Any] | None) -> dict[str, Any] | None:
+    return params if isinstance(params, dict) else None
+
+
+async def _read_body(receive: Any, declared: str | None) -> bytes:
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY:
+        raise SerializationException(f"The request body is {declared} bytes; the API takes at most {MAX_BODY}")
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise SerializationException(f"The request body is over {MAX_BODY} bytes, the most the API takes")
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            break
+    return b"".join(chunks)
