@@ -6,8 +6,9 @@ Each request goes: body read (at most ``MAX_BODY``) -> SigV4 checked against the
 (``protocol.sigv4``, botocore's signer) -> the operation from ``X-Amz-Target`` (a signature already
 used for a request that changes something is refused as a replay) -> the
 body decoded per the operation's input shape (``protocol.wire``, botocore's parser) -> the caller's
-policies asked (``engine.iam``: Deny wins, nothing allowed by default) -> ``SageMakerAPI.call`` in a
-worker thread (which validates, runs and audits it) -> the answer encoded per the output shape.
+policies asked (``engine.iam``: Deny wins, nothing allowed by default) -> ``SageMakerAPI.call``, which
+validates, runs and audits it (reads on the event loop, anything that may wait in a worker thread) ->
+the answer encoded per the output shape.
 A request refused before the call is audited here, with the access key it named, so every request
 leaves a record whatever happened to it.
 """
@@ -15,6 +16,7 @@ leaves a record whatever happened to it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
 from typing import Any
@@ -117,11 +119,15 @@ class APIServer:
                 caller=identity, source_ip=source_ip, user_agent=user_agent, request_id=request_id,
             )
             return wire.encode_error(e)
+        call = functools.partial(
+            self.api.call, operation, params, caller=caller.identity() if caller else None,
+            source_ip=source_ip, user_agent=user_agent, request_id=request_id,
+        )
         try:
-            result = await asyncio.to_thread(
-                self.api.call, operation, params, caller=caller.identity() if caller else None,
-                source_ip=source_ip, user_agent=user_agent, request_id=request_id,
-            )
+            # A read is a few database reads and the audit row (~0.3 ms): run on the loop, as a worker
+            # thread's hand-off costs more than that here (benchmarks/api_latency.py). Anything that may
+            # wait (a Create listing S3, WaitForTrainingJob) runs in a thread.
+            result = call() if operation.startswith(_READS) else await asyncio.to_thread(call)
             return 200, wire.encode_response(operation, result), {}
         except BaseException as e:  # noqa: BLE001 - audited by the call; answered in SageMaker's shape
             return wire.encode_error(e)
@@ -141,8 +147,11 @@ def authorize(caller: Caller, operation: str, params: dict[str, Any]) -> None:
     raise AccessDenied(f"User: {caller.arn} is not authorized to perform: {action} on resource: {resource} {why}")
 
 
+_READS = ("Describe", "List", "Get", "Search")
+
+
 def _changes_state(operation: str) -> bool:
-    return not operation.startswith(("Describe", "List", "Get", "Wait", "Search"))
+    return not operation.startswith((*_READS, "Wait"))
 
 
 def _anonymous(request: IncomingRequest | None) -> dict[str, Any]:
