@@ -8,12 +8,12 @@ is lower-cased, as SageMaker writes it in ARNs (its resource names are case-inse
 from __future__ import annotations
 
 from raymaker.engine.kinds import Kind
-from raymaker.protocol.environment import account_id, region
+from raymaker.protocol.environment import resource_arn
 
 
 def arn(resource_type: str, name: str) -> str:
     """e.g. ``arn("training-job", "My-Job")`` -> ``arn:aws:sagemaker:us-east-1:000000000000:training-job/my-job``."""
-    return f"arn:aws:sagemaker:{region()}:{account_id()}:{resource_type}/{name.lower()}"
+    return resource_arn(resource_type, name)
 
 
 def training_job_arn(name: str) -> str:

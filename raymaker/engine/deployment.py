@@ -11,6 +11,7 @@ from raymaker.engine.hosting import DEFAULT_STARTUP_TIMEOUT_S, variant_plans
 from raymaker.engine.kinds import Kind
 from raymaker.engine.resource_states import EndpointStatus as E
 from raymaker.engine.resources import ResourceStore
+from raymaker.engine.store import service_name
 from raymaker.io.storage import S3Settings
 
 
@@ -45,7 +46,9 @@ def apply_endpoint(res: ResourceStore, name: str, settings: S3Settings | None) -
     hosting.start_serve()
     old_apps = [v["app"] for v in state.get("variants") or []]
     if status == E.DELETING:
-        hosting.set_routes({k: v for k, v in routing_table(res).items() if k.lower() != name.lower()})
+        hosting.set_routes(
+            {k: v for k, v in routing_table(res).items() if k.lower() != name.lower()}, service_name(res.store.path)
+        )
         for app in old_apps:
             hosting.delete_app(app)
         res.delete(Kind.ENDPOINT, name)
@@ -106,7 +109,7 @@ def apply_endpoint(res: ResourceStore, name: str, settings: S3Settings | None) -
     )
     state.pop("pending_config", None)
     res.update(Kind.ENDPOINT, name, state=state)  # the table below reads the new apps from the record
-    hosting.set_routes(routing_table(res))
+    hosting.set_routes(routing_table(res), service_name(res.store.path))
     hosting.wait_reachable(name)
     for app in old_apps:
         if app not in started:

@@ -19,7 +19,7 @@ from raymaker.engine.context import Engine
 from raymaker.engine.kinds import Kind
 from raymaker.engine.resource_states import EndpointStatus as E
 from raymaker.engine.resources import ResourceStore
-from raymaker.engine.store import as_datetime
+from raymaker.engine.store import as_datetime, service_name
 from raymaker.engine.validation import JOB_NAME_RE, algorithm_from_image, is_custom_image
 from raymaker.io.storage import parse_uri
 from raymaker.protocol.errors import ValidationError
@@ -261,6 +261,7 @@ def variant_plans(res: ResourceStore, endpoint: str, config_name: str) -> list[V
                 min_replicas=int(scaling.get("MinInstanceCount", 1)) if enabled else None,
                 max_replicas=int(scaling["MaxInstanceCount"]) if enabled else None,
                 target_inflight=target,
+                guard=service_name(res.store.path),
             )
         )
     return plans

@@ -9,7 +9,6 @@ stays InProgress. Operations reach it only through the handle the API injects (`
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 import time
@@ -32,10 +31,11 @@ from raymaker.engine.job_run import JobRun
 from raymaker.engine.kinds import Kind
 from raymaker.engine.resource_states import EndpointStatus as E
 from raymaker.engine.resource_states import TransformJobStatus as T
-from raymaker.engine.store import SERVICE_HEARTBEAT_S, JobStore, log_key
+from raymaker.engine.store import SERVICE_HEARTBEAT_S, JobStore, log_key, service_name
 from raymaker.engine.training_jobs import TrainingJobSubmitter
 from raymaker.engine.transform_run import run_transform_job
 from raymaker.engine.tuning_run import TrialClient, caller_of, run_tuning_job, start_trial, trial_progress
+from raymaker.engine.users import Directory, runtime_auth_required
 from raymaker.engine.validation import TrainingJobSpec, validate_training_job
 from raymaker.io.storage import S3Settings
 
@@ -56,6 +56,7 @@ class JobService:
     def __init__(self, store_path: str):
         self.store = JobStore(store_path)
         self.pool = ActorPool(on_evict=self._evicted)
+        self.directory = Directory(self.store)
         self.runs: dict[str, JobRun] = {}
         self.me = ray.get_runtime_context().current_actor
         self.id = ray.get_runtime_context().get_actor_id()
@@ -180,6 +181,27 @@ class JobService:
         """One API call from a process on another node than the job database (``SageMakerAPI``)."""
         return dispatch(self._engine(settings), operation, params, **audit)
 
+    # --- endpoint replicas checking signatures (serve.guard) ------------------------------------
+
+    @ray.method(concurrency_group="api")
+    def runtime_auth(self) -> bool:
+        """Whether endpoints take only signed invocations (``users.runtime_auth_required``)."""
+        return runtime_auth_required(self.store)
+
+    @ray.method(concurrency_group="api")
+    def access_key(self, access_key_id: str) -> tuple[str, dict[str, Any], tuple[dict[str, Any], ...]] | None:
+        """(secret, userIdentity, policies) of an active access key, None for an unknown one."""
+        found = self.directory.lookup(access_key_id)
+        if found is None:
+            return None
+        secret, caller = found
+        return secret, caller.identity(), caller.policies
+
+    @ray.method(concurrency_group="events")
+    def record_invocations(self, calls: list[dict[str, Any]]) -> None:
+        """Endpoint replicas' audit events (``store.record_api_calls``'s dicts), a batch at a time."""
+        self.store.record_api_calls(calls)
+
     @ray.method(concurrency_group="jobs")
     def run_job(self, spec: TrainingJobSpec, settings: S3Settings) -> str:
         run = self.runs[spec.name] = JobRun(spec, settings, self.store, self.me, self.pool)
@@ -299,11 +321,6 @@ def _serve_applications() -> set[str]:
     from ray import serve
 
     return set(serve.status().applications)
-
-
-def service_name(store_path: str) -> str:
-    digest = hashlib.sha1(os.path.realpath(store_path).encode()).hexdigest()[:12]
-    return f"raymaker-job-service-{digest}"
 
 
 def job_service(store_path: str) -> Any:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import hashlib
 import json
 import os
 import re
@@ -161,6 +162,12 @@ UPDATABLE_FIELDS = frozenset(
 
 def default_db_path() -> Path:
     return raymaker_home() / "raymaker.db"
+
+
+def service_name(store_path: str | os.PathLike) -> str:
+    """The Ray actor name of the job service of the database at ``store_path`` (namespace "raymaker")."""
+    digest = hashlib.sha1(os.path.realpath(store_path).encode()).hexdigest()[:12]
+    return f"raymaker-job-service-{digest}"
 
 
 def _not_found(name: str) -> ResourceNotFound:
@@ -500,46 +507,30 @@ class JobStore:
         call raised (its SageMaker code, else its class name) or a ``(code, message)`` pair. ``caller``
         defaults to the local OS user (the in-process backend); the API server passes its client.
         Events older than the retention (``RAYMAKER_AUDIT_RETENTION_DAYS``, default 90) are dropped
-        now and then, so the trail does not grow without end."""
-        if isinstance(error, SageMakerError):
-            code, message = error.code, error.message
-        elif isinstance(error, BaseException):
-            code, message = type(error).__name__, str(error)
-        elif error is not None:
-            code, message = error
-        else:
-            code = message = None
-        if caller is None:
-            identity: Mapping[str, Any] = {"type": "LocalUser", "userName": _os_user()}
-        elif isinstance(caller, str):
-            identity = {"type": "IAMUser", "userName": caller}
-        else:
-            identity = caller
-        now = time.time() if now is None else now
-        event_id = str(uuid.uuid4())
+        now and then, so the trail does not grow without end. Credential-named request parameters are
+        hidden (``redact``)."""
         request_id = request_id or str(uuid.uuid4())
+        self.record_api_calls([dict(event_name=event_name, params=params, error=error, caller=caller,
+                                    source_ip=source_ip, user_agent=user_agent, request_id=request_id, now=now)])
+        return request_id
+
+    def record_api_calls(self, calls: Iterable[Mapping[str, Any]]) -> int:
+        """Several ``record_api_call``s (their keyword arguments as dicts) in one transaction: how endpoint
+        replicas' invocation events arrive. Returns how many were written."""
+        rows = [_audit_row(**call) for call in calls]
+        if not rows:
+            return 0
         with self.transaction() as c:
-            cur = c.execute(
+            c.executemany(
                 "INSERT INTO audit_events (event_id, event_time, event_name, request_parameters, "
                 "error_code, error_message, user_identity, source_ip, user_agent, region, request_id) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    event_id,
-                    now,
-                    event_name,
-                    None if params is None else json.dumps(redact(params), default=str),
-                    code,
-                    message,
-                    json.dumps(identity, default=str),
-                    source_ip,
-                    user_agent,
-                    region(),
-                    request_id,
-                ),
+                rows,
             )
-            if cur.lastrowid % 1000 == 0:  # pruning is an index range delete: cheap, but not every call
-                c.execute("DELETE FROM audit_events WHERE event_time < ?", (now - audit_retention_s(),))
-        return request_id
+            last = c.execute("SELECT last_insert_rowid()").fetchone()[0]
+            if last // 1000 != (last - len(rows)) // 1000:  # pruning is cheap, but not every call
+                c.execute("DELETE FROM audit_events WHERE event_time < ?", (time.time() - audit_retention_s(),))
+        return len(rows)
 
     def prune_audit_events(self, *, now: float | None = None) -> int:
         """Drop events older than the retention; returns how many went."""
@@ -674,6 +665,45 @@ def redact(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [redact(v) for v in value]
     return value
+
+
+def _audit_row(
+    event_name: str,
+    params: Mapping[str, Any] | None = None,
+    error: BaseException | tuple[str, str] | None = None,
+    caller: str | Mapping[str, Any] | None = None,
+    source_ip: str | None = None,
+    user_agent: str | None = None,
+    request_id: str | None = None,
+    now: float | None = None,
+) -> tuple[Any, ...]:
+    if isinstance(error, SageMakerError):
+        code, message = error.code, error.message
+    elif isinstance(error, BaseException):
+        code, message = type(error).__name__, str(error)
+    elif error is not None:
+        code, message = error
+    else:
+        code = message = None
+    if caller is None:
+        identity: Mapping[str, Any] = {"type": "LocalUser", "userName": _os_user()}
+    elif isinstance(caller, str):
+        identity = {"type": "IAMUser", "userName": caller}
+    else:
+        identity = caller
+    return (
+        str(uuid.uuid4()),
+        time.time() if now is None else now,
+        event_name,
+        None if params is None else json.dumps(redact(params), default=str),
+        code,
+        message,
+        json.dumps(identity, default=str),
+        source_ip,
+        user_agent,
+        region(),
+        request_id or str(uuid.uuid4()),
+    )
 
 
 def _os_user() -> str:

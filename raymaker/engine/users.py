@@ -10,6 +10,7 @@ checking a SigV4 signature needs it, as AWS keeps it.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import string
 import threading
@@ -237,3 +238,18 @@ class Directory:
         docs = conn.execute("SELECT document FROM user_policies WHERE user_name = ?", (row["name"],)).fetchall()
         policies = tuple(parse_policy(json.loads(d["document"])) for d in docs)
         return row["secret"], Caller(row["name"], row["user_id"], access_key_id, policies)
+
+
+RUNTIME_AUTH_ENV = "RAYMAKER_RUNTIME_AUTH"
+
+
+def runtime_auth_required(store: JobStore) -> bool:
+    """Whether endpoints take only signed invocations: ``RAYMAKER_RUNTIME_AUTH`` = ``on`` or ``off``;
+    by default (``auto``) on once the service has a user, so one person's local mode stays as open as
+    a script's own process, and a shared service is closed from its first user on."""
+    mode = (os.environ.get(RUNTIME_AUTH_ENV) or "auto").strip().lower()
+    if mode not in ("on", "off", "auto"):
+        raise ValueError(f"{RUNTIME_AUTH_ENV} must be on, off or auto, not {mode!r}")
+    if mode != "auto":
+        return mode == "on"
+    return store.connection().execute("SELECT 1 FROM users LIMIT 1").fetchone() is not None

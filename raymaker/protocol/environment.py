@@ -33,6 +33,12 @@ def account_id() -> str:
     return account
 
 
+def resource_arn(resource_type: str, name: str) -> str:
+    """SageMaker's ARN form, e.g. ``arn:aws:sagemaker:us-east-1:000000000000:endpoint/my-endpoint``: the
+    name lower-cased, as SageMaker writes it (its resource names are case-insensitive)."""
+    return f"arn:aws:sagemaker:{region()}:{account_id()}:{resource_type}/{name.lower()}"
+
+
 def default_output_path() -> str:
     """Where models go when a request names no output: ``s3://$RAYMAKER_DEFAULT_BUCKET/`` (the SageMaker
     SDK's default bucket; what a cluster of several nodes needs), else a local folder (local mode)."""

@@ -52,8 +52,9 @@ class Session:
         return self._runtime_url or os.environ.get("RAYMAKER_RUNTIME_URL") or "http://127.0.0.1:8080"
 
     def runtime_client(self) -> Any:
-        """boto3's ``sagemaker-runtime`` client for this session's endpoints (made once). Unsigned:
-        the runtime listener takes no AWS credentials. For https with a private CA, set
+        """boto3's ``sagemaker-runtime`` client for this session's endpoints (made once), signed with
+        the usual AWS credentials when there are any (a shared service's endpoints take only signed
+        invocations; one person's local mode takes unsigned ones too). For https with a private CA, set
         ``runtime_verify`` (or ``RAYMAKER_RUNTIME_CA_BUNDLE``) to the CA bundle."""
         if self._runtime_client is None:
             import boto3
@@ -65,13 +66,15 @@ class Session:
             verify = self._runtime_verify
             if verify is None:
                 verify = os.environ.get("RAYMAKER_RUNTIME_CA_BUNDLE") or True
-            self._runtime_client = boto3.session.Session().client(
+            aws = boto3.session.Session()
+            signing = {} if aws.get_credentials() is not None else {"signature_version": UNSIGNED}
+            self._runtime_client = aws.client(
                 "sagemaker-runtime",
                 endpoint_url=self.runtime_url,
                 region_name=region(),
                 verify=verify,
                 config=Config(
-                    signature_version=UNSIGNED,
+                    **signing,
                     retries={"mode": "standard", "max_attempts": 3},
                     tcp_keepalive=True,
                     max_pool_connections=64,

@@ -83,9 +83,10 @@ def start_serve() -> RuntimeListener:
     return listener
 
 
-def set_routes(endpoints: dict[str, list[dict[str, Any]]]) -> None:
-    """Give the runtime ingress its routing table: endpoint -> [{name, app, weight}]. Only the ingress's
-    ``user_config`` changes, so its replicas are reconfigured in place; waits until they all are."""
+def set_routes(endpoints: dict[str, list[dict[str, Any]]], guard: str = "") -> None:
+    """Give the runtime ingress its routing table: endpoint -> [{name, app, weight}], and the job
+    service that checks and records invocations (``guard``). Only the ingress's ``user_config``
+    changes, so its replicas are reconfigured in place; waits until they all are."""
     from ray import serve
 
     from raymaker.serve.replicas import CODE_VERSION, ROUTE_PREFIX, RUNTIME_APP, RuntimeIngress
@@ -93,7 +94,7 @@ def set_routes(endpoints: dict[str, list[dict[str, Any]]]) -> None:
     # `version` is internal in Serve 2.60's options(); it is the only way to keep the replicas across
     # serve.run calls (user_config alone is then applied in place, through reconfigure).
     app = RuntimeIngress.options(
-        user_config={"endpoints": endpoints}, version=CODE_VERSION, _internal=True
+        user_config={"endpoints": endpoints, "guard": guard}, version=CODE_VERSION, _internal=True
     ).bind()
     serve.run(app, name=RUNTIME_APP, route_prefix=ROUTE_PREFIX)
 
@@ -152,6 +153,7 @@ class VariantPlan:
     min_replicas: int | None = None  # ManagedInstanceScaling: autoscaling between these bounds
     max_replicas: int | None = None
     target_inflight: float = DEFAULT_TARGET_INFLIGHT
+    guard: str = ""  # the job service that checks and records its invocations (serve.guard); "" none
 
     def app_name(self, generation: int, direct: bool = False) -> str:
         """A direct (single-variant) endpoint keeps one application for its life, updated in place; a
@@ -161,7 +163,7 @@ class VariantPlan:
     def user_config(self) -> dict[str, Any]:
         from dataclasses import asdict
 
-        return {"endpoint": self.endpoint, "variant": self.variant, "model": asdict(self.model)}
+        return {"endpoint": self.endpoint, "variant": self.variant, "model": asdict(self.model), "guard": self.guard}
 
     def deployment_options(self) -> dict[str, Any]:
         options: dict[str, Any] = {

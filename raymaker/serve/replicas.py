@@ -42,6 +42,7 @@ from starlette.responses import Response
 
 from raymaker.io.storage import S3Settings
 from raymaker.serve.codecs import MAX_PAYLOAD_BYTES, InvocationError, clip
+from raymaker.serve.guard import InvocationGuard, Refused
 from raymaker.serve.model import LoadedModel, ModelSpec
 
 RUNTIME_APP = "raymaker-runtime"
@@ -190,6 +191,30 @@ def answer(invocation: Invocation, variant: str, result: tuple[int, bytes, str, 
     return Response(out, status_code=200, headers=headers)
 
 
+async def admit(guard: InvocationGuard | None, request: Request, inv: Invocation, endpoint: str, variant: str) -> Any:
+    """The caller's audit identity, or the refusal's response (recorded in the trail); None unguarded."""
+    if guard is None:
+        return None
+    try:
+        return await guard.admit(request.scope, inv.body, endpoint)
+    except Refused as r:
+        guard.record(r.identity, endpoint, variant, request.scope, (r.error.code, r.error.message))
+        return error_response(r.error.http_status, r.error.code, r.error.message)
+
+
+def audit(guard: InvocationGuard | None, identity: Any, request: Request, endpoint: str, variant: str,
+          result: tuple[int, bytes, str, str]) -> None:
+    if guard is not None:
+        error = None if result[0] == 200 else (result[3], result[1][:500].decode(errors="replace"))
+        guard.record(identity, endpoint, variant, request.scope, error)
+
+
+def _guard_for(current: InvocationGuard | None, service: str | None) -> InvocationGuard | None:
+    if not service:
+        return None
+    return current if current is not None and current.service_name == service else InvocationGuard(service)
+
+
 def _no_variant(endpoint: str, target: str, names: list[str]) -> Response:
     return error_response(
         400,
@@ -210,6 +235,7 @@ class VariantReplica:
         self.endpoint = self.variant = ""
         self.spec: ModelSpec | None = None
         self.model: LoadedModel | None = None
+        self.guard: InvocationGuard | None = None
 
     async def reconfigure(self, config: dict[str, Any]) -> None:
         spec = ModelSpec(
@@ -222,6 +248,7 @@ class VariantReplica:
             if old is not None:  # a custom container: SIGTERM once its requests are done
                 threading.Thread(target=_retire, args=(old,), daemon=True).start()
         self.endpoint, self.variant = config["endpoint"], config["variant"]
+        self.guard = _guard_for(self.guard, config.get("guard"))
 
     def check_health(self) -> None:
         """Serve's health check: a custom container down for longer than it takes to start it again
@@ -276,10 +303,14 @@ class VariantReplica:
         inv = await read_invocation(request)
         if isinstance(inv, Response):
             return inv
+        identity = await admit(self.guard, request, inv, self.endpoint, self.variant)
+        if isinstance(identity, Response):
+            return identity
         target = inv.target_variant
         if target and target.lower() != self.variant.lower():
             return _no_variant(self.endpoint, target, [self.variant])
         result = await self.invoke(inv.body, inv.content_type, inv.accept, inv.custom_attributes, inv.target_variant)
+        audit(self.guard, identity, request, self.endpoint, self.variant, result)
         return answer(inv, self.variant, result)
 
 
@@ -318,6 +349,7 @@ class RuntimeIngress:
     def __init__(self) -> None:
         self.routes: dict[str, Route] = {}  # endpoint name, lower case (names are case-insensitive)
         self.handles: dict[str, Any] = {}
+        self.guard: InvocationGuard | None = None
 
     def reconfigure(self, config: dict[str, Any]) -> None:
         from ray.serve.handle import DeploymentHandle
@@ -328,6 +360,7 @@ class RuntimeIngress:
             app: self.handles.get(app) or DeploymentHandle(VARIANT_DEPLOYMENT, app) for app in apps
         }
         self.routes = routes
+        self.guard = _guard_for(self.guard, config.get("guard"))
 
     async def __call__(self, request: Request) -> Response:
         parsed = parse_path(request.url.path)
@@ -345,9 +378,13 @@ class RuntimeIngress:
         if isinstance(inv, Response):
             return inv
         variant = route.pick(inv.target_variant)
+        identity = await admit(self.guard, request, inv, route.endpoint, variant or "")
+        if isinstance(identity, Response):
+            return identity
         if variant is None:
             return _no_variant(route.endpoint, inv.target_variant or "", route.names)
         result = await self._invoke(route, variant, inv)
+        audit(self.guard, identity, request, route.endpoint, variant, result)
         return answer(inv, variant, result)
 
     async def _invoke(self, route: Route, variant: str, inv: Invocation) -> tuple:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import boto3
+import botocore
 import botocore.auth
 import numpy as np
 import pytest
@@ -29,6 +30,7 @@ from raymaker import Estimator, Session, TrainingInput
 from raymaker.cli import main as cli
 from raymaker.cluster.local import free_port
 from raymaker.engine.api import SageMakerAPI
+from raymaker.engine.store import JobStore
 from raymaker.protocol.errors import AccessDenied, ResourceNotFound
 from raymaker.sdk.http_backend import HTTPBackend
 from raymaker.server.run import make_server, start_in_thread
@@ -40,10 +42,12 @@ NO_RETRIES = Config(retries={"max_attempts": 1, "mode": "standard"})
 
 
 @pytest.fixture(scope="module")
-def server(ray_session):
+def server(ray_session, tmp_path_factory):
     """The API server with signatures checked, and an administrator made on the head as `raymaker users
-    create admin --admin` does (the in-process API needs no signature: it is the database's own node)."""
-    api = SageMakerAPI()
+    create admin --admin` does (the in-process API needs no signature: it is the database's own node).
+    A job database (and job service) of its own: its users turn signature checks on for its endpoints,
+    which must not reach the other tests' endpoints."""
+    api = SageMakerAPI(JobStore(tmp_path_factory.mktemp("service") / "raymaker.db"))
     local = Session(backend=api)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
@@ -139,10 +143,7 @@ def test_an_unchanged_boto3_script_trains_tunes_deploys_invokes_and_transforms(s
     sm.create_endpoint(EndpointName="api-ep", EndpointConfigName="api-config")
     sm.get_waiter("endpoint_in_service").wait(EndpointName="api-ep", WaiterConfig={"Delay": 1, "MaxAttempts": 120})
     try:
-        runtime = boto3.client("sagemaker-runtime", endpoint_url=Session().runtime_url, region_name="us-east-1",
-                               aws_access_key_id=server["key"], aws_secret_access_key=server["secret"])
-        answer = runtime.invoke_endpoint(EndpointName="api-ep", ContentType="text/csv", Body=b"3,3,0,0")
-        assert float(answer["Body"].read().decode().split(",")[0]) > 0.5
+        check_invocations(server)
     finally:
         sm.delete_endpoint(EndpointName="api-ep")
 
@@ -167,6 +168,46 @@ def test_an_unchanged_boto3_script_trains_tunes_deploys_invokes_and_transforms(s
     assert tuned["HyperParameterTuningJobStatus"] == "Completed"
     assert tuned["TrainingJobStatusCounters"]["Completed"] == 2
     assert tuned["BestTrainingJob"]["FinalHyperParameterTuningJobObjectiveMetric"]["MetricName"] == "validation:logloss"
+
+
+def check_invocations(server) -> None:
+    """The service has users, so its endpoint takes only signed invocations by users allowed to make them,
+    and every invocation, refused or not, is counted in the audit trail."""
+    def runtime(key=None, secret=None, **config):
+        return boto3.client("sagemaker-runtime", endpoint_url=Session().runtime_url, region_name="us-east-1",
+                            config=Config(retries={"max_attempts": 1, "mode": "standard"}, **config),
+                            aws_access_key_id=key or server["key"], aws_secret_access_key=secret or server["secret"])
+
+    def invoke(client):
+        return client.invoke_endpoint(EndpointName="api-ep", ContentType="text/csv", Body=b"3,3,0,0")
+
+    for _ in range(5):
+        assert float(invoke(runtime())["Body"].read().decode().split(",")[0]) > 0.5
+    key, secret = make_user(server, "invoker", {"Statement": {
+        "Effect": "Allow", "Action": "sagemaker:InvokeEndpoint", "Resource": "arn:aws:sagemaker:*:*:endpoint/api-ep"}})
+    for _ in range(3):
+        invoke(runtime(key, secret))
+    viewer, viewer_secret = make_user(server, "viewer", {"Statement": {
+        "Effect": "Allow", "Action": "sagemaker:Describe*", "Resource": "*"}})
+    assert _code(lambda: invoke(runtime(viewer, viewer_secret))) == "AccessDeniedException"
+    assert _code(lambda: invoke(runtime(signature_version=botocore.UNSIGNED))) == "MissingAuthenticationTokenException"
+    assert _code(lambda: invoke(runtime(secret="wrong" * 8))) == "InvalidSignatureException"
+
+    def counted() -> dict:
+        out: dict = {}
+        for e in server["local"].call("ListAuditEvents", {"EventName": "InvokeEndpoint", "MaxResults": 1000})["Events"]:
+            r = json.loads(e["CloudTrailEvent"])
+            who = r["userIdentity"].get("userName") or r["userIdentity"]["type"]
+            k = (who, r.get("errorCode"))
+            out[k] = out.get(k, 0) + r["requestParameters"]["invocationCount"]
+        return out
+
+    want = {("admin-user", None): 5, ("invoker", None): 3, ("viewer", "AccessDeniedException"): 1,
+            ("Unknown", "MissingAuthenticationTokenException"): 1, ("Unknown", "InvalidSignatureException"): 1}
+    deadline = time.time() + 15  # replicas send their counts every 2 s
+    while (got := counted()) != want:
+        assert time.time() < deadline, got
+        time.sleep(0.5)
 
 
 def test_the_sdk_and_cli_work_through_the_http_backend(server, data, monkeypatch, capsys):

@@ -1,0 +1,174 @@
+"""What an endpoint replica checks and records on each request it serves, wherever it listens: the
+runtime's front door and each replica's own direct-ingress port alike (Serve's replicas take HTTP on
+every interface), so no path to a model skips it.
+
+- **Signatures.** While the service requires them (``users.runtime_auth_required``: from its first
+  user on, or ``RAYMAKER_RUNTIME_AUTH=on``), an invocation must carry a valid SigV4 signature
+  (``protocol.sigv4``) by an active access key, and the key's user must be allowed
+  ``sagemaker:InvokeEndpoint`` on the endpoint's ARN (``protocol.iam_policy``). Refusals are SageMaker
+  runtime's errors (403, or 400 AccessDeniedException). Identical invocations within a second carry
+  identical signatures (boto3 signs them alike), so invocations are not checked for replays.
+- **Keys** come from the job service (``JobService.access_key``) and are kept ``ttl_s`` seconds, so a
+  request costs no call but the first per key in that time; a deleted key stops working within it.
+- **Audit.** Every invocation is recorded, allowed or refused (CloudTrail leaves them out; raymaker does
+  not). ``RAYMAKER_AUDIT_INVOCATIONS``: ``aggregate`` (default: one event per caller, endpoint, variant
+  and outcome every ``flush_s`` seconds, with its ``invocationCount``, so a hot endpoint does not drown
+  the trail and no invocation goes uncounted), ``each`` (one event per invocation) or ``off``. Events
+  go to the job service in batches, fire-and-forget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from raymaker.protocol.environment import resource_arn
+from raymaker.protocol.errors import AccessDenied, SageMakerError, UnrecognizedClient
+from raymaker.protocol.iam_policy import decide
+from raymaker.protocol.sigv4 import UNKNOWN_KEY, IncomingRequest, access_key_of, verify
+
+AUDIT_ENV = "RAYMAKER_AUDIT_INVOCATIONS"
+ACTION = "sagemaker:InvokeEndpoint"
+
+
+ANONYMOUS: dict[str, Any] = {"type": "Anonymous"}
+
+
+class Refused(Exception):
+    """A request the guard refuses: the SageMaker error to answer, and who asked (for the trail)."""
+
+    def __init__(self, error: SageMakerError, identity: dict[str, Any]):
+        super().__init__(error.message)
+        self.error, self.identity = error, identity
+
+
+class InvocationGuard:
+    """One per replica. ``service``: the job service's actor name (namespace "raymaker")."""
+
+    def __init__(self, service: str, *, ttl_s: float = 2.0, flush_s: float = 2.0):
+        self.service_name, self.ttl_s, self.flush_s = service, ttl_s, flush_s
+        mode = (os.environ.get(AUDIT_ENV) or "aggregate").strip().lower()
+        if mode not in ("aggregate", "each", "off"):
+            raise ValueError(f"{AUDIT_ENV} must be aggregate, each or off, not {mode!r}")
+        self.mode = mode
+        self._handle: Any = None
+        self._required: tuple[float, bool] = (-1e9, True)
+        self._keys: dict[str, tuple[float, Any]] = {}
+        self._counts: dict[tuple[str, ...], list[Any]] = {}
+        self._each: list[dict[str, Any]] = []
+        self._flusher: asyncio.Task | None = None
+
+    # --- the job service ---------------------------------------------------------------------
+
+    def _service(self) -> Any:
+        if self._handle is None:
+            import ray
+
+            self._handle = ray.get_actor(self.service_name, namespace="raymaker")
+        return self._handle
+
+    async def _auth_required(self) -> bool:
+        at, required = self._required
+        if time.monotonic() - at > self.ttl_s:
+            required = bool(await self._service().runtime_auth.remote())
+            self._required = (time.monotonic(), required)
+        return required
+
+    async def _key(self, access_key_id: str) -> Any:
+        hit = self._keys.get(access_key_id)
+        if hit is not None and time.monotonic() - hit[0] < self.ttl_s:
+            return hit[1]
+        found = await self._service().access_key.remote(access_key_id)
+        if len(self._keys) > 10_000:  # unknown keys must not grow it without end
+            self._keys.clear()
+        self._keys[access_key_id] = (time.monotonic(), found)
+        return found
+
+    # --- the check -----------------------------------------------------------------------------
+
+    async def admit(self, scope: dict[str, Any], body: bytes, endpoint: str) -> dict[str, Any]:
+        """The caller's audit identity; ``Refused`` for a request that may not invoke ``endpoint``."""
+        self._start_flusher()
+        if not await self._auth_required():
+            return ANONYMOUS
+        headers: Sequence[tuple[str, str]] = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
+        request = IncomingRequest(
+            scope["method"], scope.get("raw_path", scope["path"].encode()).decode("latin-1"),
+            scope.get("query_string", b"").decode("latin-1"), headers, body,
+        )
+        key = access_key_of(request)
+        identity = {"type": "Unknown", "accessKeyId": key} if key else {"type": "Unknown"}
+        try:
+            found = await self._key(key) if key else None
+            verify(request, lambda k: found[0] if found and k == key else None)
+            if found is None:  # verify refuses an unknown key first; kept for a key deleted meanwhile
+                raise UnrecognizedClient(UNKNOWN_KEY)
+        except SageMakerError as e:
+            raise Refused(e, identity) from None
+        _, identity, policies = found
+        arn = resource_arn("endpoint", endpoint)
+        decision = decide(policies, ACTION, arn)
+        if decision != "allow":
+            why = ("with an explicit deny in an identity-based policy" if decision == "deny"
+                   else f"because no identity-based policy allows the {ACTION} action")
+            raise Refused(AccessDenied(f"User: {identity.get('arn')} is not authorized to perform: {ACTION} "
+                                       f"on resource: {arn} {why}"), identity)
+        return identity
+
+    # --- the audit trail -----------------------------------------------------------------------
+
+    def record(
+        self, identity: dict[str, Any], endpoint: str, variant: str, scope: dict[str, Any],
+        error: tuple[str, str] | None,
+    ) -> None:
+        if self.mode == "off":
+            return
+        headers = dict(scope["headers"])
+        source_ip = (scope.get("client") or ("", 0))[0]
+        agent = headers.get(b"user-agent", b"").decode("latin-1") or None
+        now = time.time()
+        if self.mode == "each":
+            self._each.append(dict(event_name="InvokeEndpoint", params={"EndpointName": endpoint, "VariantName": variant},
+                                   error=error, caller=identity, source_ip=source_ip, user_agent=agent, now=now))
+            return
+        key = (json.dumps(identity, sort_keys=True), endpoint, variant, error[0] if error else "", source_ip)
+        entry = self._counts.get(key)
+        if entry is None:
+            self._counts[key] = [1, now, now, error, agent]
+        else:
+            entry[0] += 1
+            entry[2], entry[3], entry[4] = now, error, agent
+
+    def _start_flusher(self) -> None:
+        if self._flusher is None and self.mode != "off":
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_forever())
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.flush_s)
+            try:
+                self.flush()
+            except Exception:  # noqa: BLE001 - the service may be restarting: keep the events for later
+                pass
+
+    def flush(self) -> None:
+        """Send what was recorded to the job service (fire-and-forget)."""
+        calls, self._each = self._each, []
+        counts, self._counts = self._counts, {}
+        for (identity, endpoint, variant, _, source_ip), (n, first, last, error, agent) in counts.items():
+            calls.append(dict(
+                event_name="InvokeEndpoint",
+                params={"EndpointName": endpoint, "VariantName": variant, "invocationCount": n,
+                        "firstInvocationTime": first, "lastInvocationTime": last},
+                error=error, caller=json.loads(identity), source_ip=source_ip, user_agent=agent, now=last,
+            ))
+        if calls:
+            try:
+                self._service().record_invocations.remote(calls)
+            except Exception:
+                self._each = calls + self._each  # not sent: the next flush tries again
+                raise
