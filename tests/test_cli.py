@@ -91,9 +91,15 @@ SAMPLES: dict[tuple[str, ...], list[str]] = {
     ("tuning-jobs", "describe"): ["t"],
     ("tuning-jobs", "stop"): ["t"],
     ("tuning-jobs", "trials"): ["t", "--best-first"],
-    ("audit",): ["--since", "10m", "--errors", "--max", "5", "--json"],
+    ("audit",): ["--since", "10m", "--errors", "--max", "5", "--json", "--user", "bob", "--resource", "j"],
     ("images", "load"): ["image.tar"],
     ("images", "list"): [],
+    ("users", "create"): ["bob", "--admin", "--policy", "p.json"],
+    ("users", "list"): [],
+    ("users", "delete"): ["bob"],
+    ("users", "rotate-key"): ["bob"],
+    ("users", "put-policy"): ["bob", "readers", "p.json"],
+    ("server",): ["--host", "127.0.0.1", "--port", "8443", "--certfile", "c.pem", "--keyfile", "k.pem"],
 }
 
 

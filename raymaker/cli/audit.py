@@ -66,6 +66,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
         params["EndTime"] = args.until
     if args.errors:
         params["ErrorsOnly"] = True
+    if args.user:
+        params["Username"] = args.user
+    if args.resource:
+        params["ResourceName"] = args.resource
     events = audit_events(get_session(args), params, args.max)
     if args.json:
         for event in events:  # one record a line, for jq and grep
@@ -93,6 +97,8 @@ def add_commands(sub: Subparsers) -> None:
     )
     p.add_argument("--until", type=point_in_time, metavar="WHEN", help="up to this time (as --since)")
     p.add_argument("--errors", action="store_true", help="only the calls that failed")
+    p.add_argument("--user", metavar="NAME", help="only the calls this user made")
+    p.add_argument("--resource", metavar="NAME_OR_ARN", help="only the calls on this resource (its name or ARN)")
     p.add_argument("--max", type=int, default=50, metavar="N", help="at most N events (default 50)")
     p.add_argument("--json", action="store_true", help="the full CloudTrail records, one JSON a line")
     p.set_defaults(func=cmd_audit)

@@ -24,6 +24,8 @@ def list_audit_events(engine: Engine, params: dict[str, Any]) -> dict[str, Any]:
         since=epoch_seconds(params.get("StartTime")),
         until=epoch_seconds(params.get("EndTime")),
         errors_only=bool(params.get("ErrorsOnly")),
+        user=params.get("Username"),
+        resource=params.get("ResourceName"),
         before_id=int(token) if token else None,
         newest_first=True,  # as CloudTrail's LookupEvents answers
         limit=size + 1,

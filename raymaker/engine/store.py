@@ -29,11 +29,12 @@ from typing import Any
 
 from raymaker.engine import states
 from raymaker.engine.arns import training_job_arn
+from raymaker.engine.iam import resource_of
 from raymaker.engine.kinds import Kind
 from raymaker.protocol.environment import raymaker_home, region
 from raymaker.protocol.errors import ConflictException, ResourceInUse, ResourceNotFound, SageMakerError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 BUSY_TIMEOUT_S = 30.0
 
 _SCHEMA = """
@@ -127,7 +128,11 @@ CREATE TABLE IF NOT EXISTS services (
 );
 """
 # Columns added after version 1, for databases made by an older raymaker.
-_ADDED_COLUMNS = (("audit_events", "request_id", "TEXT"),)
+_ADDED_COLUMNS = (
+    ("audit_events", "request_id", "TEXT"),
+    ("audit_events", "user_name", "TEXT"),  # userIdentity's userName, for `raymaker audit --user`
+    ("audit_events", "resource", "TEXT"),  # the ARN the call acted on, for `raymaker audit --resource`
+)
 SERVICE_HEARTBEAT_S = 2.0  # how often the job service says it is alive
 SERVICE_STALE_S = 15.0  # a heartbeat older than this: the service is gone
 AUDIT_RETENTION_ENV = "RAYMAKER_AUDIT_RETENTION_DAYS"
@@ -523,8 +528,8 @@ class JobStore:
         with self.transaction() as c:
             c.executemany(
                 "INSERT INTO audit_events (event_id, event_time, event_name, request_parameters, "
-                "error_code, error_message, user_identity, source_ip, user_agent, region, request_id) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "error_code, error_message, user_identity, source_ip, user_agent, region, request_id, "
+                "user_name, resource) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
             last = c.execute("SELECT last_insert_rowid()").fetchone()[0]
@@ -547,6 +552,8 @@ class JobStore:
         since: float | None = None,
         until: float | None = None,
         errors_only: bool = False,
+        user: str | None = None,
+        resource: str | None = None,
         after_id: int = 0,
         before_id: int | None = None,
         newest_first: bool = False,
@@ -571,6 +578,12 @@ class JobStore:
             args.append(until)
         if errors_only:
             where.append("error_code IS NOT NULL")
+        if user is not None:
+            where.append("user_name = ? COLLATE NOCASE")
+            args.append(user)
+        if resource is not None:  # an ARN, or a resource's name (ARNs hold names lower-cased)
+            where.append("(resource = ? OR resource LIKE ?)")
+            args += [resource, "%/" + resource.lower().replace("%", "").replace("_", "\\_")]
         rows = self.connection().execute(
             f"SELECT * FROM audit_events WHERE {' AND '.join(where)} "
             f"ORDER BY id {'DESC' if newest_first else 'ASC'} LIMIT ?",
@@ -593,6 +606,8 @@ class JobStore:
                 "requestID": r["request_id"],
                 "eventType": "AwsApiCall",
             }
+            if r["resource"]:
+                event["resources"] = [{"ARN": r["resource"]}]
             if r["error_code"]:
                 event["errorCode"] = r["error_code"]
                 event["errorMessage"] = r["error_message"]
@@ -703,7 +718,16 @@ def _audit_row(
         user_agent,
         region(),
         request_id or str(uuid.uuid4()),
+        identity.get("userName"),
+        _resource_of(event_name, params),
     )
+
+
+def _resource_of(event_name: str, params: Mapping[str, Any] | None) -> str | None:
+    if not isinstance(params, Mapping):
+        return None
+    found = resource_of(event_name, params)
+    return None if found == "*" else found
 
 
 def _os_user() -> str:

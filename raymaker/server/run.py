@@ -50,7 +50,7 @@ def make_server(
     app = APIServer(api, auth=auth, directory=Directory(api.store, key_cache_s) if auth else None)
     config = uvicorn.Config(
         app, host=host, port=port, ssl_certfile=certfile, ssl_keyfile=keyfile, log_level="warning",
-        access_log=False, lifespan="on", timeout_keep_alive=75,
+        access_log=False, lifespan="on", timeout_keep_alive=75, timeout_graceful_shutdown=30,
     )
     return uvicorn.Server(config)
 

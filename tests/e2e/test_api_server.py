@@ -60,7 +60,7 @@ def server(ray_session, tmp_path_factory):
         yield {"url": f"http://127.0.0.1:{port}", "api": api, "local": local, "printed": out.getvalue(),
                "key": keys["AWS_ACCESS_KEY_ID"], "secret": keys["AWS_SECRET_ACCESS_KEY"]}
     finally:
-        srv.should_exit = True
+        srv.should_exit = srv.force_exit = True  # kept-alive clients hold no shutdown
         thread.join(10)
 
 
@@ -250,7 +250,7 @@ def _code(call) -> str:
     return info.value.response["Error"]["Code"]
 
 
-def test_every_refusal_is_refused_with_aws_s_code_and_audited(server, data, monkeypatch):
+def test_every_refusal_is_refused_with_aws_s_code_and_audited(server, data, monkeypatch, capsys):
     before = {e["EventId"] for e in server["local"].call("ListAuditEvents", {"MaxResults": 1000})["Events"]}
     target, body = "SageMaker.ListTrainingJobs", b"{}"
 
@@ -312,6 +312,17 @@ def test_every_refusal_is_refused_with_aws_s_code_and_audited(server, data, monk
     unknown = next(r for r in records if r.get("errorCode") == "UnrecognizedClientException")
     assert unknown["userIdentity"] == {"type": "Unknown", "accessKeyId": "AKIANOSUCHKEY0000000"}
 
+    # `raymaker audit` finds them by user and by resource.
+    capsys.readouterr()
+    assert cli(["audit", "--user", "reader", "--json", "--max", "100"], session=server["local"]) == 0
+    by_user = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert by_user and {r["userIdentity"]["userName"] for r in by_user} == {"reader"}
+    assert {"CreateTrainingJob", "DescribeTrainingJob", "StopTrainingJob"} <= {r["eventName"] for r in by_user}
+    assert cli(["audit", "--resource", "api-denied", "--json"], session=server["local"]) == 0
+    by_resource = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["eventName"] for r in by_resource] == ["CreateTrainingJob"]
+    assert by_resource[0]["resources"] == [{"ARN": "arn:aws:sagemaker:us-east-1:000000000000:training-job/api-denied"}]
+
 
 def test_keys_rotate_and_deleted_users_are_refused_and_secrets_are_never_written(server, tmp_path, capsys):
     key, secret = make_user(server, "rotating", {"Statement": {"Effect": "Allow", "Action": "sagemaker:List*",
@@ -347,3 +358,29 @@ def test_keys_rotate_and_deleted_users_are_refused_and_secrets_are_never_written
             assert not any(s.encode() in data for s in secrets), f"a secret was written to {path}"
     trail = json.dumps(server["local"].call("ListAuditEvents", {"MaxResults": 1000}), default=str)
     assert not any(s in trail for s in secrets)
+
+
+def test_the_api_listener_takes_tls_and_refuses_unsigned_access_beyond_loopback(server, tmp_path):
+    from tests.e2e.test_hosting import _self_signed
+
+    cert, key = _self_signed(tmp_path)
+    port = free_port()
+    srv = make_server("127.0.0.1", port, api=server["api"], certfile=cert, keyfile=key)
+    thread = start_in_thread(srv)
+    try:
+        url = f"https://127.0.0.1:{port}"
+        sm = boto3.client("sagemaker", endpoint_url=url, region_name="us-east-1", verify=cert, config=NO_RETRIES,
+                          aws_access_key_id=server["key"], aws_secret_access_key=server["secret"])
+        assert "TrainingJobSummaries" in sm.list_training_jobs()
+        tls = HTTPBackend(url, credentials=Credentials(server["key"], server["secret"]), verify=cert)
+        with pytest.raises(ResourceNotFound):
+            tls.call("DescribeTrainingJob", {"TrainingJobName": "no-such-job"})
+        with pytest.raises(urllib3.exceptions.ProtocolError):  # plain HTTP to the TLS port gets nowhere
+            urllib3.PoolManager().request("POST", f"http://127.0.0.1:{port}/", body=b"{}", retries=False)
+    finally:
+        srv.should_exit = srv.force_exit = True  # kept-alive clients hold no shutdown
+        thread.join(10)
+    with pytest.raises(ValueError, match="must check signatures"):
+        make_server("0.0.0.0", free_port(), auth=False, api=server["api"])
+    with pytest.raises(ValueError, match="both a certificate"):
+        make_server("127.0.0.1", free_port(), certfile=cert, api=server["api"])
