@@ -149,3 +149,39 @@ def background_scenarios(request: pytest.FixtureRequest, tmp_path_factory: pytes
     finally:
         for scenario in running.values():
             scenario.stop()
+
+
+@pytest.fixture(scope="session")
+def api_server_url(ray_session) -> Iterator[str]:
+    """``raymaker server`` over the test session's own job database, on 127.0.0.1 without signature
+    checks (what a loopback listener may do; signatures are tested in tests/e2e/test_api_server.py):
+    the HTTP backend's wire path, for tests that run on both backends."""
+    from raymaker.server.run import make_server, start_in_thread
+
+    port = free_port()
+    server = make_server("127.0.0.1", port, auth=False)
+    thread = start_in_thread(server)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = server.force_exit = True
+        thread.join(10)
+
+
+BACKENDS = ["in-process", "http"]
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def backend_session(request: pytest.FixtureRequest, ray_session) -> Iterator[Any]:
+    """A Session on each backend in turn, with ``RAYMAKER_ENDPOINT_URL`` set for the HTTP one (so the
+    CLI's own Sessions take it too): a module using it runs every test on both, and they cannot drift."""
+    from raymaker import Session
+
+    if request.param == "in-process":
+        yield Session()
+        return
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RAYMAKER_ENDPOINT_URL", request.getfixturevalue("api_server_url"))
+        session = Session()
+        assert type(session.backend).__name__ == "HTTPBackend"
+        yield session

@@ -15,7 +15,6 @@ import tempfile
 import numpy as np
 import pytest
 
-from raymaker import Session
 from raymaker.algorithms import get_algorithm
 from raymaker.algorithms.base import LocalContext, TrainingData
 from raymaker.cli import main
@@ -25,8 +24,13 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def session(ray_session):
-    return Session()
+def session(backend_session):
+    """Every test here runs on both backends: in-process, and over HTTP through ``raymaker server``."""
+    return backend_session
+
+
+def backend_tag(session) -> str:
+    return "-http" if type(session.backend).__name__ == "HTTPBackend" else ""
 
 
 @pytest.fixture(scope="module")
@@ -129,10 +133,11 @@ def test_transform_and_transform_jobs(session, model, s3_server, capsys):
     s3 = s3_server.client
     s3.put_object(Bucket=bucket, Key="in/a.csv", Body=_csv(x[:4]))
     s3.put_object(Bucket=bucket, Key="in/b.csv", Body=_csv(x[4:]))
-    name = "cli-transform-e2e"
+    tag = backend_tag(session)  # names and outputs of their own on each backend (one job database)
+    name = f"cli-transform-e2e{tag}"
     transform = [
         "transform", "--model-data", model["uri"], "--algorithm", "xgboost",
-        "--input", f"s3://{bucket}/in/", "--output", f"s3://{bucket}/out/",
+        "--input", f"s3://{bucket}/in/", "--output", f"s3://{bucket}/out{tag}/",
         "--content-type", "text/csv", "--split-type", "Line", "--assemble-with", "Line",
     ]  # fmt: skip
     assert main([*transform, "--job-name", name]) == 0
@@ -141,11 +146,11 @@ def test_transform_and_transform_jobs(session, model, s3_server, capsys):
     assert "status: Completed" in out
     assert "objects written: 2" in out
     assert f"records transformed: {len(x)}" in out
-    assert f"output: s3://{bucket}/out/" in out
+    assert f"output: s3://{bucket}/out{tag}/" in out
     model_name = next(line for line in out.splitlines() if line.startswith("model: ")).split()[1]
-    listing = s3.list_objects_v2(Bucket=bucket, Prefix="out/")
-    assert sorted(o["Key"] for o in listing["Contents"]) == ["out/a.csv.out", "out/b.csv.out"]
-    for key, want in (("out/a.csv.out", expected[:4]), ("out/b.csv.out", expected[4:])):
+    listing = s3.list_objects_v2(Bucket=bucket, Prefix=f"out{tag}/")
+    assert sorted(o["Key"] for o in listing["Contents"]) == [f"out{tag}/a.csv.out", f"out{tag}/b.csv.out"]
+    for key, want in ((f"out{tag}/a.csv.out", expected[:4]), (f"out{tag}/b.csv.out", expected[4:])):
         lines = s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode().splitlines()
         np.testing.assert_allclose([float(v) for v in lines], want, rtol=1e-6)
 
@@ -155,11 +160,11 @@ def test_transform_and_transform_jobs(session, model, s3_server, capsys):
         main([*transform, "--job-name", name])
     with pytest.raises(SystemExit, match="--model-data needs --algorithm"):
         main(transform[:3] + transform[5:])
-    assert main([*transform, "--job-name", "cli-transform-refused", "--instance-type", "ml.nope.xlarge"]) == 2
+    assert main([*transform, "--job-name", f"cli-transform-refused{tag}", "--instance-type", "ml.nope.xlarge"]) == 2
     assert "ml.nope.xlarge" in capsys.readouterr().err
     assert len(session.call("ListModels", {})["Models"]) == models  # a refused job leaves no model
 
-    assert main(["transform-jobs", "list", "--name-contains", "cli-transform"]) == 0
+    assert main(["transform-jobs", "list", "--name-contains", name]) == 0
     rows = capsys.readouterr().out.splitlines()
     assert rows[0].split() == ["NAME", "STATUS", "CREATED", "SECONDS"]
     assert [r.split()[:2] for r in rows[1:]] == [[name, "Completed"]]
@@ -180,11 +185,11 @@ def test_transform_and_transform_jobs(session, model, s3_server, capsys):
     s3.put_object(Bucket=bucket, Key="bad/rows.csv", Body=("\n".join(lines) + "\n").encode())
     bad = [
         "transform", "--model", model_name, "--input", f"s3://{bucket}/bad/",
-        "--output", f"s3://{bucket}/out-bad/", "--content-type", "text/csv", "--split-type", "Line",
+        "--output", f"s3://{bucket}/out-bad{tag}/", "--content-type", "text/csv", "--split-type", "Line",
     ]  # fmt: skip
     assert main(bad) == 2
     captured = capsys.readouterr()
     assert "transform job: " in captured.out
     assert "Failed" in captured.err
     assert f"s3://{bucket}/bad/rows.csv" in captured.err and "line 3" in captured.err, captured.err
-    assert "Contents" not in s3.list_objects_v2(Bucket=bucket, Prefix="out-bad/")
+    assert "Contents" not in s3.list_objects_v2(Bucket=bucket, Prefix=f"out-bad{tag}/")
