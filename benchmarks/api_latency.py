@@ -22,8 +22,6 @@ import contextlib
 import io
 import os
 import platform
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,12 +32,6 @@ TARGET_P50_MS = 3.0
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main() -> int:
@@ -54,9 +46,11 @@ def main() -> int:
     from botocore.credentials import Credentials
 
     from raymaker.cli import main as cli
+    from raymaker.cluster.local import free_port
     from raymaker.engine.api import SageMakerAPI
     from raymaker.sdk import Session
     from raymaker.sdk.http_backend import HTTPBackend
+    from raymaker.server.run import spawn
 
     api = SageMakerAPI()
     request = {
@@ -78,16 +72,9 @@ def main() -> int:
         cli(["users", "create", "bench-admin", "--admin"], session=Session(backend=api))
     keys = dict(line.split("=", 1) for line in printed.getvalue().splitlines() if line.startswith("AWS_"))
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "raymaker.cli", "server", "--port", str(port)],
-                              stdout=subprocess.DEVNULL, env={**os.environ, "RAYMAKER_HOME": home})
+    server = spawn(port, home)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 60
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-            assert time.time() < deadline and server.poll() is None, "the server did not start"
-            time.sleep(0.1)
         client = boto3.client("sagemaker", endpoint_url=url, region_name="us-east-1",
                               aws_access_key_id=keys["AWS_ACCESS_KEY_ID"],
                               aws_secret_access_key=keys["AWS_SECRET_ACCESS_KEY"],

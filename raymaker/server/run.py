@@ -3,7 +3,12 @@ that whatever listens beyond loopback checks signatures."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import os
+import socket
+import subprocess
+import sys
 import threading
 import time
 from typing import Any
@@ -65,3 +70,19 @@ def start_in_thread(server: Any, timeout_s: float = 30.0) -> threading.Thread:
             raise RuntimeError(f"the API server did not start on {server.config.host}:{server.config.port}")
         time.sleep(0.02)
     return thread
+
+
+def spawn(port: int, home: str | None = None, *extra: str) -> subprocess.Popen:
+    """``raymaker server --port PORT`` as a process of its own (benchmarks, a supervisor), listening
+    when this returns; ``home``: its RAYMAKER_HOME."""
+    env = {**os.environ, **({"RAYMAKER_HOME": home} if home else {})}
+    proc = subprocess.Popen([sys.executable, "-m", "raymaker.cli", "server", "--port", str(port), *extra],
+                            stdout=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + 60
+    while True:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return proc
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"raymaker server did not start on port {port} (exit status {proc.poll()})")
+        time.sleep(0.1)

@@ -10,6 +10,7 @@ import datetime
 import io
 import json
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -384,3 +385,32 @@ def test_the_api_listener_takes_tls_and_refuses_unsigned_access_beyond_loopback(
         make_server("0.0.0.0", free_port(), auth=False, api=server["api"])
     with pytest.raises(ValueError, match="both a certificate"):
         make_server("127.0.0.1", free_port(), certfile=cert, api=server["api"])
+
+
+def test_concurrent_signed_clients_lose_nothing_from_the_trail(server):
+    """A small version of benchmarks/load_test.py's control-plane half: 20 clients at once, every call
+    answered and every call in the audit trail (the full run: 50 clients, 20,000 calls each kind)."""
+    key, secret = make_user(server, "loader", {"Statement": {"Effect": "Allow", "Action": "sagemaker:*",
+                                                             "Resource": "*"}})
+    errors: list[str] = []
+
+    def run(n: int) -> None:
+        sm = client(server, key=key, secret=secret)
+        for i in range(n):
+            try:
+                if i % 2:
+                    sm.list_training_jobs(MaxResults=5)
+                else:
+                    sm.describe_training_job(TrainingJobName="api-train")
+            except Exception as e:  # noqa: BLE001 - counted
+                errors.append(repr(e))
+
+    threads = [threading.Thread(target=run, args=(25,)) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    recorded = server["api"].store.audit_events(user="loader", limit=100_000)
+    assert len([e for e in recorded if e["eventName"] in ("ListTrainingJobs", "DescribeTrainingJob")
+                and not e.get("errorCode")]) == 500
