@@ -67,7 +67,7 @@ def check_cost_us(n: int = 5000) -> float:
              "headers": headers + [(b"host", b"127.0.0.1:8080")], "client": ("127.0.0.1", 1)}
     guard = InvocationGuard("unused")
     now = time.monotonic() + 3600  # cached "for an hour": no service call in the loop
-    guard._required = (now, True)
+    guard._required["arn:aws:sagemaker:us-east-1:000000000000:endpoint/bench-auth"] = (now, True, None)
     identity = {"type": "IAMUser", "userName": "bench", "arn": "arn:aws:iam::000000000000:user/bench"}
     guard._keys["AKIABENCHMARK0000000"] = (now, ("s" * 40, identity, (parse_policy(ADMINISTRATOR_POLICY),)))
     guard.mode = "off"

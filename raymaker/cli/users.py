@@ -9,9 +9,10 @@ import json
 from pathlib import Path
 
 from raymaker.cli.common import Subparsers, clock, get_session, print_table
+from raymaker.protocol.iam_policy import ADMINISTRATOR_POLICY, OWN_RESOURCES_POLICY
 
-ADMINISTRATOR = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
 ADMIN_POLICY_NAME = "AdministratorAccess"
+OWN_POLICY_NAME = "OwnResources"
 
 
 def _print_key(key: dict) -> None:
@@ -27,12 +28,16 @@ def cmd_create(args: argparse.Namespace) -> int:
     print(f"created user {user['UserName']} ({user['Arn']})")
     if args.admin:
         session.call("PutUserPolicy", {"UserName": args.name, "PolicyName": ADMIN_POLICY_NAME,
-                                       "PolicyDocument": json.dumps(ADMINISTRATOR)})
+                                       "PolicyDocument": json.dumps(ADMINISTRATOR_POLICY)})
         print(f"attached {ADMIN_POLICY_NAME} (every action on every resource)")
     if policy is not None:
         name = Path(args.policy).stem
         session.call("PutUserPolicy", {"UserName": args.name, "PolicyName": name, "PolicyDocument": policy})
         print(f"attached policy {name}")
+    if not args.admin and policy is None:
+        session.call("PutUserPolicy", {"UserName": args.name, "PolicyName": OWN_POLICY_NAME,
+                                       "PolicyDocument": json.dumps(OWN_RESOURCES_POLICY)})
+        print(f"attached {OWN_POLICY_NAME} (everything on what the user makes; others' resources stay unseen)")
     _print_key(session.call("CreateAccessKey", {"UserName": args.name})["AccessKey"])
     return 0
 
@@ -90,7 +95,9 @@ def add_commands(sub: Subparsers) -> None:
     create = users.add_parser("create", help="a new user and access key (the secret is printed once)")
     create.add_argument("name")
     create.add_argument("--admin", action="store_true", help="allow every action on every resource")
-    create.add_argument("--policy", metavar="FILE", help="an IAM policy document (JSON) to attach")
+    create.add_argument("--policy", metavar="FILE",
+                        help="an IAM policy document (JSON) to attach (default: OwnResources, everything on "
+                             "what the user makes)")
     create.set_defaults(func=cmd_create)
     users.add_parser("list", help="users, their access key ids and policies").set_defaults(func=cmd_list)
     delete = users.add_parser("delete", help="a user, its keys and policies")

@@ -24,6 +24,7 @@ from raymaker.engine import (
     users,
 )
 from raymaker.engine.context import Engine
+from raymaker.engine.iam import resource_of
 from raymaker.engine.validation import validate_request
 from raymaker.protocol.errors import ValidationError
 
@@ -76,7 +77,17 @@ def dispatch(
         store.record_api_call(operation, params, error=e, **audit_fields)
         raise
     store.record_api_call(operation, params, **audit_fields)
+    owner = user_of(caller)
+    if owner and operation.startswith("Create") and (arn := resource_of(operation, params)) != "*":
+        store.set_owner(arn, owner)  # what a user made is theirs (policies may test it: iam.OWNER_KEY)
     return result
+
+
+def user_of(caller: Any) -> str | None:
+    """The server user a call's identity names (None in-process: the local OS user owns nothing)."""
+    if isinstance(caller, dict) and caller.get("type") == "IAMUser":
+        return caller.get("userName")
+    return None
 
 
 def _note_if_service_gone(engine: Engine, operation: str, out: dict[str, Any]) -> None:

@@ -9,9 +9,26 @@ from typing import Any
 from raymaker.engine.arns import arn
 from raymaker.engine.kinds import Kind
 from raymaker.protocol.environment import account_id
-from raymaker.protocol.iam_policy import Decision, decide, parse_policy
+from raymaker.protocol.iam_policy import (
+    ADMINISTRATOR_POLICY,
+    OWN_RESOURCES_POLICY,
+    OWNER_KEY,
+    Decision,
+    decide,
+    parse_policy,
+)
 
-__all__ = ["Decision", "action_of", "decide", "parse_policy", "resource_of", "user_arn"]
+__all__ = [
+    "ADMINISTRATOR_POLICY",
+    "OWNER_KEY",
+    "OWN_RESOURCES_POLICY",
+    "Decision",
+    "action_of",
+    "decide",
+    "parse_policy",
+    "resource_of",
+    "user_arn",
+]
 
 # raymaker's user and policy operations are IAM's; every other operation is SageMaker's (raymaker's own
 # operations included: they read SageMaker resources).
@@ -39,9 +56,6 @@ _NAME_MEMBERS: tuple[tuple[str, str], ...] = (
     ("EndpointConfigName", Kind.ENDPOINT_CONFIG),
     ("ModelName", Kind.MODEL),
 )
-
-ADMINISTRATOR_POLICY = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
-
 
 def user_arn(name: str) -> str:
     return f"arn:aws:iam::{account_id()}:user/{name}"

@@ -184,9 +184,10 @@ class JobService:
     # --- endpoint replicas checking signatures (serve.guard) ------------------------------------
 
     @ray.method(concurrency_group="api")
-    def runtime_auth(self) -> bool:
-        """Whether endpoints take only signed invocations (``users.runtime_auth_required``)."""
-        return runtime_auth_required(self.store)
+    def runtime_auth(self, endpoint_arn: str) -> tuple[bool, str | None]:
+        """Whether endpoints take only signed invocations (``users.runtime_auth_required``), and who made
+        the endpoint (a server's user, or None): its policies' ``aws:ResourceTag/raymaker:owner``."""
+        return runtime_auth_required(self.store), self.store.owners([endpoint_arn]).get(endpoint_arn)
 
     @ray.method(concurrency_group="api")
     def access_key(self, access_key_id: str) -> tuple[str, dict[str, Any], tuple[dict[str, Any], ...]] | None:

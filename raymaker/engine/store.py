@@ -34,7 +34,7 @@ from raymaker.engine.kinds import Kind
 from raymaker.protocol.environment import raymaker_home, region
 from raymaker.protocol.errors import ConflictException, ResourceInUse, ResourceNotFound, SageMakerError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 BUSY_TIMEOUT_S = 30.0
 
 _SCHEMA = """
@@ -118,6 +118,11 @@ CREATE TABLE IF NOT EXISTS user_policies (
     policy_name TEXT NOT NULL,
     document    TEXT NOT NULL,                            -- the policy JSON as given
     PRIMARY KEY (user_name, policy_name)
+);
+
+CREATE TABLE IF NOT EXISTS owners (                     -- who made each resource (a server's user)
+    arn       TEXT PRIMARY KEY,
+    user_name TEXT NOT NULL COLLATE NOCASE
 );
 
 CREATE TABLE IF NOT EXISTS services (
@@ -612,6 +617,23 @@ class JobStore:
                 event["errorCode"] = r["error_code"]
                 event["errorMessage"] = r["error_message"]
             out.append(event)
+        return out
+
+    # --- owners ----------------------------------------------------------------------------------
+
+    def set_owner(self, arn: str, user_name: str) -> None:
+        """``user_name`` made the resource ``arn`` (a name made anew after a delete gets its new maker)."""
+        with self.transaction() as c:
+            c.execute("INSERT OR REPLACE INTO owners (arn, user_name) VALUES (?, ?)", (arn, user_name))
+
+    def owners(self, arns: Sequence[str]) -> dict[str, str]:
+        """The makers of those of ``arns`` a server's user made (others: none recorded)."""
+        out: dict[str, str] = {}
+        for i in range(0, len(arns), 500):  # SQLite's bound-parameter limit
+            chunk = list(arns[i : i + 500])
+            marks = ", ".join("?" for _ in chunk)
+            for r in self.connection().execute(f"SELECT arn, user_name FROM owners WHERE arn IN ({marks})", chunk):
+                out[r["arn"]] = r["user_name"]
         return out
 
     # --- job services --------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from typing import Any
 
 from raymaker.protocol.environment import resource_arn
 from raymaker.protocol.errors import AccessDenied, SageMakerError, UnrecognizedClient
-from raymaker.protocol.iam_policy import decide
+from raymaker.protocol.iam_policy import OWNER_KEY, decide
 from raymaker.protocol.sigv4 import UNKNOWN_KEY, IncomingRequest, access_key_of, verify
 
 AUDIT_ENV = "RAYMAKER_AUDIT_INVOCATIONS"
@@ -56,7 +56,7 @@ class InvocationGuard:
             raise ValueError(f"{AUDIT_ENV} must be aggregate, each or off, not {mode!r}")
         self.mode = mode
         self._handle: Any = None
-        self._required: tuple[float, bool] = (-1e9, True)
+        self._required: dict[str, tuple[float, bool, str | None]] = {}  # endpoint ARN -> (when, on, owner)
         self._keys: dict[str, tuple[float, Any]] = {}
         self._counts: dict[tuple[str, ...], list[Any]] = {}
         self._each: list[dict[str, Any]] = []
@@ -71,12 +71,13 @@ class InvocationGuard:
             self._handle = ray.get_actor(self.service_name, namespace="raymaker")
         return self._handle
 
-    async def _auth_required(self) -> bool:
-        at, required = self._required
+    async def _auth_required(self, arn: str) -> tuple[bool, str | None]:
+        """Whether checks are on, and who made the endpoint, as the job service last said."""
+        at, required, owner = self._required.get(arn, (-1e9, True, None))
         if time.monotonic() - at > self.ttl_s:
-            required = bool(await self._service().runtime_auth.remote())
-            self._required = (time.monotonic(), required)
-        return required
+            required, owner = await self._service().runtime_auth.remote(arn)
+            self._required[arn] = (time.monotonic(), required, owner)
+        return required, owner
 
     async def _key(self, access_key_id: str) -> Any:
         hit = self._keys.get(access_key_id)
@@ -93,7 +94,9 @@ class InvocationGuard:
     async def admit(self, scope: dict[str, Any], body: bytes, endpoint: str) -> dict[str, Any]:
         """The caller's audit identity; ``Refused`` for a request that may not invoke ``endpoint``."""
         self._start_flusher()
-        if not await self._auth_required():
+        arn = resource_arn("endpoint", endpoint)
+        required, owner = await self._auth_required(arn)
+        if not required:
             return ANONYMOUS
         headers: Sequence[tuple[str, str]] = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
         request = IncomingRequest(
@@ -110,8 +113,10 @@ class InvocationGuard:
         except SageMakerError as e:
             raise Refused(e, identity) from None
         _, identity, policies = found
-        arn = resource_arn("endpoint", endpoint)
-        decision = decide(policies, ACTION, arn)
+        context = {"aws:username": identity.get("userName", "")}
+        if owner is not None:
+            context[OWNER_KEY] = owner
+        decision = decide(policies, ACTION, arn, context)
         if decision != "allow":
             why = ("with an explicit deny in an identity-based policy" if decision == "deny"
                    else f"because no identity-based policy allows the {ACTION} action")

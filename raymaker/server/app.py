@@ -23,6 +23,7 @@ from typing import Any
 
 from raymaker.engine import iam
 from raymaker.engine.api import SageMakerAPI
+from raymaker.engine.store import JobStore
 from raymaker.engine.users import Caller, Directory
 from raymaker.protocol import wire
 from raymaker.protocol.errors import (
@@ -111,7 +112,8 @@ class APIServer:
                     raise InvalidSignature(REPLAYED)
             params = wire.decode_request(operation, body)
             if caller is not None:
-                authorize(caller, operation, params)
+                authorize(caller, operation, params, self.api.store)
+                params = _own_audit_only(caller, operation, params)
         except SageMakerError as e:
             identity = caller.identity() if caller else _anonymous(request)
             self.api.store.record_api_call(
@@ -128,15 +130,27 @@ class APIServer:
             # thread's hand-off costs more than that here (benchmarks/api_latency.py). Anything that may
             # wait (a Create listing S3, WaitForTrainingJob) runs in a thread.
             result = call() if operation.startswith(_READS) else await asyncio.to_thread(call)
+            if caller is not None and operation.startswith("List"):
+                result = visible(caller, result, self.api.store)
             return 200, wire.encode_response(operation, result), {}
         except BaseException as e:  # noqa: BLE001 - audited by the call; answered in SageMaker's shape
             return wire.encode_error(e)
 
 
-def authorize(caller: Caller, operation: str, params: dict[str, Any]) -> None:
-    """AccessDenied, worded as AWS words it, unless the caller's policies allow the action."""
+def context_for(caller: Caller, resource: str, owner: str | None) -> dict[str, str]:
+    """The condition keys a request carries: who asks, and who made the resource (if a user did)."""
+    context = {"aws:username": caller.name}
+    if owner is not None:
+        context[iam.OWNER_KEY] = owner
+    return context
+
+
+def authorize(caller: Caller, operation: str, params: dict[str, Any], store: JobStore) -> None:
+    """AccessDenied, worded as AWS words it, unless the caller's policies allow the action on the
+    resource, its maker known to conditions (``aws:ResourceTag/raymaker:owner``)."""
     action, resource = iam.action_of(operation), iam.resource_of(operation, params)
-    decision = iam.decide(caller.policies, action, resource)
+    owner = store.owners([resource]).get(resource) if resource != "*" else None
+    decision = iam.decide(caller.policies, action, resource, context_for(caller, resource, owner))
     if decision == "allow":
         return
     why = (
@@ -148,6 +162,44 @@ def authorize(caller: Caller, operation: str, params: dict[str, Any]) -> None:
 
 
 _READS = ("Describe", "List", "Get", "Search")
+
+
+def visible(caller: Caller, result: dict[str, Any], store: JobStore) -> dict[str, Any]:
+    """A List answer with only what the caller may Describe: a user who may not see another's jobs does
+    not find them listed either (a page may then hold fewer than MaxResults)."""
+    for key, items in result.items():
+        if not (isinstance(items, list) and items and isinstance(items[0], dict)):
+            continue
+        arns = [next((v for k, v in item.items() if k.endswith("Arn") and isinstance(v, str)), None) for item in items]
+        if not any(arns):
+            continue
+        owners = store.owners([a for a in arns if a])
+        kept = []
+        for item, arn in zip(items, arns, strict=True):
+            describe = _DESCRIBE.get(arn.split(":", 5)[-1].split("/", 1)[0]) if arn else None
+            if describe is None or iam.decide(caller.policies, f"sagemaker:{describe}", arn,
+                                              context_for(caller, arn, owners.get(arn))) == "allow":
+                kept.append(item)
+        result = {**result, key: kept}
+    return result
+
+
+_DESCRIBE = {
+    "training-job": "DescribeTrainingJob",
+    "hyper-parameter-tuning-job": "DescribeHyperParameterTuningJob",
+    "transform-job": "DescribeTransformJob",
+    "endpoint": "DescribeEndpoint",
+    "endpoint-config": "DescribeEndpointConfig",
+    "model": "DescribeModel",
+}
+
+
+def _own_audit_only(caller: Caller, operation: str, params: dict[str, Any]) -> dict[str, Any]:
+    """ListAuditEvents shows a user their own calls, unless they may list the service's users (who
+    may see who exists may see what they did)."""
+    if operation != "ListAuditEvents" or iam.decide(caller.policies, "iam:ListUsers", "*") == "allow":
+        return params
+    return {**params, "Username": caller.name}
 
 
 def _changes_state(operation: str) -> bool:

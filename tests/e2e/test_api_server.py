@@ -414,3 +414,34 @@ def test_concurrent_signed_clients_lose_nothing_from_the_trail(server):
     recorded = server["api"].store.audit_events(user="loader", limit=100_000)
     assert len([e for e in recorded if e["eventName"] in ("ListTrainingJobs", "DescribeTrainingJob")
                 and not e.get("errorCode")]) == 500
+
+
+def test_users_neither_see_nor_touch_each_other_s_resources(server, data, capsys):
+    """`raymaker users create` without --admin gives OwnResources: everything on what the user made
+    (aws:ResourceTag/raymaker:owner = ${aws:username}), creating and listing; the rest stays unseen."""
+    admin = Session(backend=as_user(server, server["key"], server["secret"]))
+    keys = {}
+    for name in ("alice", "bob"):
+        assert cli(["users", "create", name], session=admin) == 0
+        printed = capsys.readouterr().out
+        assert "attached OwnResources" in printed
+        keys[name] = dict(line.split("=", 1) for line in printed.splitlines() if line.startswith("AWS_"))
+    alice, bob = (client(server, key=keys[n]["AWS_ACCESS_KEY_ID"], secret=keys[n]["AWS_SECRET_ACCESS_KEY"])
+                  for n in ("alice", "bob"))
+    alice.create_model(ModelName="alice-model", ExecutionRoleArn="arn:aws:iam::000000000000:role/R",
+                       PrimaryContainer={"Image": XGBOOST_IMAGE, "ModelDataUrl": f"s3://{data}/output/model.tar.gz"})
+    assert alice.describe_model(ModelName="alice-model")["ModelName"] == "alice-model"
+    assert "alice-model" in [m["ModelName"] for m in alice.list_models()["Models"]]
+    assert "alice-model" not in [m["ModelName"] for m in bob.list_models()["Models"]]  # unseen
+    assert _code(lambda: bob.describe_model(ModelName="alice-model")) == "AccessDeniedException"
+    assert _code(lambda: bob.delete_model(ModelName="alice-model")) == "AccessDeniedException"
+    assert _code(lambda: bob.describe_training_job(TrainingJobName="api-train")) == "AccessDeniedException"  # admin's
+    assert "alice-model" in [m["ModelName"] for m in client(server).list_models()["Models"]]  # the admin sees all
+    # Each sees only their own calls in the trail; the admin (who may list users) sees everyone's.
+    bob_sdk = as_user(server, keys["bob"]["AWS_ACCESS_KEY_ID"], keys["bob"]["AWS_SECRET_ACCESS_KEY"])
+    seen = {e["Username"] for e in bob_sdk.call("ListAuditEvents", {"MaxResults": 200})["Events"]}
+    assert seen == {"bob"}
+    everyone = {e["Username"] for e in as_user(server, server["key"], server["secret"]).call(
+        "ListAuditEvents", {"MaxResults": 1000})["Events"]}
+    assert {"alice", "bob", "admin-user"} <= everyone
+    alice.delete_model(ModelName="alice-model")

@@ -51,9 +51,30 @@ def test_actions_and_resources_of_requests() -> None:
         ({"Statement": [{"Effect": "Allow", "Action": "DescribeTrainingJob", "Resource": "*"}]}, "service prefix"),
         ({"Statement": [{"Effect": "Allow", "NotAction": "iam:*", "Resource": "*", "Action": "*"}]}, "NotAction"),
         ({"Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*",
-                         "Condition": {"StringEquals": {"aws:username": "bob"}}}]}, "Condition"),
+                         "Condition": {"DateGreaterThan": {"aws:CurrentTime": "2026-01-01"}}}]}, "DateGreaterThan"),
+        ({"Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*",
+                         "Condition": {"StringEquals": {"aws:username": 3}}}]}, "list of strings"),
     ],
 )
 def test_documents_raymaker_cannot_read_exactly_are_refused(document, names) -> None:
     with pytest.raises(ValidationError, match=names):
         iam.parse_policy(document)
+
+
+def test_conditions_and_policy_variables_decide_on_the_maker() -> None:
+    own = iam.parse_policy(iam.OWN_RESOURCES_POLICY)
+    alice = {"aws:username": "alice"}
+    assert iam.decide([own], "sagemaker:DescribeTrainingJob", JOB, {**alice, iam.OWNER_KEY: "alice"}) == "allow"
+    assert iam.decide([own], "sagemaker:StopTrainingJob", JOB, {**alice, iam.OWNER_KEY: "bob"}) == "implicit-deny"
+    assert iam.decide([own], "sagemaker:DescribeTrainingJob", JOB, alice) == "implicit-deny"  # no maker known
+    assert iam.decide([own], "sagemaker:CreateTrainingJob", JOB, alice) == "allow"
+    assert iam.decide([own], "sagemaker:ListTrainingJobs", "*", alice) == "allow"
+    not_bob = policy({"Effect": "Deny", "Action": "sagemaker:Delete*", "Resource": "*",
+                      "Condition": {"StringNotEquals": {iam.OWNER_KEY: "${aws:username}"}}})
+    admin = iam.parse_policy(iam.ADMINISTRATOR_POLICY)
+    assert iam.decide([admin, not_bob], "sagemaker:DeleteModel", JOB, {**alice, iam.OWNER_KEY: "bob"}) == "deny"
+    assert iam.decide([admin, not_bob], "sagemaker:DeleteModel", JOB, {**alice, iam.OWNER_KEY: "alice"}) == "allow"
+    like = policy({"Effect": "Allow", "Action": "sagemaker:*", "Resource": "*",
+                   "Condition": {"StringLike": {iam.OWNER_KEY: "team-a-*"}}})
+    assert iam.decide([like], "sagemaker:DescribeModel", JOB, {iam.OWNER_KEY: "team-a-carol"}) == "allow"
+    assert iam.decide([like], "sagemaker:DescribeModel", JOB, {iam.OWNER_KEY: "team-b-dan"}) == "implicit-deny"
