@@ -92,6 +92,7 @@ SAMPLES: dict[tuple[str, ...], list[str]] = {
     ("tuning-jobs", "stop"): ["t"],
     ("tuning-jobs", "trials"): ["t", "--best-first"],
     ("audit",): ["--since", "10m", "--errors", "--max", "5", "--json", "--user", "bob", "--resource", "j"],
+    ("billing",): ["--since", "1d", "--by", "user"],
     ("images", "load"): ["image.tar"],
     ("images", "list"): [],
     ("users", "create"): ["bob", "--admin", "--policy", "p.json"],

@@ -1,6 +1,6 @@
 """The ``raymaker`` command line: ``build_parser`` and ``main``. Each area's commands live in their own
-module (``cluster``, ``io``, ``quickstart``, ``jobs``, ``hosting``, ``tuning``, ``audit``, ``images``,
-``users``, ``server``), built from
+module (``cluster``, ``io``, ``quickstart``, ``jobs``, ``hosting``, ``tuning``, ``audit``, ``billing``,
+``images``, ``users``, ``server``), built from
 the options, printers and ``list|describe|stop`` builder in ``common``; every command talks to raymaker
 through the SDK's ``Session``, never the engine (``cluster`` starts and stops Ray itself, through
 ``raymaker.cluster``; ``server`` hosts the engine behind ``raymaker.server``)."""
@@ -10,11 +10,24 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from raymaker.cli import audit, cluster, common, hosting, images, io, jobs, quickstart, server, tuning, users
+from raymaker.cli import (
+    audit,
+    billing,
+    cluster,
+    common,
+    hosting,
+    images,
+    io,
+    jobs,
+    quickstart,
+    server,
+    tuning,
+    users,
+)
 from raymaker.protocol.errors import SageMakerError
 from raymaker.sdk import Session
 
-AREAS = (cluster, io, quickstart, jobs, hosting, tuning, audit, images, users, server)
+AREAS = (cluster, io, quickstart, jobs, hosting, tuning, audit, billing, images, users, server)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from raymaker.cluster import haproxy
 from raymaker.protocol.environment import raymaker_home
 
 HOST = "127.0.0.1"
@@ -92,9 +93,13 @@ def serving_env(environ: MutableMapping[str, str]) -> None:
     """What Serve reads when its controller and proxies start, set (unless the user set it) in the
     environment Ray starts with. Serve's HAProxy ingress answers in ~1 ms where its Python proxy takes
     ~10 ms, but it does not terminate TLS: used unless the runtime URL is https. Its stats and metrics
-    listeners get free ports, never their fixed defaults."""
+    listeners get free ports, never their fixed defaults, and listen on 127.0.0.1 only (``haproxy``)."""
     https = (environ.get("RAYMAKER_RUNTIME_URL") or "").startswith("https:")
     environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "0" if https else "1")
+    if environ["RAY_SERVE_ENABLE_HA_PROXY"] == "1" and not environ.get(haproxy.BINARY_ENV):
+        wrapper = haproxy.loopback_wrapper()  # its stats and metrics listeners on 127.0.0.1 only
+        if wrapper:
+            environ[haproxy.BINARY_ENV] = wrapper
     # Under HAProxy a stopping replica lingers 30 s for external load balancers to notice; here the
     # only balancer is Serve's own HAProxy, which the controller updates at once.
     environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "2")

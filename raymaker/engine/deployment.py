@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from raymaker.engine.billing import meter_endpoint
 from raymaker.engine.failures import failure_reason
 from raymaker.engine.hosting import DEFAULT_STARTUP_TIMEOUT_S, variant_plans
 from raymaker.engine.kinds import Kind
@@ -51,6 +52,7 @@ def apply_endpoint(res: ResourceStore, name: str, settings: S3Settings | None) -
         )
         for app in old_apps:
             hosting.delete_app(app)
+        meter_endpoint(res.store, name, [])  # billed until now
         res.delete(Kind.ENDPOINT, name)
         return "Deleted"
     if status not in (E.CREATING, E.UPDATING):
@@ -115,4 +117,6 @@ def apply_endpoint(res: ResourceStore, name: str, settings: S3Settings | None) -
         if app not in started:
             hosting.delete_app(app)
     res.update(Kind.ENDPOINT, name, status=E.IN_SERVICE, failure_reason=None)
+    # Billed from now per variant (an update's new counts replace the old ones from now on).
+    meter_endpoint(res.store, name, [(p.variant, p.instance_type, p.instance_count) for p in plans])
     return E.IN_SERVICE

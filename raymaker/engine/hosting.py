@@ -262,6 +262,7 @@ def variant_plans(res: ResourceStore, endpoint: str, config_name: str) -> list[V
                 max_replicas=int(scaling["MaxInstanceCount"]) if enabled else None,
                 target_inflight=target,
                 guard=service_name(res.store.path),
+                instance_type=itype.name,
             )
         )
     return plans

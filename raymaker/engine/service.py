@@ -21,6 +21,7 @@ from raymaker.cluster.capacity import shortfall
 from raymaker.cluster.definition import load_instance_types
 from raymaker.cluster.runtime import head_node_id
 from raymaker.engine import states
+from raymaker.engine.billing import meter_endpoint
 from raymaker.engine.context import Engine
 from raymaker.engine.deployment import apply_endpoint
 from raymaker.engine.dispatch import dispatch
@@ -42,6 +43,7 @@ from raymaker.io.storage import S3Settings
 S = states.SecondaryStatus
 RECOVERY_DELAY_S = 3.0  # work handed to a new service as it starts arrives within this
 RECOVERY_EVERY_S = 10.0  # how often the service looks for work nobody runs
+METER_EVERY_S = 10.0  # how often autoscaled endpoints' replica counts are re-read for billing
 HANDOFF_S = 30.0  # a record nobody picked up this long after it was created lost its hand-off
 LOST_REASON = "The job's Ray cluster stopped while the job ran (its job service is gone); run it again"
 
@@ -72,12 +74,16 @@ class JobService:
         """Heartbeat and warm-pool expiry, forever; recovery of work nobody runs, first after a moment
         (what the previous service left), then every ``RECOVERY_EVERY_S`` (hand-offs that got lost)."""
         next_recovery = self.started + RECOVERY_DELAY_S
+        next_meter = self.started + METER_EVERY_S
         first = True
         while True:
             time.sleep(SERVICE_HEARTBEAT_S)
             try:
                 self.store.service_heartbeat(self.id, pid=os.getpid())
                 self.pool.reap()
+                if time.time() >= next_meter:  # autoscaled endpoints' replica counts, for billing
+                    self.me.meter_autoscaled.remote()
+                    next_meter = time.time() + METER_EVERY_S
                 if time.time() >= next_recovery:
                     self._recover(first)
                     first, next_recovery = False, time.time() + RECOVERY_EVERY_S
@@ -180,6 +186,33 @@ class JobService:
     def call(self, operation: str, params: dict[str, Any], settings: S3Settings, **audit: Any) -> dict[str, Any]:
         """One API call from a process on another node than the job database (``SageMakerAPI``)."""
         return dispatch(self._engine(settings), operation, params, **audit)
+
+    @ray.method(concurrency_group="hosting")
+    def meter_autoscaled(self) -> None:
+        """An autoscaled variant is billed for the replicas it runs: when Serve's count differs from the
+        metered one, a new span starts (on the hosting thread: Serve's client is not thread-safe)."""
+        spans = {(r["endpoint"].lower(), r["variant"]): r for r in self.store.meter_rows(running_only=True)}
+        engine = self._engine()
+        scaled = [
+            (record, v)
+            for record in engine.resources.list(Kind.ENDPOINT, max_results=100_000)
+            if record["status"] == E.IN_SERVICE
+            for v in record["state"].get("variants") or []
+            if v.get("scaling") and (record["name"].lower(), v["name"]) in spans
+        ]
+        if not scaled:
+            return
+        from ray import serve
+
+        applications = serve.status().applications
+        for record, v in scaled:
+            app = applications.get(v["app"])
+            deployment = app.deployments.get("Variant") if app is not None else None
+            running = int((deployment.replica_states or {}).get("RUNNING", 0)) if deployment is not None else 0
+            span = spans[(record["name"].lower(), v["name"])]
+            if running and running != span["instance_count"]:
+                meter_endpoint(self.store, record["name"], [(v["name"], span["instance_type"], running)],
+                               only=v["name"])
 
     # --- endpoint replicas checking signatures (serve.guard) ------------------------------------
 

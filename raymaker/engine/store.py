@@ -34,7 +34,7 @@ from raymaker.engine.kinds import Kind
 from raymaker.protocol.environment import raymaker_home, region
 from raymaker.protocol.errors import ConflictException, ResourceInUse, ResourceNotFound, SageMakerError
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 BUSY_TIMEOUT_S = 30.0
 
 _SCHEMA = """
@@ -124,6 +124,19 @@ CREATE TABLE IF NOT EXISTS owners (                     -- who made each resourc
     arn       TEXT PRIMARY KEY,
     user_name TEXT NOT NULL COLLATE NOCASE
 );
+
+CREATE TABLE IF NOT EXISTS endpoint_meter (             -- each variant's instances while InService
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    endpoint       TEXT NOT NULL COLLATE NOCASE,
+    arn            TEXT NOT NULL,
+    variant        TEXT NOT NULL,
+    instance_type  TEXT NOT NULL,
+    instance_count INTEGER NOT NULL,
+    price_per_hour REAL NOT NULL,
+    start_time     REAL NOT NULL,
+    end_time       REAL                                   -- NULL while it runs
+);
+CREATE INDEX IF NOT EXISTS endpoint_meter_arn ON endpoint_meter(arn, start_time);
 
 CREATE TABLE IF NOT EXISTS services (
     id             TEXT PRIMARY KEY,                     -- the job service's Ray actor id
@@ -568,30 +581,20 @@ class JobStore:
         (eventTime ISO 8601 UTC, eventName, eventSource, requestParameters, errorCode, errorMessage,
         userIdentity, requestID, ...), each with its row number under ``"_id"`` for paging
         (``after_id`` / ``before_id``)."""
-        where, args = ["id > ?"], [after_id]
-        if before_id is not None:
-            where.append("id < ?")
-            args.append(before_id)
-        if event_name is not None:
-            where.append("event_name = ?")
-            args.append(event_name)
-        if since is not None:
-            where.append("event_time >= ?")
-            args.append(since)
-        if until is not None:
-            where.append("event_time <= ?")
-            args.append(until)
-        if errors_only:
-            where.append("error_code IS NOT NULL")
-        if user is not None:
-            where.append("user_name = ? COLLATE NOCASE")
-            args.append(user)
-        if resource is not None:  # an ARN, or a resource's name (ARNs hold names lower-cased)
-            where.append("(resource = ? OR resource LIKE ?)")
-            args += [resource, "%/" + resource.lower().replace("%", "").replace("_", "\\_")]
+        # A resource: its ARN, or its name (ARNs hold names lower-cased).
+        named = None if resource is None else "%/" + resource.lower().replace("%", "").replace("_", "")
+        where, args = _where(
+            ("id > ?", after_id),
+            ("id < ?", before_id),
+            ("event_name = ?", event_name),
+            ("event_time >= ?", since),
+            ("event_time <= ?", until),
+            ("error_code IS NOT NULL", errors_only or None),
+            ("user_name = ? COLLATE NOCASE", user),
+            ("(resource = ? OR resource LIKE ?)", None if resource is None else (resource, named)),
+        )
         rows = self.connection().execute(
-            f"SELECT * FROM audit_events WHERE {' AND '.join(where)} "
-            f"ORDER BY id {'DESC' if newest_first else 'ASC'} LIMIT ?",
+            f"SELECT * FROM audit_events WHERE {where} ORDER BY id {'DESC' if newest_first else 'ASC'} LIMIT ?",
             [*args, limit],
         )
         out = []
@@ -619,6 +622,43 @@ class JobStore:
             out.append(event)
         return out
 
+    # --- endpoints' meter ------------------------------------------------------------------------
+
+    def meter_endpoint(
+        self, endpoint: str, arn: str, variants: Sequence[tuple[str, str, int, float]], *,
+        only: str | None = None, now: float | None = None,
+    ) -> None:
+        """From ``now`` on, bill the endpoint's variants as (variant, instance type, instance count,
+        price per hour): what ran before is closed at ``now``. ``only``: change just that variant (an
+        autoscaled one whose replica count moved). No variants: the endpoint stops being billed."""
+        now = time.time() if now is None else now
+        with self.transaction() as c:
+            closing = "UPDATE endpoint_meter SET end_time = ? WHERE endpoint = ? AND end_time IS NULL"
+            args: list[Any] = [now, endpoint]
+            if only is not None:
+                closing += " AND variant = ?"
+                args.append(only)
+            c.execute(closing, args)
+            c.executemany(
+                "INSERT INTO endpoint_meter (endpoint, arn, variant, instance_type, instance_count, "
+                "price_per_hour, start_time) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(endpoint, arn, v, t, n, p, now) for v, t, n, p in variants if only is None or v == only],
+            )
+
+    def meter_rows(
+        self, arn: str | None = None, *, since: float | None = None, until: float | None = None,
+        running_only: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Metered spans (all, one endpoint's, or those overlapping [since, until]; open ones end NULL)."""
+        where, args = _where(
+            ("arn = ?", arn),
+            ("(end_time IS NULL OR end_time > ?)", since),
+            ("start_time < ?", until),
+            ("end_time IS NULL", running_only or None),
+        )
+        rows = self.connection().execute(f"SELECT * FROM endpoint_meter WHERE {where} ORDER BY id", args)
+        return [dict(r) for r in rows]
+
     # --- owners ----------------------------------------------------------------------------------
 
     def set_owner(self, arn: str, user_name: str) -> None:
@@ -627,7 +667,26 @@ class JobStore:
             c.execute("INSERT OR REPLACE INTO owners (arn, user_name) VALUES (?, ?)", (arn, user_name))
 
     def owners(self, arns: Sequence[str]) -> dict[str, str]:
-        """The makers of those of ``arns`` a server's user made (others: none recorded)."""
+        """The makers of those of ``arns`` a server's user made (others: none recorded). A tuning job's
+        trial belongs to the tuning job's maker."""
+        out = self._owners_of(arns)
+        trials = [a for a in arns if a not in out and ":training-job/" in a]
+        if trials:
+            names = {a.rpartition("/")[2]: a for a in trials}
+            parents: dict[str, str] = {}
+            for i in range(0, len(trials), 500):
+                chunk = list(names)[i : i + 500]
+                marks = ", ".join("?" for _ in chunk)
+                for r in self.connection().execute(
+                    f"SELECT name, tuning_job_arn FROM training_jobs WHERE tuning_job_arn IS NOT NULL "
+                    f"AND name IN ({marks})", chunk
+                ):
+                    parents[names[r["name"].lower()]] = r["tuning_job_arn"]
+            makers = self._owners_of(sorted(set(parents.values())))
+            out.update({a: makers[p] for a, p in parents.items() if p in makers})
+        return out
+
+    def _owners_of(self, arns: Sequence[str]) -> dict[str, str]:
         out: dict[str, str] = {}
         for i in range(0, len(arns), 500):  # SQLite's bound-parameter limit
             chunk = list(arns[i : i + 500])
@@ -702,6 +761,19 @@ def redact(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [redact(v) for v in value]
     return value
+
+
+def _where(*clauses: tuple[str, Any]) -> tuple[str, list[Any]]:
+    """A WHERE text and its arguments from (clause, value) pairs, leaving out those whose value is None;
+    a clause with no ``?`` takes a true value as "include", a tuple fills several ``?``."""
+    parts, args = ["1"], []
+    for clause, value in clauses:
+        if value is None:
+            continue
+        parts.append(clause)
+        if "?" in clause:
+            args.extend(value if isinstance(value, tuple) else (value,))
+    return " AND ".join(parts), args
 
 
 def _audit_row(

@@ -16,7 +16,6 @@ from typing import Any
 
 from raymaker.cluster.definition import load_instance_types
 from raymaker.engine import metering, states
-from raymaker.engine.arns import training_job_arn
 from raymaker.engine.container_job import require_image
 from raymaker.engine.context import Engine
 from raymaker.engine.store import JobStore, as_datetime
@@ -187,9 +186,6 @@ class TrainingJobSubmitter:
             store.record_api_call("CreateTrainingJob", request, error=e, caller=caller)
             raise
         store.record_api_call("CreateTrainingJob", request, caller=caller)
-        owner = store.owners([tuning_job_arn]).get(tuning_job_arn)
-        if owner:  # a trial belongs to whoever made its tuning job
-            store.set_owner(training_job_arn(request["TrainingJobName"]), owner)
 
     def stop(self, name: str, *, caller: str) -> None:
         store = self.engine.store

@@ -154,6 +154,7 @@ class VariantPlan:
     max_replicas: int | None = None
     target_inflight: float = DEFAULT_TARGET_INFLIGHT
     guard: str = ""  # the job service that checks and records its invocations (serve.guard); "" none
+    instance_type: str = ""  # what its instances are billed as
 
     def app_name(self, generation: int, direct: bool = False) -> str:
         """A direct (single-variant) endpoint keeps one application for its life, updated in place; a

@@ -10,6 +10,7 @@ import datetime
 import io
 import json
 import os
+import socket
 import threading
 import time
 from pathlib import Path
@@ -29,6 +30,7 @@ from botocore.exceptions import ClientError
 
 from raymaker import Estimator, Session, TrainingInput
 from raymaker.cli import main as cli
+from raymaker.cluster.definition import load_instance_types
 from raymaker.cluster.local import free_port
 from raymaker.engine.api import SageMakerAPI
 from raymaker.engine.store import JobStore
@@ -170,6 +172,22 @@ def test_an_unchanged_boto3_script_trains_tunes_deploys_invokes_and_transforms(s
     assert tuned["TrainingJobStatusCounters"]["Completed"] == 2
     assert tuned["BestTrainingJob"]["FinalHyperParameterTuningJobObjectiveMetric"]["MetricName"] == "validation:logloss"
 
+    # Billing: the endpoint per instance-second while it was InService, next to the jobs, per user.
+    admin = as_user(server, server["key"], server["secret"])
+    endpoint_arn = "arn:aws:sagemaker:us-east-1:000000000000:endpoint/api-ep"
+    cost = admin.call("GetResourceCost", {"ResourceArn": endpoint_arn})
+    price = load_instance_types()["ml.m5.large"].price_per_hour
+    assert cost["BillableInstanceSeconds"] >= 1 and cost["PricePerInstanceHour"] == price
+    assert cost["Cost"] == pytest.approx(cost["BillableInstanceSeconds"] * price / 3600)
+    time.sleep(1.1)
+    assert admin.call("GetResourceCost", {"ResourceArn": endpoint_arn}) == cost  # deleted: billing stopped
+    summary = admin.call("GetCostSummary", {"GroupBy": "Resource"})
+    kinds = {e["Key"]: e["ResourceType"] for e in summary["Entries"]}
+    assert kinds[endpoint_arn] == "endpoint" and kinds[job["TrainingJobArn"]] == "training-job"
+    assert "transform-job" in kinds.values()
+    by_user = {e["Key"]: e["Cost"] for e in admin.call("GetCostSummary", {"GroupBy": "User"})["Entries"]}
+    assert by_user["admin-user"] == pytest.approx(summary["TotalCost"], abs=1e-5)  # the admin made all of it
+
 
 def check_invocations(server) -> None:
     """The service has users, so its endpoint takes only signed invocations by users allowed to make them,
@@ -202,6 +220,16 @@ def check_invocations(server) -> None:
             k = (who, r.get("errorCode"))
             out[k] = out.get(k, 0) + r["requestParameters"]["invocationCount"]
         return out
+
+    # Nothing answers other machines unchecked: HAProxy's stats and metrics listeners are on loopback
+    # (raymaker.cluster.haproxy), the replicas' own ports run the same checks as the front door.
+    node_ip = ray.util.get_node_ip_address()
+    for name in ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT"):
+        port = int(os.environ[name])
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        if node_ip != "127.0.0.1":
+            with pytest.raises(ConnectionRefusedError):
+                socket.create_connection((node_ip, port), timeout=5)
 
     want = {("admin-user", None): 5, ("invoker", None): 3, ("viewer", "AccessDeniedException"): 1,
             ("Unknown", "MissingAuthenticationTokenException"): 1, ("Unknown", "InvalidSignatureException"): 1}

@@ -136,7 +136,7 @@ def test_describe_carries_nothing_raymaker_adds(api) -> None:
         2,
     )
     assert cost["Cost"] == 0.5
-    with pytest.raises(ValidationError, match="training jobs and transform jobs"):
+    with pytest.raises(ValidationError, match="training jobs, transform jobs and endpoints"):
         api.call("GetResourceCost", {"ResourceArn": "arn:aws:sagemaker:us-east-1:000000000000:model/m"})
 
 

