@@ -673,9 +673,10 @@ class JobStore:
         trials = [a for a in arns if a not in out and ":training-job/" in a]
         if trials:
             names = {a.rpartition("/")[2]: a for a in trials}
+            listed = list(names)
             parents: dict[str, str] = {}
-            for i in range(0, len(trials), 500):
-                chunk = list(names)[i : i + 500]
+            for i in range(0, len(listed), 500):
+                chunk = listed[i : i + 500]
                 marks = ", ".join("?" for _ in chunk)
                 for r in self.connection().execute(
                     f"SELECT name, tuning_job_arn FROM training_jobs WHERE tuning_job_arn IS NOT NULL "

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import sqlite3
 import string
 import threading
 import time
@@ -53,10 +54,8 @@ def create_user(engine: Engine, params: dict[str, Any]) -> dict[str, Any]:
     try:
         with engine.store.transaction() as c:
             c.execute("INSERT INTO users (name, user_id, create_time) VALUES (?, ?, ?)", (name, user_id, time.time()))
-    except Exception as e:  # the primary key: names are unique, whatever their case
-        if "UNIQUE" in str(e):
-            raise ResourceInUse(f"User with name {name} already exists") from None
-        raise
+    except sqlite3.IntegrityError:  # the primary key: names are unique, whatever their case
+        raise ResourceInUse(f"User with name {name} already exists") from None
     return {"User": _user(_user_row(engine.store, name))}
 
 

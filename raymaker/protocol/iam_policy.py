@@ -69,6 +69,24 @@ def decide(
     return "allow" if allowed else "implicit-deny"
 
 
+def request_context(username: str, owner: str | None) -> dict[str, str]:
+    """The condition keys a request carries: who asks, and who made the resource (if a user did)."""
+    context = {"aws:username": username}
+    if owner is not None:
+        context[OWNER_KEY] = owner
+    return context
+
+
+def denial(user_arn: str | None, action: str, resource: str, decision: Decision) -> str:
+    """AccessDeniedException's message, worded as AWS words it."""
+    why = (
+        "with an explicit deny in an identity-based policy"
+        if decision == "deny"
+        else f"because no identity-based policy allows the {action} action"
+    )
+    return f"User: {user_arn} is not authorized to perform: {action} on resource: {resource} {why}"
+
+
 # IAM's string condition operators; a key missing from the request matches no value, so the negated
 # operators hold for it (IAM's rule).
 _OPERATORS = {

@@ -40,6 +40,7 @@ from collections import deque
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from botocore.auth import SIGV4_TIMESTAMP, SigV4Auth
 from botocore.credentials import Credentials
@@ -76,6 +77,17 @@ class IncomingRequest:
     query: str  # raw query string without "?", "" if none
     headers: Sequence[tuple[str, str]]  # as received (names any case, repeated names allowed)
     body: bytes
+
+    @classmethod
+    def from_asgi(cls, scope: dict[str, Any], body: bytes) -> IncomingRequest:
+        """The request an ASGI server (uvicorn, Serve's replicas) hands over, with its body."""
+        return cls(
+            scope["method"],
+            scope.get("raw_path", scope["path"].encode()).decode("latin-1"),
+            scope.get("query_string", b"").decode("latin-1"),
+            [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]],
+            body,
+        )
 
 
 class ReplayCache:
@@ -217,22 +229,23 @@ def _parse_amz_date(value: str) -> float | None:
         return None
 
 
-def access_key_of(request: IncomingRequest) -> str | None:
-    """The access key id the Authorization header names (for auditing refused requests), None if none."""
+def _authorization_of(request: IncomingRequest) -> _Authorization | None:
     for name, value in request.headers:
         if name.lower() == "authorization":
-            credential = _parse_authorization(value).credential
-            key = (credential or "").partition("/")[0]
-            return key or None
+            return _parse_authorization(value)
     return None
+
+
+def access_key_of(request: IncomingRequest) -> str | None:
+    """The access key id the Authorization header names (for auditing refused requests), None if none."""
+    auth = _authorization_of(request)
+    return (auth.credential or "").partition("/")[0] or None if auth else None
 
 
 def signature_of(request: IncomingRequest) -> str | None:
     """The Signature the Authorization header carries (for a replay check made after ``verify``)."""
-    for name, value in request.headers:
-        if name.lower() == "authorization":
-            return _parse_authorization(value).signature
-    return None
+    auth = _authorization_of(request)
+    return auth.signature if auth else None
 
 
 # --- the check --------------------------------------------------------------------------------------

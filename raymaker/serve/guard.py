@@ -20,16 +20,14 @@ every interface), so no path to a model skips it.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
-from collections.abc import Sequence
 from typing import Any
 
 from raymaker.protocol.environment import resource_arn
-from raymaker.protocol.errors import AccessDenied, SageMakerError, UnrecognizedClient
-from raymaker.protocol.iam_policy import OWNER_KEY, decide
-from raymaker.protocol.sigv4 import UNKNOWN_KEY, IncomingRequest, access_key_of, verify
+from raymaker.protocol.errors import AccessDenied, SageMakerError
+from raymaker.protocol.iam_policy import decide, denial, request_context
+from raymaker.protocol.sigv4 import IncomingRequest, access_key_of, verify
 
 AUDIT_ENV = "RAYMAKER_AUDIT_INVOCATIONS"
 ACTION = "sagemaker:InvokeEndpoint"
@@ -58,7 +56,7 @@ class InvocationGuard:
         self._handle: Any = None
         self._required: dict[str, tuple[float, bool, str | None]] = {}  # endpoint ARN -> (when, on, owner)
         self._keys: dict[str, tuple[float, Any]] = {}
-        self._counts: dict[tuple[str, ...], list[Any]] = {}
+        self._counts: dict[tuple[Any, ...], list[Any]] = {}
         self._each: list[dict[str, Any]] = []
         self._flusher: asyncio.Task | None = None
 
@@ -98,30 +96,19 @@ class InvocationGuard:
         required, owner = await self._auth_required(arn)
         if not required:
             return ANONYMOUS
-        headers: Sequence[tuple[str, str]] = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
-        request = IncomingRequest(
-            scope["method"], scope.get("raw_path", scope["path"].encode()).decode("latin-1"),
-            scope.get("query_string", b"").decode("latin-1"), headers, body,
-        )
+        request = IncomingRequest.from_asgi(scope, body)
         key = access_key_of(request)
         identity = {"type": "Unknown", "accessKeyId": key} if key else {"type": "Unknown"}
         try:
             found = await self._key(key) if key else None
+            # An unknown key (found None) is refused by verify: past it, found holds the key's entry.
             verify(request, lambda k: found[0] if found and k == key else None)
-            if found is None:  # verify refuses an unknown key first; kept for a key deleted meanwhile
-                raise UnrecognizedClient(UNKNOWN_KEY)
         except SageMakerError as e:
             raise Refused(e, identity) from None
         _, identity, policies = found
-        context = {"aws:username": identity.get("userName", "")}
-        if owner is not None:
-            context[OWNER_KEY] = owner
-        decision = decide(policies, ACTION, arn, context)
+        decision = decide(policies, ACTION, arn, request_context(identity.get("userName", ""), owner))
         if decision != "allow":
-            why = ("with an explicit deny in an identity-based policy" if decision == "deny"
-                   else f"because no identity-based policy allows the {ACTION} action")
-            raise Refused(AccessDenied(f"User: {identity.get('arn')} is not authorized to perform: {ACTION} "
-                                       f"on resource: {arn} {why}"), identity)
+            raise Refused(AccessDenied(denial(identity.get("arn"), ACTION, arn, decision)), identity)
         return identity
 
     # --- the audit trail -----------------------------------------------------------------------
@@ -132,15 +119,14 @@ class InvocationGuard:
     ) -> None:
         if self.mode == "off":
             return
-        headers = dict(scope["headers"])
         source_ip = (scope.get("client") or ("", 0))[0]
-        agent = headers.get(b"user-agent", b"").decode("latin-1") or None
+        agent = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"user-agent"), None)
         now = time.time()
         if self.mode == "each":
             self._each.append(dict(event_name="InvokeEndpoint", params={"EndpointName": endpoint, "VariantName": variant},
                                    error=error, caller=identity, source_ip=source_ip, user_agent=agent, now=now))
             return
-        key = (json.dumps(identity, sort_keys=True), endpoint, variant, error[0] if error else "", source_ip)
+        key = (tuple(sorted(identity.items())), endpoint, variant, error[0] if error else "", source_ip)
         entry = self._counts.get(key)
         if entry is None:
             self._counts[key] = [1, now, now, error, agent]
@@ -169,7 +155,7 @@ class InvocationGuard:
                 event_name="InvokeEndpoint",
                 params={"EndpointName": endpoint, "VariantName": variant, "invocationCount": n,
                         "firstInvocationTime": first, "lastInvocationTime": last},
-                error=error, caller=json.loads(identity), source_ip=source_ip, user_agent=agent, now=last,
+                error=error, caller=dict(identity), source_ip=source_ip, user_agent=agent, now=last,
             ))
         if calls:
             try:

@@ -32,8 +32,8 @@ from raymaker.protocol.errors import (
     SageMakerError,
     SerializationException,
     UnknownOperationException,
-    UnrecognizedClient,
 )
+from raymaker.protocol.iam_policy import denial, request_context
 from raymaker.protocol.sigv4 import (
     REPLAYED,
     IncomingRequest,
@@ -78,8 +78,7 @@ class APIServer:
         await send({"type": "http.response.body", "body": body})
 
     async def _handle(self, scope: dict[str, Any], receive: Any, request_id: str) -> tuple[int, bytes, dict[str, str]]:
-        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
-        lower = {k.lower(): v for k, v in headers}
+        lower = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         source_ip = (scope.get("client") or ("", 0))[0]
         user_agent = lower.get("user-agent")
         target = lower.get("x-amz-target")
@@ -89,16 +88,16 @@ class APIServer:
         request: IncomingRequest | None = None
         try:
             body = await _read_body(receive, lower.get("content-length"))
-            request = IncomingRequest(
-                scope["method"], scope.get("raw_path", scope["path"].encode()).decode("latin-1"),
-                scope.get("query_string", b"").decode("latin-1"), headers, body,
-            )
+            request = IncomingRequest.from_asgi(scope, body)
             if self.auth:
-                key = verify(request, self.directory.secret_for)
-                found = self.directory.lookup(key)
-                if found is None:  # deleted between the two reads: as if unknown
-                    raise UnrecognizedClient("The security token included in the request is invalid.")
-                caller = found[1]
+                found: dict[str, Any] = {}
+
+                def secret_for(key: str) -> str | None:  # one read gives the secret and its user
+                    found["entry"] = self.directory.lookup(key)
+                    return found["entry"][0] if found["entry"] else None
+
+                verify(request, secret_for)  # an unknown key raises: found holds the key's entry
+                caller = found["entry"][1]
             if scope["method"] != "POST" or scope["path"] != "/":
                 raise UnknownOperationException(
                     f"{scope['method']} {scope['path']} is not an operation: SageMaker's API takes POST / with "
@@ -117,7 +116,7 @@ class APIServer:
         except SageMakerError as e:
             identity = caller.identity() if caller else _anonymous(request)
             self.api.store.record_api_call(
-                operation or (target or "").rpartition(".")[2] or "Unknown", _auditable(params), error=e,
+                operation or (target or "").rpartition(".")[2] or "Unknown", params, error=e,
                 caller=identity, source_ip=source_ip, user_agent=user_agent, request_id=request_id,
             )
             return wire.encode_error(e)
@@ -137,31 +136,14 @@ class APIServer:
             return wire.encode_error(e)
 
 
-def context_for(caller: Caller, resource: str, owner: str | None) -> dict[str, str]:
-    """The condition keys a request carries: who asks, and who made the resource (if a user did)."""
-    context = {"aws:username": caller.name}
-    if owner is not None:
-        context[iam.OWNER_KEY] = owner
-    return context
-
-
 def authorize(caller: Caller, operation: str, params: dict[str, Any], store: JobStore) -> None:
     """AccessDenied, worded as AWS words it, unless the caller's policies allow the action on the
     resource, its maker known to conditions (``aws:ResourceTag/raymaker:owner``)."""
     action, resource = iam.action_of(operation), iam.resource_of(operation, params)
     owner = store.owners([resource]).get(resource) if resource != "*" else None
-    decision = iam.decide(caller.policies, action, resource, context_for(caller, resource, owner))
-    if decision == "allow":
-        return
-    why = (
-        "with an explicit deny in an identity-based policy"
-        if decision == "deny"
-        else f"because no identity-based policy allows the {action} action"
-    )
-    raise AccessDenied(f"User: {caller.arn} is not authorized to perform: {action} on resource: {resource} {why}")
-
-
-_READS = ("Describe", "List", "Get", "Search")
+    decision = iam.decide(caller.policies, action, resource, request_context(caller.name, owner))
+    if decision != "allow":
+        raise AccessDenied(denial(caller.arn, action, resource, decision))
 
 
 def visible(caller: Caller, result: dict[str, Any], store: JobStore) -> dict[str, Any]:
@@ -178,7 +160,7 @@ def visible(caller: Caller, result: dict[str, Any], store: JobStore) -> dict[str
         for item, arn in zip(items, arns, strict=True):
             describe = _DESCRIBE.get(arn.split(":", 5)[-1].split("/", 1)[0]) if arn else None
             if describe is None or iam.decide(caller.policies, f"sagemaker:{describe}", arn,
-                                              context_for(caller, arn, owners.get(arn))) == "allow":
+                                              request_context(caller.name, owners.get(arn))) == "allow":
                 kept.append(item)
         result = {**result, key: kept}
     return result
@@ -202,6 +184,9 @@ def _own_audit_only(caller: Caller, operation: str, params: dict[str, Any]) -> d
     return {**params, "Username": caller.name}
 
 
+_READS = ("Describe", "List", "Get", "Search")
+
+
 def _changes_state(operation: str) -> bool:
     return not operation.startswith((*_READS, "Wait"))
 
@@ -209,10 +194,6 @@ def _changes_state(operation: str) -> bool:
 def _anonymous(request: IncomingRequest | None) -> dict[str, Any]:
     key = access_key_of(request) if request is not None else None
     return {"type": "Unknown", "accessKeyId": key} if key else {"type": "Unknown"}
-
-
-def _auditable(params: dict[str, Any] | None) -> dict[str, Any] | None:
-    return params if isinstance(params, dict) else None
 
 
 async def _read_body(receive: Any, declared: str | None) -> bytes:
