@@ -78,11 +78,16 @@ class ContainerServer:
     # --- life ---------------------------------------------------------------------------------
 
     def _supervise(self) -> None:
-        cmd = self.runtime.run_command(
-            self.image, ["serve"], name=self.name, owner=self.owner, env=self.environment,
-            mounts=[(self.model_dir, "/opt/ml/model", False)], cpus=self.cpus, memory_mib=self.memory_mib,
-        )
         while not self._closing.is_set():
+            if self.restarts:
+                # A free port can be taken between our pick and the container's bind (another process's
+                # connection): each start gets a port of its own, so a lost race is not repeated.
+                self.port = free_port()
+                self.environment["SAGEMAKER_BIND_TO_PORT"] = str(self.port)
+            cmd = self.runtime.run_command(
+                self.image, ["serve"], name=self.name, owner=self.owner, env=self.environment,
+                mounts=[(self.model_dir, "/opt/ml/model", False)], cpus=self.cpus, memory_mib=self.memory_mib,
+            )
             self._exited.clear()
             watcher = threading.Thread(target=self._watch_health, daemon=True)
             watcher.start()
