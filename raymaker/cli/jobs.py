@@ -1,8 +1,9 @@
-"""``raymaker train`` and ``raymaker jobs list|describe|logs|stop``: training jobs from the shell."""
+"""``raymaker train`` and ``raymaker jobs list|describe|logs|plot|stop``: training jobs from the shell."""
 
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,11 +14,12 @@ from raymaker.cli.common import (
     Subparsers,
     add_options,
     add_resource_commands,
+    describe,
     estimator_options,
     get_session,
     training_inputs,
 )
-from raymaker.sdk import Estimator, Session, TrainingJob, UnexpectedStatusException
+from raymaker.sdk import Estimator, Session, TrainingJob, TrainingJobAnalytics, UnexpectedStatusException
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -56,6 +58,15 @@ def cmd_logs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plot(args: argparse.Namespace) -> int:
+    session = get_session(args)
+    describe(session, RESOURCES["jobs"], args.name)  # an unknown name says where to look
+    out = args.out or f"{args.name}-curves.png"
+    TrainingJobAnalytics(args.name, args.metric or None, sagemaker_session=session).plot(out)
+    print(f"wrote {os.path.abspath(out)}")
+    return 0
+
+
 def add_commands(sub: Subparsers) -> None:
     p = sub.add_parser("train", help="run a training job with a built-in algorithm")
     add_options(p, *TRAINING_OPTIONS, NO_WAIT)
@@ -67,3 +78,15 @@ def add_commands(sub: Subparsers) -> None:
     p.add_argument("name")
     p.add_argument("--follow", "-f", action="store_true", help="follow until the job ends")
     p.set_defaults(func=cmd_logs)
+    p = jobs.add_parser(
+        "plot",
+        help="the job's metric curves as a PNG",
+        description="One panel per metric (rmse, auc, ...) with a line per channel (train, validation, "
+        "...), against the time since the job's first metric.",
+    )
+    p.add_argument("name")
+    p.add_argument("--out", "-o", metavar="PNG", help="where to write it (default: NAME-curves.png)")
+    p.add_argument(
+        "--metric", action="append", default=[], help="only this metric, e.g. validation:auc (repeat)"
+    )
+    p.set_defaults(func=cmd_plot)

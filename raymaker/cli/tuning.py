@@ -1,4 +1,4 @@
-"""``raymaker tune`` and ``raymaker tuning-jobs list|describe|stop|trials``: hyperparameter tuning jobs
+"""``raymaker tune`` and ``raymaker tuning-jobs list|describe|stop|trials|plot``: hyperparameter tuning jobs
 from the shell. ``tune`` takes ``raymaker train``'s options for the training job every trial runs, plus
 the objective, the strategy, the limits and the ranges; it builds the request with the SDK's
 ``HyperparameterTuner``."""
@@ -6,6 +6,7 @@ the objective, the strategy, the limits and the ranges; it builds the request wi
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from typing import Any
 
@@ -30,6 +31,7 @@ from raymaker.sdk import (
     ContinuousParameter,
     Estimator,
     HyperparameterTuner,
+    HyperparameterTuningJobAnalytics,
     IntegerParameter,
     Session,
 )
@@ -246,6 +248,15 @@ def cmd_trials(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plot(args: argparse.Namespace) -> int:
+    session = get_session(args)
+    describe(session, TUNING_JOBS, args.name)  # an unknown name says where to look
+    out = args.out or f"{args.name}-trials.png"
+    HyperparameterTuningJobAnalytics(args.name, session).plot(out)
+    print(f"wrote {os.path.abspath(out)}")
+    return 0
+
+
 def add_commands(sub: Subparsers) -> None:
     p = sub.add_parser(
         "tune",
@@ -275,3 +286,12 @@ def add_commands(sub: Subparsers) -> None:
     p.add_argument("--status", choices=STATUSES)
     p.add_argument("--best-first", action="store_true", help="sort by the objective, best first")
     p.set_defaults(func=cmd_trials)
+    p = jobs.add_parser(
+        "plot",
+        help="the trials as a PNG: objective per trial, best so far, each hyperparameter",
+        description="On top the objective of each trial (in the order they started) and the best so far; "
+        "below, the objective against each tuned hyperparameter, the best trial starred.",
+    )
+    p.add_argument("name")
+    p.add_argument("--out", "-o", metavar="PNG", help="where to write it (default: NAME-trials.png)")
+    p.set_defaults(func=cmd_plot)

@@ -1,15 +1,19 @@
 """Job results as pandas DataFrames, named and shaped as the SageMaker Python SDK v2's
 (``sagemaker.analytics``): a tuning job's trials (``HyperparameterTuningJobAnalytics``) and a training
 job's metrics over time (``TrainingJobAnalytics``, from GetTrainingJobMetrics where SageMaker reads
-CloudWatch)."""
+CloudWatch). raymaker adds ``.plot()`` to both: a PNG-ready matplotlib Figure (``raymaker.sdk.plots``)."""
 
 from __future__ import annotations
 
 import datetime
 import logging
-from typing import Any
+import os
+from typing import TYPE_CHECKING, Any
 
 from raymaker.sdk.session import Session
+
+if TYPE_CHECKING:  # matplotlib is imported only when something is plotted
+    from matplotlib.figure import Figure
 
 __all__ = ["HyperparameterTuningJobAnalytics", "TrainingJobAnalytics"]
 
@@ -95,14 +99,52 @@ class HyperparameterTuningJobAnalytics(AnalyticsMetricsBase):
     @property
     def tuning_ranges(self) -> dict[str, dict[str, Any]]:
         """Each tuned hyperparameter's ParameterRanges entry, by name."""
+        ranges = self._parameter_ranges()
+        return {item["Name"]: item for items in ranges.values() for item in items or ()}
+
+    def _parameter_ranges(self) -> dict[str, list[dict[str, Any]]]:
         desc = self.description()
         config = desc.get("HyperParameterTuningJobConfig") or {}
-        ranges = (
+        return (
             config.get("ParameterRanges")
             or (desc.get("TrainingJobDefinition") or {}).get("HyperParameterRanges")
             or {}
         )
-        return {item["Name"]: item for items in ranges.values() for item in items or ()}
+
+    def _objective(self) -> dict[str, Any]:
+        """HyperParameterTuningJobObjective: the job's, else its (first) training job definition's."""
+        desc = self.description()
+        objective = (desc.get("HyperParameterTuningJobConfig") or {}).get("HyperParameterTuningJobObjective")
+        for definition in [desc.get("TrainingJobDefinition"), *(desc.get("TrainingJobDefinitions") or ())]:
+            objective = objective or (definition or {}).get("TuningObjective")
+        return objective or {"MetricName": "objective", "Type": "Maximize"}
+
+    def plot(self, filename: str | os.PathLike[str] | None = None) -> Figure:
+        """The trials as a matplotlib Figure: the objective of each trial, in the order they started,
+        with the best so far; then the objective against each tuned hyperparameter, the best trial
+        starred. With ``filename``, also written there as a PNG. ValueError while no trial has
+        reported its objective."""
+        from raymaker.sdk import plots
+
+        df = self.dataframe()
+        objective = self._objective()
+        if df.empty or df["FinalObjectiveValue"].isna().all():
+            statuses = df["TrainingJobStatus"].value_counts().to_dict() if not df.empty else {}
+            trials = ", ".join(f"{n} {s}" for s, n in statuses.items()) or "no trials yet"
+            raise ValueError(
+                f"tuning job {self.name} has no trial with an objective ({objective['MetricName']}) "
+                f"to plot yet ({trials}): plot it again once a trial has completed"
+            )
+        fig = plots.tuning_trials(
+            df,
+            self.name,
+            objective["MetricName"],
+            objective.get("Type", "Maximize"),
+            self._parameter_ranges(),
+        )
+        if filename is not None:
+            plots.save_png(fig, filename)
+        return fig
 
     def description(self, force_refresh: bool = False) -> dict[str, Any]:
         """DescribeHyperParameterTuningJob of the tuning job (cached)."""
@@ -179,6 +221,7 @@ class TrainingJobAnalytics(AnalyticsMetricsBase):
         self._start_time = start_time
         self._end_time = end_time
         self._period = period
+        self._first_points: dict[str, datetime.datetime] = {}
 
     @property
     def name(self) -> str:
@@ -191,6 +234,7 @@ class TrainingJobAnalytics(AnalyticsMetricsBase):
         import pandas as pd
 
         by_metric: dict[str, list[dict[str, Any]]] = {}
+        self._first_points = {}
         if self._metric_names is None:
             for point in self._points(None):
                 by_metric.setdefault(point["MetricName"], []).append(point)
@@ -204,11 +248,38 @@ class TrainingJobAnalytics(AnalyticsMetricsBase):
                 LOGGER.warning("Warning: No metrics called %s found", metric_name)
                 continue
             base_time = min(p["Timestamp"] for p in points)
+            self._first_points[metric_name] = base_time
             for p in points:
                 data["timestamp"].append((p["Timestamp"] - base_time).total_seconds())
                 data["metric_name"].append(metric_name)
                 data["value"].append(p["Value"])
         return pd.DataFrame(data)
+
+    def plot(self, filename: str | os.PathLike[str] | None = None) -> Figure:
+        """The metrics as a matplotlib Figure: a panel per metric ("rmse") with a line per channel
+        ("train:rmse", "validation:rmse"), against the time since the job's first metric point. With
+        ``filename``, also written there as a PNG. ValueError while the job has no metrics."""
+        from raymaker.sdk import plots
+
+        df = self.dataframe()
+        if df.empty:
+            asked = f" called {', '.join(self._metric_names)}" if self._metric_names else ""
+            when = " in the time asked for" if self._start_time or self._end_time else ""
+            raise ValueError(
+                f"training job {self.name} has no metrics{asked}{when} to plot yet: built-in algorithms "
+                "report theirs as they train, a script's are the log lines its estimator's "
+                "metric_definitions match"
+            )
+        # The DataFrame counts each metric from its own first point (as SageMaker's); one time axis
+        # for all of them keeps train and validation points of the same moment at the same x.
+        first = min(self._first_points.values(), default=None)
+        if first is not None and set(df["metric_name"]) <= set(self._first_points):
+            shift = {m: (t - first).total_seconds() for m, t in self._first_points.items()}
+            df = df.assign(timestamp=df["timestamp"] + df["metric_name"].map(shift))
+        fig = plots.training_curves(df, f"{self.name}: metrics")
+        if filename is not None:
+            plots.save_png(fig, filename)
+        return fig
 
     def _points(self, metric_name: str | None) -> list[dict[str, Any]]:
         params: dict[str, Any] = {"TrainingJobName": self.name}

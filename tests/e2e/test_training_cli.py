@@ -2,18 +2,23 @@
 connects to a running cluster with RAY_ADDRESS (how ``ray job submit -- python script.py`` runs it)."""
 
 import json
+import math
 import os
 import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 import xgboost
+from matplotlib.colors import to_rgb
+from PIL import Image
 
 from raymaker import Estimator, Session, TrainingInput
 from raymaker.cli import main
 from raymaker.cli.jobs import training_job_logs
 from raymaker.cli.quickstart import run_quickstart, write_dataset
+from raymaker.sdk import plots
 
 pytestmark = pytest.mark.e2e
 
@@ -31,7 +36,12 @@ def test_quickstart(ray_session, capsys):
     assert auc > 0.95
 
 
-def test_train_and_jobs_commands(ray_session, csv_dirs, capsys):
+def colour_pixels(img: np.ndarray, colour: str) -> int:
+    """How many pixels of the image are of the colour (within antialiasing's rounding)."""
+    return int((np.abs(img - np.array(to_rgb(colour)) * 255).max(axis=-1) <= 12).sum())
+
+
+def test_train_and_jobs_commands(ray_session, csv_dirs, capsys, tmp_path):
     train, validation = csv_dirs
     args = ["train", "--algorithm", "xgboost", "--train", train, "--validation", validation]
     args += ["--content-type", "text/csv", "--hp", "num_round=5", "--hp", "objective=binary:logistic"]
@@ -46,6 +56,26 @@ def test_train_and_jobs_commands(ray_session, csv_dirs, capsys):
     assert desc["TrainingJobStatus"] == "Completed" and desc["HyperParameters"]["num_round"] == "5"
     assert main(["jobs", "logs", "cli-train-job"]) == 0
     assert "Uploaded model.tar.gz" in capsys.readouterr().out
+
+    # The metric curves of the job that just ran: a panel per metric, a line per channel.
+    metrics = Session().call("GetTrainingJobMetrics", {"TrainingJobName": "cli-train-job"})["Metrics"]
+    names = {m["MetricName"] for m in metrics}
+    assert {plots.split_metric(n)[0] for n in names} == {"train", "validation"}, names
+    panels = len({plots.split_metric(n)[1] for n in names})
+    out = tmp_path / "curves.png"
+    assert main(["jobs", "plot", "cli-train-job", "--out", str(out)]) == 0
+    assert capsys.readouterr().out == f"wrote {out}\n"
+    with Image.open(out) as png:
+        assert png.format == "PNG"
+        img = np.asarray(png.convert("RGB")).astype(int)
+    cols = min(panels, 2)
+    assert img.shape[:2] == (360 * math.ceil(panels / cols) + 50, 550 * cols)
+    for channel in ("train", "validation"):
+        # A curve across a panel is well over 250 pixels of its colour; a legend's swatch is under 100.
+        in_panels = sum(1 for n in names if plots.split_metric(n)[0] == channel)
+        assert colour_pixels(img, plots.KNOWN_CHANNELS[channel]) > 250 * in_panels, channel
+    assert main(["jobs", "plot", "no-such-job", "--out", str(tmp_path / "none.png")]) == 2
+    assert "raymaker jobs list" in capsys.readouterr().err and not (tmp_path / "none.png").exists()
     assert main(["jobs", "stop", "cli-train-job"]) == 2
     assert "ValidationException" in capsys.readouterr().err
     assert main([*args, "--job-name", "cli-train-job"]) == 2  # the name is taken

@@ -10,11 +10,14 @@ import time
 
 import numpy as np
 import pytest
+from matplotlib.colors import to_rgb
+from PIL import Image
 from sklearn.datasets import load_breast_cancer
 from sklearn.model_selection import train_test_split
 
 from raymaker import Session
 from raymaker.cli import main
+from raymaker.sdk import plots
 
 pytestmark = pytest.mark.e2e
 
@@ -47,7 +50,12 @@ def _tune(data, name, *ranges):
     ]  # fmt: skip
 
 
-def test_tune_then_list_describe_trials(session, data, capsys):
+def colour_pixels(img: np.ndarray, colour: str) -> int:
+    """How many pixels of the image are of the colour (within antialiasing's rounding)."""
+    return int((np.abs(img - np.array(to_rgb(colour)) * 255).max(axis=-1) <= 12).sum())
+
+
+def test_tune_then_list_describe_trials(session, data, capsys, tmp_path):
     name = "cli-tune-e2e"
     ranges = ["--continuous", "eta=0.05:0.5:Logarithmic", "--integer", "max_depth=2:6"]
     assert main(_tune(data, name, *ranges)) == 0
@@ -89,6 +97,20 @@ def test_tune_then_list_describe_trials(session, data, capsys):
     assert trial_rows[0][0] == best[1] and trial_rows[0][-1] == "*"
     assert sorted(r[0] for r in trial_rows) == sorted(r[0] for r in rows)
     assert f"best training job: {best[1]}" in out
+
+    # The trials as a PNG: objective per trial with the best so far, then eta and max_depth.
+    png = tmp_path / "trials.png"
+    assert main(["tuning-jobs", "plot", name, "-o", str(png)]) == 0
+    assert capsys.readouterr().out == f"wrote {png}\n"
+    with Image.open(png) as image:
+        assert image.format == "PNG"
+        img = np.asarray(image.convert("RGB")).astype(int)
+    assert img.shape[:2] == (700, 1200)  # the top panel, one row of two hyperparameters
+    # Three panels each with the trials' dots and the best one's star; the best-so-far line spans
+    # the top panel. A legend entry alone is under 100 pixels.
+    assert colour_pixels(img, plots.TRIAL_COLOR) > 300
+    assert colour_pixels(img, plots.BEST_COLOR) > 300
+    assert colour_pixels(img, plots.BEST_SO_FAR_COLOR) > 600
 
     assert main(["tuning-jobs", "stop", name]) == 2  # it has ended
     assert "Completed" in capsys.readouterr().err
