@@ -31,6 +31,16 @@ def raymaker_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield home
 
 
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Any]:
+    """A real PostgreSQL server on 127.0.0.1 for this test session (started on first use)."""
+    from raymaker.testing.postgres import start_postgres_server
+
+    server = start_postgres_server()
+    yield server
+    server.stop()
+
+
 @dataclass
 class S3Server:
     endpoint_url: str

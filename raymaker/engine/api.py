@@ -14,6 +14,7 @@ from typing import Any
 
 from raymaker.cluster.runtime import ensure_ray, on_head_node
 from raymaker.engine.context import Engine
+from raymaker.engine.database import database_location
 from raymaker.engine.dispatch import OPERATIONS, dispatch
 from raymaker.engine.service import job_service
 from raymaker.engine.store import JobStore, default_db_path
@@ -30,7 +31,7 @@ class SageMakerAPI:
     there (the database's path then names a file on the head)."""
 
     def __init__(self, store: JobStore | None = None, settings: S3Settings | None = None):
-        self.db_path = store.path if store is not None else default_db_path()
+        self.db_location = store.url if store is not None else str(database_location(None, default_db_path()))
         self._store = store
         self._engine: Engine | None = None
         # None: not decided yet (needs to know where this process runs); a given store is local.
@@ -46,7 +47,7 @@ class SageMakerAPI:
         """The job database, opened on first use: only by an API on the database's node."""
         with self._lock:
             if self._store is None:
-                self._store = JobStore(self.db_path)
+                self._store = JobStore(self.db_location)
             return self._store
 
     @property
@@ -64,7 +65,7 @@ class SageMakerAPI:
         looked up by name every time (a millisecond), so a service that died and was replaced is never
         called through a stale handle."""
         self._join()
-        return job_service(str(self.db_path))
+        return job_service(self.db_location)
 
     def _join(self) -> None:
         with self._lock:

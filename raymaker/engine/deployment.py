@@ -48,7 +48,7 @@ def apply_endpoint(res: ResourceStore, name: str, settings: S3Settings | None) -
     old_apps = [v["app"] for v in state.get("variants") or []]
     if status == E.DELETING:
         hosting.set_routes(
-            {k: v for k, v in routing_table(res).items() if k.lower() != name.lower()}, service_name(res.store.path)
+            {k: v for k, v in routing_table(res).items() if k.lower() != name.lower()}, service_name(res.store)
         )
         for app in old_apps:
             hosting.delete_app(app)
@@ -111,7 +111,7 @@ def apply_endpoint(res: ResourceStore, name: str, settings: S3Settings | None) -
     )
     state.pop("pending_config", None)
     res.update(Kind.ENDPOINT, name, state=state)  # the table below reads the new apps from the record
-    hosting.set_routes(routing_table(res), service_name(res.store.path))
+    hosting.set_routes(routing_table(res), service_name(res.store))
     hosting.wait_reachable(name)
     for app in old_apps:
         if app not in started:

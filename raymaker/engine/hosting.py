@@ -261,7 +261,7 @@ def variant_plans(res: ResourceStore, endpoint: str, config_name: str) -> list[V
                 min_replicas=int(scaling.get("MinInstanceCount", 1)) if enabled else None,
                 max_replicas=int(scaling["MaxInstanceCount"]) if enabled else None,
                 target_inflight=target,
-                guard=service_name(res.store.path),
+                guard=service_name(res.store),
                 instance_type=itype.name,
             )
         )

@@ -25,6 +25,7 @@ from raymaker.engine.instance_group import (
     group_libraries,
 )
 from raymaker.engine.instances import LIBRARIES, ActorPool, Idle, InstanceActor, kill
+from raymaker.engine.job_metrics import ensure_collector
 from raymaker.engine.policies import FailureDecision, FailurePolicy, RuntimeDecision, RuntimePolicy
 from raymaker.engine.store import JobStore
 from raymaker.engine.train_launch import model_uri, worker_job
@@ -62,6 +63,7 @@ class JobRun:
         self.spec, self.settings, self.store, self.pool = spec, settings, store, pool
         self.name = spec.name
         self.events = JobEvents(service, spec.name)
+        ensure_collector(store)  # this service's job gauges (engine.job_metrics), from its first job on
         self.instance: Any = None  # the instance actor (single instance)
         self.group: InstanceGroup | None = None  # the instance group (several instances)
         self.stopping = False  # a script job being stopped: its instances SIGTERM the script
@@ -165,7 +167,7 @@ class JobRun:
         if uri and "://" not in uri or uri.startswith("file://"):
             checkpoint_dir = uri.removeprefix("file://")
         else:
-            checkpoint_dir = os.path.join(str(self.store.path.parent), "checkpoints", spec.name)
+            checkpoint_dir = os.path.join(str(self.store.home), "checkpoints", spec.name)
         attempt = 1
         self.instance = self._take_warm() or self._new_instance()
         while True:
@@ -219,7 +221,7 @@ class JobRun:
         actors make room first)."""
         total_cpus = float(ray.cluster_resources().get("CPU", 1))
         per_worker = worker_resources(self.spec.instance_type, self.spec.instance_count, total_cpus)
-        storage_path = self.spec.checkpoint_uri or os.path.join(str(self.store.path.parent), "checkpoints")
+        storage_path = self.spec.checkpoint_uri or os.path.join(str(self.store.home), "checkpoints")
         spec = self.spec
         if self.group is None:
             self._make_room(per_worker, spec.instance_count)
@@ -232,7 +234,7 @@ class JobRun:
                 spread=spec.instance_type.node_type,
             )
         checkpoint_dir, checkpoint_uri = checkpoint_location(
-            storage_path, spec.name, os.path.join(str(self.store.path.parent), "checkpoints")
+            storage_path, spec.name, os.path.join(str(self.store.home), "checkpoints")
         )
         return self.group.run(
             worker_job(spec),

@@ -9,36 +9,16 @@ the runner keeps, e.g. which Serve applications serve an endpoint now). Status m
 from __future__ import annotations
 
 import json
-import os
-import sqlite3
 import time
 from typing import Any
 
 from raymaker.engine.arns import arn
 from raymaker.engine.kinds import Kind
 from raymaker.engine.resource_states import ACTIVE, check_transition
-from raymaker.engine.store import JobStore
+from raymaker.engine.store import CONTAINS, JobStore, contains_pattern
 from raymaker.protocol.errors import ResourceInUse, ValidationError
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS resources (
-    kind               TEXT NOT NULL,                    -- a Kind: model, endpoint, transform-job, ...
-    name               TEXT NOT NULL COLLATE NOCASE,
-    arn                TEXT NOT NULL,
-    request            TEXT NOT NULL,                    -- the Create* request, JSON
-    status             TEXT,
-    failure_reason     TEXT,
-    state              TEXT NOT NULL DEFAULT '{}',       -- runner bookkeeping, JSON
-    creation_time      REAL NOT NULL,
-    last_modified_time REAL NOT NULL,
-    start_time         REAL,
-    end_time           REAL,
-    runner_id          TEXT,                             -- the job service running it now
-    PRIMARY KEY (kind, name)
-)"""
-
 _JSON = ("request", "state")
-_READY: set[tuple[str, int]] = set()  # databases whose resources table this process has set up
 
 
 class ResourceStore:
@@ -46,15 +26,6 @@ class ResourceStore:
 
     def __init__(self, store: JobStore):
         self.store = store
-        # Made per call in the job service and per tuning trial: set the table up once per database.
-        key = (str(store.path), os.stat(store.path).st_ino)  # a file made anew at the same path is new
-        if key not in _READY:
-            with store.transaction() as c:
-                c.execute(SCHEMA)
-                columns = {r["name"] for r in c.execute("PRAGMA table_info(resources)")}
-                if "runner_id" not in columns:  # a database from before runners were recorded
-                    c.execute("ALTER TABLE resources ADD COLUMN runner_id TEXT")
-            _READY.add(key)
 
     def create(
         self, kind: str, name: str, request: dict[str, Any], status: str | None = None
@@ -75,7 +46,7 @@ class ResourceStore:
                     f"INSERT INTO resources ({', '.join(row)}) VALUES ({', '.join('?' for _ in row)})",
                     list(row.values()),
                 )
-        except sqlite3.IntegrityError:
+        except self.store.db.integrity_error:
             raise ResourceInUse(
                 f'Cannot create already existing {Kind(kind).noun} "{arn(kind, name)}": choose another name '
                 f"or delete the existing {Kind(kind).noun} first"
@@ -110,8 +81,8 @@ class ResourceStore:
     ) -> list[dict[str, Any]]:
         where, args = ["kind = ?"], [kind]
         if name_contains:
-            where.append("instr(lower(name), lower(?)) > 0")
-            args.append(name_contains)
+            where.append(CONTAINS)
+            args.append(contains_pattern(name_contains))
         if status:
             where.append("status = ?")
             args.append(status)

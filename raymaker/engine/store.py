@@ -1,10 +1,11 @@
-"""Job records in SQLite: training jobs, their metric history and log lines, and a CloudTrail-style
-audit trail of API calls. The database is ``$RAYMAKER_HOME/raymaker.db`` (``~/.raymaker`` by default)
-in WAL mode, so readers never block the writer and records survive process restarts.
+"""Job records: training jobs, their metric history and log lines, a CloudTrail-style audit trail of
+API calls, users, owners and the endpoints' meter. The database is ``$RAYMAKER_HOME/raymaker.db``
+(``~/.raymaker`` by default, SQLite in WAL mode), or PostgreSQL for a shared service
+(``RAYMAKER_DATABASE_URL``); ``database.py`` holds the two back ends and ``migrations/`` the schema.
 
-Concurrency: one connection per thread (and per process: a forked child opens its own), a busy
-timeout, and short ``BEGIN IMMEDIATE`` write transactions, so API servers, drivers and runners may
-share one file. Uniqueness of job names is the table's constraint, never a read-then-write check.
+Concurrency: one connection per thread (and per process: a forked child opens its own) and short write
+transactions that exclude other writers, so API servers, drivers and runners may share one database.
+Uniqueness of job names is the table's constraint, never a read-then-write check.
 
 Records are plain dicts with snake_case keys; times are epoch seconds (UTC floats). The API shapes
 built from them live beside their operations (``training_jobs.describe_training_job``).
@@ -14,143 +15,24 @@ from __future__ import annotations
 
 import contextlib
 import getpass
-import hashlib
 import json
 import os
 import re
-import sqlite3
-import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from raymaker.engine import states
 from raymaker.engine.arns import training_job_arn
+from raymaker.engine.database import database_ident, database_location, open_database
 from raymaker.engine.iam import resource_of
 from raymaker.engine.kinds import Kind
 from raymaker.protocol.environment import raymaker_home, region
 from raymaker.protocol.errors import ConflictException, ResourceInUse, ResourceNotFound, SageMakerError
 
-SCHEMA_VERSION = 6
-BUSY_TIMEOUT_S = 30.0
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS training_jobs (
-    name                TEXT PRIMARY KEY COLLATE NOCASE,  -- SageMaker names are case-insensitive
-    arn                 TEXT NOT NULL,
-    request             TEXT NOT NULL,                    -- the CreateTrainingJob request, JSON
-    status              TEXT NOT NULL,                    -- TrainingJobStatus
-    secondary_status    TEXT NOT NULL,
-    transitions         TEXT NOT NULL DEFAULT '[]',       -- SecondaryStatusTransitions, JSON
-    failure_reason      TEXT,
-    final_metrics       TEXT,                             -- FinalMetricDataList, JSON
-    model_artifacts     TEXT,                             -- S3ModelArtifacts
-    creation_time       REAL NOT NULL,
-    training_start_time REAL,
-    training_end_time   REAL,
-    last_modified_time  REAL NOT NULL,
-    training_seconds    INTEGER,                          -- wall clock (TrainingTimeInSeconds)
-    billable_seconds    INTEGER,                          -- instance-seconds (instances x seconds)
-    cost                REAL,
-    attempt             INTEGER NOT NULL DEFAULT 1,       -- 1 = first run, RetryStrategy adds more
-    restart_count       INTEGER NOT NULL DEFAULT 0,       -- worker restarts within the job
-    warm_pool_status    TEXT,                             -- WarmPoolStatus, JSON
-    tuning_job_arn      TEXT,
-    runner_id           TEXT,                             -- which process runs it (orphan detection)
-    heartbeat_time      REAL
-);
-CREATE INDEX IF NOT EXISTS training_jobs_status ON training_jobs(status, creation_time);
-CREATE INDEX IF NOT EXISTS training_jobs_created ON training_jobs(creation_time);
-
-CREATE TABLE IF NOT EXISTS metrics (
-    job       TEXT NOT NULL COLLATE NOCASE,
-    metric    TEXT NOT NULL,
-    value     REAL NOT NULL,
-    step      INTEGER,
-    timestamp REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS metrics_job ON metrics(job, metric, timestamp);
-
-CREATE TABLE IF NOT EXISTS logs (
-    job  TEXT NOT NULL COLLATE NOCASE,
-    seq  INTEGER NOT NULL,                                -- 1, 2, ... per job
-    time REAL NOT NULL,
-    line TEXT NOT NULL,
-    PRIMARY KEY (job, seq)
-);
-
-CREATE TABLE IF NOT EXISTS audit_events (
-    id                 INTEGER PRIMARY KEY AUTOINCREMENT,
-    event_id           TEXT NOT NULL,
-    event_time         REAL NOT NULL,
-    event_name         TEXT NOT NULL,
-    request_parameters TEXT,
-    error_code         TEXT,
-    error_message      TEXT,
-    user_identity      TEXT,
-    source_ip          TEXT,
-    user_agent         TEXT,
-    region             TEXT
-);
-CREATE INDEX IF NOT EXISTS audit_events_name ON audit_events(event_name, event_time);
-CREATE INDEX IF NOT EXISTS audit_events_time ON audit_events(event_time);
-
-CREATE TABLE IF NOT EXISTS users (                      -- the service's callers (IAM users)
-    name        TEXT PRIMARY KEY COLLATE NOCASE,
-    user_id     TEXT NOT NULL,
-    create_time REAL NOT NULL
-);
-
-CREATE TABLE IF NOT EXISTS access_keys (
-    access_key_id TEXT PRIMARY KEY,
-    user_name     TEXT NOT NULL COLLATE NOCASE,
-    secret        TEXT NOT NULL,                          -- SigV4 needs it to check signatures
-    status        TEXT NOT NULL,
-    create_time   REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS access_keys_user ON access_keys(user_name);
-
-CREATE TABLE IF NOT EXISTS user_policies (
-    user_name   TEXT NOT NULL COLLATE NOCASE,
-    policy_name TEXT NOT NULL,
-    document    TEXT NOT NULL,                            -- the policy JSON as given
-    PRIMARY KEY (user_name, policy_name)
-);
-
-CREATE TABLE IF NOT EXISTS owners (                     -- who made each resource (a server's user)
-    arn       TEXT PRIMARY KEY,
-    user_name TEXT NOT NULL COLLATE NOCASE
-);
-
-CREATE TABLE IF NOT EXISTS endpoint_meter (             -- each variant's instances while InService
-    id             INTEGER PRIMARY KEY AUTOINCREMENT,
-    endpoint       TEXT NOT NULL COLLATE NOCASE,
-    arn            TEXT NOT NULL,
-    variant        TEXT NOT NULL,
-    instance_type  TEXT NOT NULL,
-    instance_count INTEGER NOT NULL,
-    price_per_hour REAL NOT NULL,
-    start_time     REAL NOT NULL,
-    end_time       REAL                                   -- NULL while it runs
-);
-CREATE INDEX IF NOT EXISTS endpoint_meter_arn ON endpoint_meter(arn, start_time);
-
-CREATE TABLE IF NOT EXISTS services (
-    id             TEXT PRIMARY KEY,                     -- the job service's Ray actor id
-    pid            INTEGER,
-    started_time   REAL NOT NULL,
-    heartbeat_time REAL NOT NULL
-);
-"""
-# Columns added after version 1, for databases made by an older raymaker.
-_ADDED_COLUMNS = (
-    ("audit_events", "request_id", "TEXT"),
-    ("audit_events", "user_name", "TEXT"),  # userIdentity's userName, for `raymaker audit --user`
-    ("audit_events", "resource", "TEXT"),  # the ARN the call acted on, for `raymaker audit --resource`
-)
 SERVICE_HEARTBEAT_S = 2.0  # how often the job service says it is alive
 SERVICE_STALE_S = 15.0  # a heartbeat older than this: the service is gone
 AUDIT_RETENTION_ENV = "RAYMAKER_AUDIT_RETENTION_DAYS"
@@ -187,10 +69,9 @@ def default_db_path() -> Path:
     return raymaker_home() / "raymaker.db"
 
 
-def service_name(store_path: str | os.PathLike) -> str:
-    """The Ray actor name of the job service of the database at ``store_path`` (namespace "raymaker")."""
-    digest = hashlib.sha1(os.path.realpath(store_path).encode()).hexdigest()[:12]
-    return f"raymaker-job-service-{digest}"
+def service_name(store: JobStore | str | os.PathLike) -> str:
+    """The Ray actor name of the job service of the database ``store`` (namespace "raymaker")."""
+    return f"raymaker-job-service-{database_ident(store.location if isinstance(store, JobStore) else store)}"
 
 
 def _not_found(name: str) -> ResourceNotFound:
@@ -198,80 +79,41 @@ def _not_found(name: str) -> ResourceNotFound:
 
 
 class JobStore:
-    """The job database. Cheap to create; safe to share between threads; pickles as its path."""
+    """The job database. Cheap to create; safe to share between threads; pickles as its location."""
 
-    def __init__(self, path: str | os.PathLike | None = None):
-        self.path = Path(path) if path is not None else default_db_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._connections: list[sqlite3.Connection] = []
-        self._pid = os.getpid()
-        conn = self.connection()
-        # journal_mode=WAL is persistent in the file; setting it again is a no-op.
-        conn.execute("PRAGMA journal_mode=WAL")
-        with self.transaction() as c:
-            if c.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
-                for statement in _SCHEMA.split(";\n"):  # no ";" + newline inside a statement
-                    if statement.strip():
-                        c.execute(statement)
-                for table, column, kind in _ADDED_COLUMNS:
-                    have = {r["name"] for r in c.execute(f"PRAGMA table_info({table})")}
-                    if column not in have:
-                        c.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
-                c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    def __init__(self, location: str | os.PathLike | None = None):
+        self.db = open_database(database_location(location, default_db_path()))
+        self.location = self.db.location
+        # SQLite: the file; PostgreSQL: None. Checkpoints and other local files go under ``home``.
+        self.path: Path | None = getattr(self.db, "path", None)
+        self.home = self.path.parent if self.path is not None else raymaker_home()
+        self.db.migrate()
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (JobStore, (str(self.path),))
+        return (JobStore, (self.url,))
+
+    @property
+    def url(self) -> str:
+        """What opens this database again, elsewhere: the file's path, or the URL with its password."""
+        return getattr(self.db, "url", self.location)
 
     def __repr__(self) -> str:
-        return f"JobStore({str(self.path)!r})"
+        return f"JobStore({self.location!r})"
 
     # --- connections ---------------------------------------------------------------------------
 
-    def connection(self) -> sqlite3.Connection:
+    def connection(self) -> Any:
         """This thread's connection, for reads (autocommit: each statement sees the latest commit)."""
-        if os.getpid() != self._pid:  # forked: the parent's connections must not be used here
-            self._local = threading.local()
-            self._connections = []
-            self._lock = threading.Lock()
-            self._pid = os.getpid()
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            # Autocommit mode (isolation_level=None): transactions are the explicit BEGINs below.
-            # check_same_thread=False only so close() may close every thread's connection.
-            conn = sqlite3.connect(
-                self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
-            )
-            conn.row_factory = sqlite3.Row
-            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-            conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across app crashes
-            self._local.conn = conn
-            with self._lock:
-                self._connections.append(conn)
-        return conn
+        return self.db.connection()
 
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """A short write transaction, the one way records change; IMMEDIATE takes the write lock up front so two writers never
-        both read and then deadlock upgrading."""
-        conn = self.connection()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+    def transaction(self) -> contextlib.AbstractContextManager[Any]:
+        """A short write transaction, the one way records change; no other writer runs meanwhile, so a
+        read-then-write inside it never races."""
+        return self.db.transaction()
 
     def close(self) -> None:
         """Close every thread's connection (the store reconnects if used again)."""
-        with self._lock:
-            conns, self._connections = self._connections, []
-        for conn in conns:
-            with contextlib.suppress(sqlite3.Error):
-                conn.close()
-        self._local = threading.local()
+        self.db.close()
 
     # --- training jobs -------------------------------------------------------------------------
 
@@ -305,7 +147,7 @@ class JobStore:
         try:
             with self.transaction() as c:
                 c.execute(f"INSERT INTO training_jobs ({cols}) VALUES ({marks})", _encode_values(row))
-        except sqlite3.IntegrityError:
+        except self.db.integrity_error:
             raise ResourceInUse(
                 f"Training job names must be unique within an AWS account and region, and a training job "
                 f"with this name already exists ({training_job_arn(name)}): choose another TrainingJobName"
@@ -428,13 +270,13 @@ class JobStore:
             raise ValueError(
                 "sort_by must be CreationTime, Name or Status; sort_order Ascending or Descending"
             )
-        where, args = ["1"], []
+        where, args = ["1 = 1"], []
         if status is not None:
             where.append("status = ?")
             args.append(str(status))
         if name_contains:
-            where.append("instr(lower(name), lower(?)) > 0")
-            args.append(name_contains)
+            where.append(CONTAINS)
+            args.append(contains_pattern(name_contains))
         if tuning_job_arn is not None:
             where.append("tuning_job_arn = ?")
             args.append(tuning_job_arn)
@@ -476,7 +318,7 @@ class JobStore:
         if metric is not None:
             sql += " AND metric = ?"
             args.append(metric)
-        rows = self.connection().execute(sql + " ORDER BY timestamp, rowid", args)
+        rows = self.connection().execute(f"{sql} ORDER BY timestamp, {self.db.insertion_order}", args)
         return [dict(r) for r in rows]
 
     def latest_metrics(self, name: str) -> list[dict[str, Any]]:
@@ -506,10 +348,12 @@ class JobStore:
 
     def logs(self, name: str, after_seq: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
         """Log lines after ``after_seq`` (pass the last seq seen to tail): ``{"seq", "time", "line"}``."""
-        rows = self.connection().execute(
-            "SELECT seq, time, line FROM logs WHERE job = ? AND seq > ? ORDER BY seq LIMIT ?",
-            (name, after_seq, -1 if limit is None else limit),
-        )
+        sql = "SELECT seq, time, line FROM logs WHERE job = ? AND seq > ? ORDER BY seq"
+        args: list[Any] = [name, after_seq]
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        rows = self.connection().execute(sql, args)
         return [dict(r) for r in rows]
 
     # --- audit ---------------------------------------------------------------------------------
@@ -550,7 +394,7 @@ class JobStore:
                 "user_name, resource) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
-            last = c.execute("SELECT last_insert_rowid()").fetchone()[0]
+            last = c.execute("SELECT MAX(id) FROM audit_events").fetchone()[0]
             if last // 1000 != (last - len(rows)) // 1000:  # pruning is cheap, but not every call
                 c.execute("DELETE FROM audit_events WHERE event_time < ?", (time.time() - audit_retention_s(),))
         return len(rows)
@@ -590,7 +434,7 @@ class JobStore:
             ("event_time >= ?", since),
             ("event_time <= ?", until),
             ("error_code IS NOT NULL", errors_only or None),
-            ("user_name = ? COLLATE NOCASE", user),
+            ("user_name = ?" + self.db.nocase, user),
             ("(resource = ? OR resource LIKE ?)", None if resource is None else (resource, named)),
         )
         rows = self.connection().execute(
@@ -664,7 +508,11 @@ class JobStore:
     def set_owner(self, arn: str, user_name: str) -> None:
         """``user_name`` made the resource ``arn`` (a name made anew after a delete gets its new maker)."""
         with self.transaction() as c:
-            c.execute("INSERT OR REPLACE INTO owners (arn, user_name) VALUES (?, ?)", (arn, user_name))
+            c.execute(
+                "INSERT INTO owners (arn, user_name) VALUES (?, ?) "
+                "ON CONFLICT (arn) DO UPDATE SET user_name = excluded.user_name",
+                (arn, user_name),
+            )
 
     def owners(self, arns: Sequence[str]) -> dict[str, str]:
         """The makers of those of ``arns`` a server's user made (others: none recorded). A tuning job's
@@ -767,7 +615,7 @@ def redact(value: Any) -> Any:
 def _where(*clauses: tuple[str, Any]) -> tuple[str, list[Any]]:
     """A WHERE text and its arguments from (clause, value) pairs, leaving out those whose value is None;
     a clause with no ``?`` takes a true value as "include", a tuple fills several ``?``."""
-    parts, args = ["1"], []
+    parts, args = ["1 = 1"], []
     for clause, value in clauses:
         if value is None:
             continue
@@ -825,6 +673,16 @@ def _resource_of(event_name: str, params: Mapping[str, Any] | None) -> str | Non
     return None if found == "*" else found
 
 
+# ListX's NameContains: case-insensitive, the user's text taken literally (no LIKE wildcards).
+CONTAINS = "lower(name) LIKE ? ESCAPE '\\'"
+
+
+def contains_pattern(text: str) -> str:
+    """The LIKE pattern of ``CONTAINS`` for names holding ``text``."""
+    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
 def _os_user() -> str:
     try:
         return getpass.getuser()
@@ -839,7 +697,7 @@ def _encode_values(values: Mapping[str, Any]) -> list[Any]:
     ]
 
 
-def decode_row(row: sqlite3.Row) -> dict[str, Any]:
+def decode_row(row: Any) -> dict[str, Any]:
     record = dict(row)
     for k in _JSON_FIELDS:
         if record.get(k) is not None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import sqlite3
 import string
 import threading
 import time
@@ -54,7 +53,7 @@ def create_user(engine: Engine, params: dict[str, Any]) -> dict[str, Any]:
     try:
         with engine.store.transaction() as c:
             c.execute("INSERT INTO users (name, user_id, create_time) VALUES (?, ?, ?)", (name, user_id, time.time()))
-    except sqlite3.IntegrityError:  # the primary key: names are unique, whatever their case
+    except engine.store.db.integrity_error:  # the primary key: names are unique, whatever their case
         raise ResourceInUse(f"User with name {name} already exists") from None
     return {"User": _user(_user_row(engine.store, name))}
 

@@ -45,12 +45,12 @@ NO_RETRIES = Config(retries={"max_attempts": 1, "mode": "standard"})
 
 
 @pytest.fixture(scope="module")
-def server(ray_session, tmp_path_factory):
+def server(ray_session, postgres_server):
     """The API server with signatures checked, and an administrator made on the head as `raymaker users
     create admin --admin` does (the in-process API needs no signature: it is the database's own node).
-    A job database (and job service) of its own: its users turn signature checks on for its endpoints,
-    which must not reach the other tests' endpoints."""
-    api = SageMakerAPI(JobStore(tmp_path_factory.mktemp("service") / "raymaker.db"))
+    A job database (and job service) of its own, on PostgreSQL as a shared service keeps it: its users
+    turn signature checks on for its endpoints, which must not reach the other tests' endpoints."""
+    api = SageMakerAPI(JobStore(postgres_server.new_database()))
     local = Session(backend=api)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):

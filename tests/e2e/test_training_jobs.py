@@ -411,7 +411,7 @@ def test_jobs_of_a_lost_job_service_are_ended(session, data_bucket):
     est.fit(TrainingInput(f"s3://{data_bucket}/csv/train/", content_type="text/csv"), wait=False)
     job = est.latest_training_job
     _wait_for(lambda: job.describe()["SecondaryStatus"] == "Training")
-    store_path = str(session.backend.store.path)
+    store_path = session.backend.store.url
     ray.kill(job_service(store_path))
     time.sleep(1)
     ray.get(job_service(store_path).ping.remote())  # a new service starts, and ends the orphan

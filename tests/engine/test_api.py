@@ -21,8 +21,8 @@ from .helpers import training_request
 
 
 @pytest.fixture
-def api(tmp_path) -> SageMakerAPI:
-    return SageMakerAPI(JobStore(tmp_path / "db.sqlite"))
+def api(job_store: JobStore) -> SageMakerAPI:
+    return SageMakerAPI(job_store)  # on SQLite and on PostgreSQL
 
 
 def test_every_operation_is_in_a_service_model() -> None:

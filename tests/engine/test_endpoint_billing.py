@@ -3,8 +3,6 @@ endpoint changes, summed by GetResourceCost, cut to a period and grouped by make
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from raymaker.engine import billing
@@ -16,8 +14,8 @@ ARN = "arn:aws:sagemaker:us-east-1:000000000000:endpoint/ep"
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> JobStore:
-    return JobStore(tmp_path / "raymaker.db")
+def store(job_store: JobStore) -> JobStore:
+    return job_store  # on SQLite and on PostgreSQL
 
 
 def test_spans_follow_the_endpoint_and_sum_to_its_cost(store: JobStore) -> None:

@@ -5,6 +5,7 @@ DescribeTrainingJob response checked against botocore's output shape."""
 from __future__ import annotations
 
 import multiprocessing
+import os
 import pickle
 import sqlite3
 import threading
@@ -15,6 +16,8 @@ from botocore.validate import ParamValidator
 
 from raymaker.cluster.definition import InstanceType
 from raymaker.engine import metering
+from raymaker.engine.kinds import Kind
+from raymaker.engine.resources import ResourceStore
 from raymaker.engine.states import IllegalTransition
 from raymaker.engine.store import JobStore, default_db_path
 from raymaker.engine.training_jobs import describe_training_job, training_job_summary
@@ -25,10 +28,8 @@ from tests.engine.helpers import training_request
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> JobStore:
-    s = JobStore(tmp_path / "jobs.db")
-    yield s
-    s.close()
+def store(job_store: JobStore) -> JobStore:
+    return job_store  # every test here runs on SQLite and on PostgreSQL
 
 
 def assert_valid_output(operation: str, response: dict) -> None:
@@ -59,7 +60,7 @@ def test_create_get_and_survive_a_restart(store: JobStore) -> None:
     assert record["request"]["HyperParameters"] == {"num_round": "10", "eta": "0.1"}
 
     store.close()
-    again = JobStore(store.path)  # a new process would do the same
+    again = JobStore(store.url)  # a new process would do the same
     assert again.get_training_job("Job-A") == record
     assert again.get_training_job("job-a")["name"] == "Job-A"  # names are case-insensitive
     again.close()
@@ -128,7 +129,7 @@ def test_concurrent_processes_creating_one_name_exactly_one_wins(store: JobStore
     ctx = multiprocessing.get_context("fork")
     n = 4
     barrier, results = ctx.Barrier(n), ctx.Queue()
-    procs = [ctx.Process(target=_create_in_child, args=(str(store.path), barrier, results)) for _ in range(n)]
+    procs = [ctx.Process(target=_create_in_child, args=(store.url, barrier, results)) for _ in range(n)]
     for p in procs:
         p.start()
     for p in procs:
@@ -138,6 +139,43 @@ def test_concurrent_processes_creating_one_name_exactly_one_wins(store: JobStore
     assert outcomes == ["in-use"] * (n - 1) + ["won"]
     # Log sequence numbers stay dense and unique with several writing processes.
     assert [r["seq"] for r in store.logs("shared")] == list(range(1, 20 * n + 1))
+
+
+def _write_in_child(location: str, barrier, numbers, k: int) -> None:
+    store = JobStore(location)
+    resources = ResourceStore(store)
+    barrier.wait()
+    for i in range(k):
+        name = f"w{os.getpid()}-{i}"
+        store.create_training_job(training_request(TrainingJobName=name))
+        store.transition_training_job(name, "Downloading")
+        store.add_metrics(name, [("train:rmse", 1.0 / (i + 1), i)])
+        store.append_logs("shared", [name])
+        store.record_api_calls([{"event_name": "DescribeTrainingJob", "params": {"TrainingJobName": name}}] * 5)
+        store.set_owner(f"arn:test:{name}", "writer")
+        numbers.put(resources.next_number(Kind.MODEL, "counter", "n"))  # a read-then-write in one move
+
+
+def test_concurrent_writers_in_several_processes_lose_nothing(store: JobStore) -> None:
+    """Service processes sharing one database: every write of every kind lands, once."""
+    ResourceStore(store).create(Kind.MODEL, "counter", {})
+    ctx = multiprocessing.get_context("fork")
+    n, k = 4, 25
+    barrier, numbers = ctx.Barrier(n), ctx.Queue()
+    procs = [ctx.Process(target=_write_in_child, args=(store.url, barrier, numbers, k)) for _ in range(n)]
+    for p in procs:
+        p.start()
+    got = sorted(numbers.get(timeout=120) for _ in range(n * k))
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    assert got == list(range(1, n * k + 1))  # each number handed out once: no lost update
+    jobs = store.list_training_jobs(max_results=1000)
+    assert len(jobs) == n * k and {j["secondary_status"] for j in jobs} == {"Downloading"}
+    assert sum(len(store.metric_history(j["name"])) for j in jobs) == n * k
+    assert [r["seq"] for r in store.logs("shared")] == list(range(1, n * k + 1))
+    assert len(store.audit_events(limit=10_000)) == 5 * n * k
+    assert len(store.owners([f"arn:test:{j['name']}" for j in jobs])) == n * k
 
 
 def test_update_and_compare_and_set(store: JobStore) -> None:
@@ -332,8 +370,8 @@ def test_describe_failed_job(store: JobStore) -> None:
     assert resp["TrainingJobStatus"] == "Failed" and len(resp["FailureReason"]) == 1024
 
 
-def test_store_pickles_as_its_path(store: JobStore) -> None:
+def test_store_pickles_as_its_location(store: JobStore) -> None:
     store.create_training_job(training_request())
     clone = pickle.loads(pickle.dumps(store))
-    assert clone.path == store.path and clone.get_training_job("job-1")["name"] == "job-1"
+    assert clone.location == store.location and clone.get_training_job("job-1")["name"] == "job-1"
     clone.close()

@@ -1,0 +1,293 @@
+"""The job database's two back ends behind one interface: SQLite, a file (the embedded default), and
+PostgreSQL for a shared service (``RAYMAKER_DATABASE_URL=postgresql://user:pass@host/db``).
+
+The store writes its SQL once, with ``?`` placeholders, and runs it on either: a back end hands out
+this thread's connection (autocommit, for reads) and short write transactions that exclude every
+other writer, as SQLite's ``BEGIN IMMEDIATE`` does (PostgreSQL: a transaction-scoped advisory lock),
+so a read-then-write inside one never races another process. Rows answer by column name and index
+on both. The few spellings that differ (case-insensitive comparison, the insertion order) are
+attributes of the back end.
+
+Schemas are Alembic migrations (``raymaker/engine/migrations``), run when a store opens a database
+whose recorded revision is not the newest; opening an up-to-date one costs one query.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import os
+import re
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+DATABASE_URL_ENV = "RAYMAKER_DATABASE_URL"
+BUSY_TIMEOUT_S = 30.0
+HEAD_REVISION = "0001"  # the newest migration; tests/engine/test_database.py keeps it true
+MIGRATIONS = Path(__file__).with_name("migrations")
+_WRITE_LOCK = 0x7261796D  # "raym": the advisory lock every PostgreSQL write transaction holds
+
+
+class Row:
+    """A result row readable as ``row["column"]``, ``row[0]`` and ``dict(row)`` (sqlite3.Row's API)."""
+
+    __slots__ = ("_index", "_values")
+
+    def __init__(self, values: Sequence[Any], index: dict[str, int]):
+        self._values = values
+        self._index = index
+
+    def __getitem__(self, key: int | str) -> Any:
+        return self._values[self._index[key] if isinstance(key, str) else key]
+
+    def keys(self) -> list[str]:
+        return list(self._index)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"Row({dict(zip(self._index, self._values, strict=True))!r})"
+
+
+class Database:
+    """One job database. Subclasses: ``SQLiteDatabase`` and ``PostgresDatabase`` (``open_database``)."""
+
+    location: str  # what identifies it: a file's path, or the URL
+    integrity_error: type[Exception]  # what a unique key's violation raises
+    insertion_order: str  # a column that orders rows as inserted
+    nocase: str  # appended to a comparison with a column that is not case-insensitive itself
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._connections: list[Any] = []
+        self._pid = os.getpid()
+
+    def connection(self) -> Any:
+        """This thread's connection, for reads (autocommit: each statement sees the latest commit)."""
+        if os.getpid() != self._pid:  # forked: the parent's connections must not be used here
+            self._local = threading.local()
+            self._connections = []
+            self._lock = threading.Lock()
+            self._pid = os.getpid()
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        return conn
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Any]:
+        """A short write transaction, the one way records change; no other writer runs meanwhile."""
+        conn = self.connection()
+        self._begin(conn)
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close every thread's connection (the database reconnects if used again)."""
+        with self._lock:
+            conns, self._connections = self._connections, []
+        for conn in conns:
+            with contextlib.suppress(Exception):
+                conn.close()
+        self._local = threading.local()
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest revision, unless it is there already."""
+        conn = self.connection()  # an unreachable database says so here
+        with contextlib.suppress(Exception):  # no such table yet: a new database
+            row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+            if row is not None and row[0] == HEAD_REVISION:
+                return
+        self._migrate()
+
+    def _connect(self) -> Any:
+        raise NotImplementedError
+
+    def _begin(self, conn: Any) -> None:
+        raise NotImplementedError
+
+    def _migrate(self) -> None:
+        raise NotImplementedError
+
+
+class SQLiteDatabase(Database):
+    """A file in WAL mode: readers never block the writer, and records survive restarts."""
+
+    integrity_error = sqlite3.IntegrityError
+    insertion_order = "rowid"
+    nocase = " COLLATE NOCASE"
+
+    def __init__(self, path: str | os.PathLike):
+        super().__init__()
+        self.path = Path(path)
+        self.location = str(self.path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # journal_mode=WAL is persistent in the file; setting it again is a no-op.
+        self.connection().execute("PRAGMA journal_mode=WAL")
+
+    def _connect(self) -> sqlite3.Connection:
+        # Autocommit mode (isolation_level=None): transactions are the explicit BEGINs.
+        # check_same_thread=False only so close() may close every thread's connection.
+        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across app crashes
+        return conn
+
+    def _begin(self, conn: sqlite3.Connection) -> None:
+        # IMMEDIATE takes the write lock up front, so two writers never both read and then deadlock
+        # upgrading.
+        conn.execute("BEGIN IMMEDIATE")
+
+    def _migrate(self) -> None:
+        import sqlalchemy as sa
+
+        # SQLAlchemy's own recipe for transactional DDL on SQLite: the driver leaves transactions to
+        # us, and BEGIN IMMEDIATE makes concurrent openers of a new file migrate one at a time.
+        engine = sa.create_engine(
+            f"sqlite:///{self.path}",
+            poolclass=sa.pool.NullPool,
+            connect_args={"timeout": BUSY_TIMEOUT_S, "isolation_level": None},
+        )
+        sa.event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+        _upgrade(engine)
+
+
+class PostgresDatabase(Database):
+    """A PostgreSQL database, for several service processes (or hosts) sharing one job database.
+    Names are ``citext`` (case-insensitive as SageMaker's are); times double precision."""
+
+    insertion_order = "id"
+    nocase = ""  # the columns compared case-insensitively are citext
+
+    def __init__(self, url: str):
+        import psycopg
+
+        super().__init__()
+        self.url = url
+        self.location = _without_password(url)
+        self.integrity_error = psycopg.IntegrityError
+        self._psycopg = psycopg
+
+    def _connect(self) -> _PostgresConnection:
+        try:
+            conn = self._psycopg.connect(self.url, autocommit=True, row_factory=_rows)
+        except self._psycopg.OperationalError as e:
+            raise ConnectionError(
+                f"cannot connect to the job database {self.location} ({DATABASE_URL_ENV}): {e}".strip()
+            ) from None
+        return _PostgresConnection(conn)
+
+    def _begin(self, conn: _PostgresConnection) -> None:
+        conn.execute("BEGIN")
+        conn.execute("SELECT pg_advisory_xact_lock(?)", (_WRITE_LOCK,))
+
+    def _migrate(self) -> None:
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(
+            re.sub(r"^postgres(ql)?://", "postgresql+psycopg://", self.url), poolclass=sa.pool.NullPool
+        )
+
+        def locked(conn: Any) -> None:  # concurrent openers of a new database migrate one at a time
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_WRITE_LOCK})")
+
+        _upgrade(engine, before=locked)
+
+
+class _PostgresConnection:
+    """A psycopg connection that takes the store's ``?`` placeholders."""
+
+    def __init__(self, conn: Any):
+        self._conn = conn
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self._conn.execute(_pg_sql(sql), params)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> Any:
+        cur = self._conn.cursor()
+        cur.executemany(_pg_sql(sql), rows)
+        return cur
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+@functools.lru_cache(maxsize=512)
+def _pg_sql(sql: str) -> str:
+    # No "?" sits inside a literal in the store's SQL; a literal "%" must be doubled for psycopg.
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+def _rows(cursor: Any) -> Any:
+    index = {c.name: i for i, c in enumerate(cursor.description or ())}
+    return lambda values: Row(values, index)
+
+
+def _without_password(url: str) -> str:
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1@", url)
+
+
+def _upgrade(engine: Any, before: Any = None) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    try:
+        with engine.begin() as conn:
+            if before is not None:
+                before(conn)
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+    finally:
+        engine.dispose()
+
+
+def database_ident(location: str | os.PathLike) -> str:
+    """A short stable name for the database at ``location``, without opening it (the Ray actor name of
+    its job service holds it): one file is one database whatever path names it."""
+    text = str(location)
+    if re.match(r"^postgres(ql)?://", text):
+        key = _without_password(text)
+    else:
+        key = os.path.realpath(text.removeprefix("sqlite:///"))
+    return hashlib.sha1(key.encode()).hexdigest()[:12]
+
+
+def database_location(location: str | os.PathLike | None, default: Path) -> str | os.PathLike:
+    """Where the job database is: ``location`` if given, else ``RAYMAKER_DATABASE_URL``, else ``default``."""
+    if location is not None:
+        return location
+    return os.environ.get(DATABASE_URL_ENV) or default
+
+
+def open_database(location: str | os.PathLike) -> Database:
+    """The back end for ``location``: a ``postgresql://`` URL, a ``sqlite:///path`` URL or a file path."""
+    text = str(location)
+    if re.match(r"^postgres(ql)?://", text):
+        return PostgresDatabase(text)
+    if text.startswith("sqlite:///"):
+        return SQLiteDatabase(text.removeprefix("sqlite:///"))
+    if re.match(r"^[a-z][a-z0-9+.-]*://", text):
+        raise ValueError(
+            f"the job database must be a postgresql:// URL, a sqlite:/// URL or a file path, not {text!r} "
+            f"(check {DATABASE_URL_ENV})"
+        )
+    return SQLiteDatabase(text)
