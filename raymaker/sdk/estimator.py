@@ -280,7 +280,9 @@ class Estimator:
         self, inputs: Any = None, wait: bool = True, logs: bool = True, job_name: str | None = None
     ) -> None:
         """Start a training job on ``inputs`` (a URI, a TrainingInput, or a dict of channels); with
-        ``wait`` block until it ends, streaming its status, logs and metrics when ``logs``."""
+        ``wait`` block until it ends, streaming its status, logs and metrics when ``logs``, with a
+        progress display (round / epoch out of the total, latest metrics, elapsed and remaining:
+        ``TrainingJob.wait``)."""
         request = self.training_job_request(inputs, job_name)
         self.session.call("CreateTrainingJob", request)
         self.latest_training_job = TrainingJob(request["TrainingJobName"], self.session)

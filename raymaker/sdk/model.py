@@ -187,8 +187,10 @@ class Model:
         max_instance_count: int | None = None,
         target_inflight_requests: float | None = None,
         tags: list[dict[str, str]] | None = None,
+        logs: bool = True,
     ) -> Predictor:
-        """CreateModel, CreateEndpointConfig and CreateEndpoint, then (``wait``) until InService.
+        """CreateModel, CreateEndpointConfig and CreateEndpoint, then (``wait``) until InService,
+        showing the endpoint's status and elapsed time unless ``logs=False``.
         ``min_instance_count``/``max_instance_count`` turn on autoscaling (ManagedInstanceScaling),
         keeping about ``target_inflight_requests`` requests in flight per replica."""
         model_name = self.create(instance_type)
@@ -218,7 +220,7 @@ class Model:
             "CreateEndpoint", {"EndpointName": self.endpoint_name, "EndpointConfigName": self.endpoint_name}
         )
         if wait:
-            wait_for_endpoint(self.session, self.endpoint_name)
+            wait_for_endpoint(self.session, self.endpoint_name, logs=logs)
         return self.predictor_cls(
             self.endpoint_name, session=self.session, serializer=serializer, deserializer=deserializer
         )

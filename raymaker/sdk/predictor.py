@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from raymaker.sdk import progress
 from raymaker.sdk.deserializers import BaseDeserializer, BytesDeserializer
 from raymaker.sdk.exceptions import UnexpectedStatusException
 from raymaker.sdk.names import name_from_base
@@ -75,11 +76,13 @@ class Predictor:
         instance_type: str | None = None,
         model_name: str | None = None,
         wait: bool = True,
+        *,
+        logs: bool = True,
     ) -> None:
         """Move the endpoint to a new endpoint config: the current one with this instance count, type
         or model (every variant, as the SageMaker SDK does). New replicas start before old ones stop.
         With ``wait``, UnexpectedStatusException if the update failed (the endpoint then goes on
-        serving its previous config)."""
+        serving its previous config); its progress shows unless ``logs=False``."""
         desc = self.describe()
         config = self.session.call(
             "DescribeEndpointConfig", {"EndpointConfigName": desc["EndpointConfigName"]}
@@ -102,7 +105,7 @@ class Predictor:
             "UpdateEndpoint", {"EndpointName": self.endpoint_name, "EndpointConfigName": new_config}
         )
         if wait:
-            desc = wait_for_endpoint(self.session, self.endpoint_name)
+            desc = wait_for_endpoint(self.session, self.endpoint_name, logs=logs)
             if desc["EndpointConfigName"] != new_config:
                 # A failed update rolls back: InService again, on the old config, with the reason.
                 raise UnexpectedStatusException(
@@ -131,11 +134,16 @@ class Predictor:
 
 
 def wait_for_endpoint(
-    session: Session, name: str, timeout_s: float = 900.0, poll_s: float = 0.1
+    session: Session, name: str, timeout_s: float = 900.0, poll_s: float = 0.1, *, logs: bool = True
 ) -> dict[str, Any]:
     """Wait until endpoint ``name`` is no longer Creating or Updating and return its description;
-    UnexpectedStatusException unless it is InService (the SageMaker SDK's ``wait_for_endpoint``)."""
-    return wait_for(session, ENDPOINT, name, poll=poll_s, timeout=timeout_s)
+    UnexpectedStatusException unless it is InService (the SageMaker SDK's ``wait_for_endpoint``). With
+    ``logs``, its status and elapsed time on stdout (``sdk/progress.py``), where the SageMaker SDK
+    prints a row of dashes."""
+    if not logs:
+        return wait_for(session, ENDPOINT, name, poll=poll_s, timeout=timeout_s)
+    with progress.watch(ENDPOINT, session, name) as w:
+        return wait_for(session, ENDPOINT, name, poll=poll_s, timeout=timeout_s, on_describe=w.on_describe)
 
 
 def wait_for_deleted(session: Session, name: str, timeout_s: float = 300.0, poll_s: float = 0.1) -> None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime
 import sys
+from collections.abc import Callable
 from typing import Any, TextIO
 
+from raymaker.sdk import progress
 from raymaker.sdk.exceptions import UnexpectedStatusException
 from raymaker.sdk.session import Session
 from raymaker.sdk.waiter import TRAINING_JOB, wait_for
@@ -36,10 +38,31 @@ class TrainingJob:
     ) -> dict[str, Any]:
         """Block until the job ends and return its description. With ``logs``, print its status
         transitions and log lines as they come, then its final metrics and training and billable
-        seconds (as the SageMaker SDK prints them). Raises UnexpectedStatusException if it Failed;
-        Stopped (by the user, or at MaxRuntimeInSeconds) only logs a warning, as in the SageMaker SDK."""
-        out = out or sys.stdout
-        printer = _LogPrinter(self.session, self.name, out) if logs else None
+        seconds (as the SageMaker SDK prints them), with a progress display (``sdk/progress.py``: in a
+        terminal a live line under the log lines, round / epoch out of the total, latest metrics,
+        elapsed and remaining; elsewhere a plain line now and then). Raises UnexpectedStatusException
+        if it Failed; Stopped (by the user, or at MaxRuntimeInSeconds) only logs a warning, as in the
+        SageMaker SDK. Without ``logs`` it prints nothing."""
+        if not logs:
+            return self._wait(None, poll, timeout)
+        # The transitions are the status lines (SageMaker's own wording): the display adds progress.
+        with progress.watch(
+            TRAINING_JOB, self.session, self.name, out=out or sys.stdout, status_lines=False
+        ) as w:
+            printer = _LogPrinter(self.session, self.name, w.line)
+
+            def show(desc: dict[str, Any]) -> None:
+                printer.show(desc)
+                w.on_describe(desc)
+
+            desc = self._wait(show, poll, timeout)
+        printer.summary(desc)
+        return desc
+
+    def _wait(
+        self, on_describe: Callable[[dict[str, Any]], None] | None, poll: float, timeout: float | None
+    ) -> dict[str, Any]:
+        logs = on_describe is not None
 
         def long_poll(desc: dict[str, Any], seconds: float) -> None:
             # Returns as soon as the SecondaryStatus moves, so the job's end is seen within ~50 ms
@@ -60,11 +83,9 @@ class TrainingJob:
             # With logs, look for new log lines every ``poll`` s; without, only status changes matter.
             poll=poll if logs else max(poll, 10.0),
             timeout=timeout,
-            on_describe=printer.show if printer else None,
+            on_describe=on_describe,
             pause=long_poll,
         )
-        if printer is not None:
-            printer.summary(desc)
         return desc
 
 
@@ -73,40 +94,40 @@ class _LogPrinter:
     (``2025-01-02 03:04:05 Training - Training image download completed...``), then the job's log
     lines since the last ones shown (GetTrainingJobLogs)."""
 
-    def __init__(self, session: Session, name: str, out: TextIO):
+    def __init__(self, session: Session, name: str, line: Callable[[str], None]):
         self.session = session
         self.name = name
-        self.out = out
+        self.line = line  # the progress display's: above its live area in a terminal
         self.transitions_shown = 0
         self.after = 0
 
     def show(self, desc: dict[str, Any]) -> None:
         transitions = desc.get("SecondaryStatusTransitions") or []
         for t in transitions[self.transitions_shown :]:
-            print(f"{_utc(t.get('StartTime'))} {t['Status']} - {t.get('StatusMessage', '')}", file=self.out)
+            self.line(f"{_utc(t.get('StartTime'))} {t['Status']} - {t.get('StatusMessage', '')}")
         self.transitions_shown = len(transitions)
         events = self.session.call(
             "GetTrainingJobLogs", {"TrainingJobName": self.name, "AfterSequenceNumber": self.after}
         )["Events"]
         for event in events:
-            print(event["Message"], file=self.out)
+            self.line(event["Message"])
             self.after = max(self.after, int(event["SequenceNumber"]))
 
     def summary(self, desc: dict[str, Any]) -> None:
         """Final metrics (raymaker's addition), then the SageMaker SDK's closing lines. Its seconds
         are per instance in DescribeTrainingJob; the SDK prints them times the instance count."""
         for m in desc.get("FinalMetricDataList") or []:
-            print(f"{m['MetricName']}: {m['Value']:.6g}", file=self.out)
+            self.line(f"{m['MetricName']}: {m['Value']:.6g}")
         count = _instance_count(desc)
         training = desc.get("TrainingTimeInSeconds")
         billable = desc.get("BillableTimeInSeconds")
         if training is not None:
-            print(f"Training seconds: {training * count}", file=self.out)
+            self.line(f"Training seconds: {training * count}")
         if billable is not None:
-            print(f"Billable seconds: {billable * count}", file=self.out)
+            self.line(f"Billable seconds: {billable * count}")
             if desc.get("EnableManagedSpotTraining") and training:
                 saving = (1 - float(billable) / training) * 100
-                print(f"Managed Spot Training savings: {saving:.1f}%", file=self.out)
+                self.line(f"Managed Spot Training savings: {saving:.1f}%")
 
 
 def _instance_count(desc: dict[str, Any]) -> int:

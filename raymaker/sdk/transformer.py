@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from raymaker.sdk import progress
 from raymaker.sdk.exceptions import UnexpectedStatusException
 from raymaker.sdk.names import name_from_base
 from raymaker.sdk.session import Session
@@ -55,10 +56,11 @@ class Transformer:
         output_filter: str | None = None,
         join_source: str | None = None,
         wait: bool = True,
-        logs: bool = False,
+        logs: bool = True,
     ) -> None:
         """Start a transform job over ``data`` (an S3 or local prefix, or a manifest); with ``wait``
-        block until it ends (UnexpectedStatusException if it fails)."""
+        block until it ends (UnexpectedStatusException if it fails), showing its progress unless
+        ``logs=False`` (as the SageMaker SDK, whose default is also ``logs=True``)."""
         name = job_name or name_from_base(self.base_transform_job_name)
         if self.output_path is None:
             self.output_path = f"{self.session.default_output_path.rstrip('/')}/{name}"
@@ -106,16 +108,26 @@ class Transformer:
         self.session.call("CreateTransformJob", request)
         self.latest_transform_job = name
         if wait:
-            self.wait()
+            self.wait(logs=logs)
 
     def describe(self) -> dict[str, Any]:
         """DescribeTransformJob of the latest transform job."""
         return self.session.call("DescribeTransformJob", {"TransformJobName": self._latest_job()})
 
-    def wait(self, timeout_s: float | None = 24 * 3600, poll_s: float = 0.1) -> dict[str, Any]:
+    def wait(
+        self, logs: bool = True, timeout_s: float | None = 24 * 3600, poll_s: float = 0.1
+    ) -> dict[str, Any]:
         """Block until the latest transform job ends and return its description;
-        UnexpectedStatusException if it Failed (Stopped logs a warning, as in the SageMaker SDK)."""
-        return wait_for(self.session, TRANSFORM_JOB, self._latest_job(), poll=poll_s, timeout=timeout_s)
+        UnexpectedStatusException if it Failed (Stopped logs a warning, as in the SageMaker SDK). With
+        ``logs`` (first, as the SageMaker SDK's ``wait(logs=True)``), its status, elapsed time and
+        records transformed on stdout (``sdk/progress.py``)."""
+        name = self._latest_job()
+        if not logs:
+            return wait_for(self.session, TRANSFORM_JOB, name, poll=poll_s, timeout=timeout_s)
+        with progress.watch(TRANSFORM_JOB, self.session, name) as w:
+            return wait_for(
+                self.session, TRANSFORM_JOB, name, poll=poll_s, timeout=timeout_s, on_describe=w.on_describe
+            )
 
     def stop_transform_job(self, wait: bool = True) -> None:
         """Stop the latest transform job; with ``wait``, until it has stopped."""
@@ -123,7 +135,7 @@ class Transformer:
         self.session.call("StopTransformJob", {"TransformJobName": name})
         if wait:
             try:
-                self.wait()
+                self.wait(logs=False)
             except UnexpectedStatusException:
                 pass  # it failed before the stop landed: ended all the same
 

@@ -27,6 +27,7 @@ from enum import Enum
 from typing import Any
 
 from raymaker.protocol.service_model import input_shape
+from raymaker.sdk import progress
 from raymaker.sdk.analytics import HyperparameterTuningJobAnalytics
 from raymaker.sdk.code import SCRIPT_PARAM_NAME, UploadedCode, is_remote
 from raymaker.sdk.estimator import Estimator
@@ -335,19 +336,24 @@ class HyperparameterTuner:
 
     # --- running -------------------------------------------------------------------------------
 
-    def fit(self, inputs: Any = None, job_name: str | None = None, wait: bool = True) -> None:
+    def fit(
+        self, inputs: Any = None, job_name: str | None = None, wait: bool = True, *, logs: bool = True
+    ) -> None:
         """Start a tuning job on ``inputs`` (as ``Estimator.fit`` takes them); with ``wait``, block
-        until it ends. The engine checks the ranges, objective and limits here (ValidationError)."""
+        until it ends, showing its progress unless ``logs=False`` (trials ended out of the maximum, the
+        best objective so far, elapsed and remaining). The engine checks the ranges, objective and
+        limits here (ValidationError)."""
         request = self.tuning_job_request(inputs, job_name)
         self.sagemaker_session.call("CreateHyperParameterTuningJob", request)
         self._current_job_name = request["HyperParameterTuningJobName"]
         self.latest_tuning_job = _TuningJob(self.sagemaker_session, self._current_job_name)
         if wait:
-            self.latest_tuning_job.wait()
+            self.latest_tuning_job.wait(logs=logs)
 
-    def wait(self) -> None:
-        """Block until the latest tuning job ends; UnexpectedStatusException if it Failed."""
-        self._ensure_last_tuning_job().wait()
+    def wait(self, *, logs: bool = True) -> None:
+        """Block until the latest tuning job ends (showing its progress unless ``logs=False``);
+        UnexpectedStatusException if it Failed."""
+        self._ensure_last_tuning_job().wait(logs=logs)
 
     def describe(self) -> dict[str, Any]:
         """DescribeHyperParameterTuningJob of the latest tuning job."""
@@ -593,10 +599,21 @@ class _TuningJob:
             "StopHyperParameterTuningJob", {HYPERPARAMETER_TUNING_JOB_NAME: self.name}
         )
 
-    def wait(self, poll: float = 0.2, timeout: float | None = None) -> dict[str, Any]:
+    def wait(self, poll: float = 0.2, timeout: float | None = None, *, logs: bool = True) -> dict[str, Any]:
         """Poll until the job is Completed, Failed or Stopped; UnexpectedStatusException if Failed
-        (Stopped is an end the user asked for, as the SageMaker SDK treats it)."""
-        return wait_for(self.sagemaker_session, TUNING_JOB, self.name, poll=poll, timeout=timeout)
+        (Stopped is an end the user asked for, as the SageMaker SDK treats it). With ``logs``, its
+        progress on stdout (``sdk/progress.py``)."""
+        if not logs:
+            return wait_for(self.sagemaker_session, TUNING_JOB, self.name, poll=poll, timeout=timeout)
+        with progress.watch(TUNING_JOB, self.sagemaker_session, self.name) as w:
+            return wait_for(
+                self.sagemaker_session,
+                TUNING_JOB,
+                self.name,
+                poll=poll,
+                timeout=timeout,
+                on_describe=w.on_describe,
+            )
 
 
 # --- request <-> estimator -----------------------------------------------------------------------
