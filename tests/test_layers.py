@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1] / "raymaker"
 # Packages, lowest first: a module may import its own package and any package below it.
 LAYERS = [
     ["raymaker.protocol"],
-    ["raymaker.cluster", "raymaker.containers"],
+    ["raymaker.cluster", "raymaker.containers", "raymaker.metrics"],
     ["raymaker.io"],
     ["raymaker.algorithms", "raymaker.toolkit"],
     ["raymaker.serve"],
@@ -28,11 +28,14 @@ LAYERS = [
 
 # Inside the engine, lowest first.
 ENGINE_LAYERS = [
-    ["kinds", "states", "resource_states", "policies", "arns", "metering", "failures", "iam"],
+    # database: the two back ends; migrations: Alembic's scripts of the schema (they import no raymaker).
+    ["kinds", "states", "resource_states", "policies", "arns", "metering", "failures", "iam", "database",
+     "migrations"],
     ["store", "resources"],
     ["validation", "tuning_spec", "channel_data", "worker", "script_job", "container_job", "context"],
     ["training_jobs", "hosting", "transform_jobs", "tuning_jobs", "billing", "audit", "resource_logs", "users"],
-    ["instances", "instance_group", "train_launch", "job_run", "deployment", "transform_run", "tuning_run"],
+    ["instances", "instance_group", "train_launch", "job_metrics", "job_run", "deployment", "transform_run",
+     "tuning_run"],
     ["dispatch"],
     ["service"],
     ["api"],

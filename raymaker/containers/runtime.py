@@ -123,13 +123,19 @@ class Runtime:
         memory_mib: int | None = None,
         gpus: Sequence[int | str] = (),
         entrypoint: Sequence[str] | None = None,
+        network: str = "host",
+        publish: Sequence[tuple[str, int, int]] = (),
     ) -> list[str]:
         """``<runtime> run`` in the foreground (its output is the container's), removed when it ends, on
-        the host's network (SageMaker's instances each have their own address; ``hosts`` names them),
-        with ``mounts`` as (host path, container path, read-only). ``entrypoint`` overrides the image's
-        ENTRYPOINT (its first element; the rest go before ``args``), as ContainerEntrypoint does."""
+        the host's network by default (SageMaker's instances each have their own address; ``hosts`` names
+        them), with ``mounts`` as (host path, container path, read-only). ``publish``: (host address, host
+        port, container port) for a container on a network of its own (``network="bridge"``).
+        ``entrypoint`` overrides the image's ENTRYPOINT (its first element; the rest go before ``args``),
+        as ContainerEntrypoint does."""
         cmd = self.base_command()
-        cmd += ["run", "--rm", "--name", name, "--label", f"{LABEL}={owner}", "--network", "host"]
+        cmd += ["run", "--rm", "--name", name, "--label", f"{LABEL}={owner}", "--network", network]
+        for address, host_port, container_port in publish:
+            cmd += ["-p", f"{address}:{host_port}:{container_port}"]
         # Its output reaches us through the attached run; no runtime log file grows with it.
         cmd += ["--log-driver", "none"]
         if hostname:

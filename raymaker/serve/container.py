@@ -1,6 +1,8 @@
 """A custom serving container behind an endpoint replica or a transform instance: ``<image> serve`` with
-``model.tar.gz`` extracted into ``/opt/ml/model``, the model's Environment and
-``SAGEMAKER_BIND_TO_PORT`` on a free port of this node (host network), healthy once ``GET /ping``
+``model.tar.gz`` extracted into ``/opt/ml/model``, the model's Environment, listening on port 8080
+(``SAGEMAKER_BIND_TO_PORT``) in a network of its own, published on a free port of this node's loopback
+only (whatever address the container binds, nothing beyond this node reaches it past the endpoint's
+signature check), healthy once ``GET /ping``
 answers 200 (2 s per ping, 4 minutes in all, as SageMaker), and requests proxied to ``POST
 /invocations`` with their content type, accept and custom attributes (60 s each). A container that
 exits is started again; meanwhile the server is unhealthy and requests wait for it. Closing sends
@@ -33,6 +35,7 @@ STOP_GRACE_S = 30.0  # scale-in and updates: SIGTERM, SIGKILL 30 s later
 STARTUP_ATTEMPTS = 3  # a container that exits this often before its first healthy ping fails to start
 CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
 TARGET_VARIANT = "X-Amzn-SageMaker-Target-Variant"
+CONTAINER_PORT = 8080  # SageMaker's: a serving container listens on 8080
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +61,7 @@ class ContainerServer:
         self.runtime = runtime or find_runtime()
         self.cpus, self.memory_mib, self.grace_s = cpus, memory_mib, grace_s
         self.port = free_port()
-        self.environment = {**environment, "SAGEMAKER_BIND_TO_PORT": str(self.port)}
+        self.environment = {**environment, "SAGEMAKER_BIND_TO_PORT": str(CONTAINER_PORT)}
         self.restarts = 0
         self._down_since = time.monotonic()
         self._healthy = threading.Event()
@@ -80,13 +83,13 @@ class ContainerServer:
     def _supervise(self) -> None:
         while not self._closing.is_set():
             if self.restarts:
-                # A free port can be taken between our pick and the container's bind (another process's
+                # A free port can be taken between our pick and the runtime's bind (another process's
                 # connection): each start gets a port of its own, so a lost race is not repeated.
                 self.port = free_port()
-                self.environment["SAGEMAKER_BIND_TO_PORT"] = str(self.port)
             cmd = self.runtime.run_command(
                 self.image, ["serve"], name=self.name, owner=self.owner, env=self.environment,
                 mounts=[(self.model_dir, "/opt/ml/model", False)], cpus=self.cpus, memory_mib=self.memory_mib,
+                network="bridge", publish=[("127.0.0.1", self.port, CONTAINER_PORT)],
             )
             self._exited.clear()
             watcher = threading.Thread(target=self._watch_health, daemon=True)
@@ -125,7 +128,7 @@ class ContainerServer:
             if time.monotonic() > deadline:
                 raise ContainerRuntimeError(
                     f"the container {self.image} did not answer GET /ping with 200 within {timeout_s:.0f} s "
-                    f"(it must listen on $SAGEMAKER_BIND_TO_PORT, {self.port} here)" + self._last_output()
+                    f"(it must listen on $SAGEMAKER_BIND_TO_PORT, {CONTAINER_PORT})" + self._last_output()
                 )
 
     def _last_output(self) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.client
 import io
 import json
+import socket
 import subprocess
 import tarfile
 import threading
@@ -16,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 import boto3
+import psutil
 import pytest
 
 from raymaker import Session, TrainingInput
@@ -207,6 +209,21 @@ def test_deploy_invoke_through_boto3_and_batch_transform(session, s3_server, buc
                 EndpointName="busybox-ep", ContentType="text/csv", Body=b"slow")["Body"].read(), range(4)))
             took = time.monotonic() - began
         assert answers == [b"slow"] * 4 and took < 2.5, (answers, took)
+        # The container's server listens on every address of its own network; the node publishes it
+        # on loopback only, so nothing beyond this node reaches it past the endpoint's signature check.
+        (container,) = find_runtime().owned("busybox-model")
+        (info,) = json.loads(subprocess.run([*find_runtime().base_command(), "inspect", container],
+                                            capture_output=True, text=True, check=True).stdout)
+        assert info["HostConfig"]["NetworkMode"] != "host"
+        (published,) = info["NetworkSettings"]["Ports"]["8080/tcp"]
+        assert published["HostIp"] == "127.0.0.1"
+        port = int(published["HostPort"])
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()  # the replica's way in
+        outside = [a.address for addrs in psutil.net_if_addrs().values() for a in addrs
+                   if a.family == socket.AF_INET and not a.address.startswith("127.")]
+        for address in outside:
+            with pytest.raises(OSError):
+                socket.create_connection((address, port), timeout=2)
     finally:
         session.backend.call("DeleteEndpoint", {"EndpointName": "busybox-ep"})
 
