@@ -34,7 +34,9 @@ from raymaker.sdk import (
     HyperparameterTuningJobAnalytics,
     IntegerParameter,
     Session,
+    progress,
 )
+from raymaker.sdk.waiter import TUNING_JOB
 
 TUNING_JOBS = RESOURCES["tuning-jobs"]
 _SCALINGS = ("Auto", "Linear", "Logarithmic", "ReverseLogarithmic")
@@ -173,22 +175,25 @@ def _counts(desc: dict[str, Any]) -> str:
 
 
 def _wait(session: Session, name: str, poll: float = 0.5) -> dict[str, Any]:
-    """Poll until the tuning job ends, printing each trial as it ends."""
+    """Poll until the tuning job ends, printing each trial as it ends, under the SDK's progress display
+    (trials done of the maximum, the best objective so far, elapsed and remaining)."""
     shown: set[str] = set()
     metric = None
-    while True:
-        desc = session.call(TUNING_JOBS.describe_op, {TUNING_JOBS.name_key: name})
-        metric = metric or _objective(desc)["MetricName"]
-        for t in _trials(session, name):
-            if t["TrainingJobName"] in shown or t["TrainingJobStatus"] not in ENDED:
-                continue
-            shown.add(t["TrainingJobName"])
-            value = _objective_value(t)
-            what = f"{metric} = {value:.6g}" if value is not None else t.get("FailureReason", "no objective")
-            print(f"  {t['TrainingJobName']}: {t['TrainingJobStatus']} ({what})", flush=True)
-        if desc["HyperParameterTuningJobStatus"] in ENDED:
-            return desc
-        time.sleep(poll)
+    with progress.watch(TUNING_JOB, session, name) as display:
+        while True:
+            desc = session.call(TUNING_JOBS.describe_op, {TUNING_JOBS.name_key: name})
+            metric = metric or _objective(desc)["MetricName"]
+            for t in _trials(session, name):
+                if t["TrainingJobName"] in shown or t["TrainingJobStatus"] not in ENDED:
+                    continue
+                shown.add(t["TrainingJobName"])
+                value = _objective_value(t)
+                what = f"{metric} = {value:.6g}" if value is not None else t.get("FailureReason", "no objective")
+                display.line(f"  {t['TrainingJobName']}: {t['TrainingJobStatus']} ({what})")
+            display.on_describe(desc)
+            if desc["HyperParameterTuningJobStatus"] in ENDED:
+                return desc
+            time.sleep(poll)
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
