@@ -56,6 +56,9 @@ class InvocationGuard:
         self._handle: Any = None
         self._required: dict[str, tuple[float, bool, str | None]] = {}  # endpoint ARN -> (when, on, owner)
         self._keys: dict[str, tuple[float, Any]] = {}
+        # (key, endpoint ARN, owner) -> (the key's entry it was decided for, the decision): the policies
+        # are asked again when the entry is read again (every ttl_s), as a policy change must show.
+        self._decisions: dict[tuple[str, str, str | None], tuple[Any, str]] = {}
         self._counts: dict[tuple[Any, ...], list[Any]] = {}
         self._each: list[dict[str, Any]] = []
         self._flusher: asyncio.Task | None = None
@@ -106,7 +109,14 @@ class InvocationGuard:
         except SageMakerError as e:
             raise Refused(e, identity) from None
         _, identity, policies = found
-        decision = decide(policies, ACTION, arn, request_context(identity.get("userName", ""), owner))
+        hit = self._decisions.get((key, arn, owner))
+        if hit is not None and hit[0] is found:
+            decision = hit[1]
+        else:
+            decision = decide(policies, ACTION, arn, request_context(identity.get("userName", ""), owner))
+            if len(self._decisions) > 10_000:
+                self._decisions.clear()
+            self._decisions[(key, arn, owner)] = (found, decision)
         if decision != "allow":
             raise Refused(AccessDenied(denial(identity.get("arn"), ACTION, arn, decision)), identity)
         return identity

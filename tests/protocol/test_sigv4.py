@@ -402,3 +402,22 @@ def test_access_key_of_names_the_key_of_any_authorization_header():
     )
     assert access_key_of(with_header(signed(), "Authorization", "garbage")) is None
     assert access_key_of(without_header(signed(), "Authorization")) is None
+
+
+def test_the_signing_key_derived_once_a_day_signs_as_botocore_does() -> None:
+    """The verifier keeps each day's signing key; its signatures stay botocore's own, across days."""
+    from botocore.auth import SigV4Auth
+    from botocore.credentials import Credentials
+
+    from raymaker.protocol.sigv4 import _signer
+
+    class Signed:
+        def __init__(self, timestamp: str):
+            self.context = {"timestamp": timestamp}
+
+    ours = _signer("AKIDDAYS", "day-secret", "us-east-1", "sagemaker")
+    theirs = SigV4Auth(Credentials("AKIDDAYS", "day-secret"), "sagemaker", "us-east-1")
+    for stamp in ("20261202T101010Z", "20261202T235959Z", "20261203T000001Z", "20261202T000000Z"):
+        for text in ("AWS4-HMAC-SHA256\n20261202T101010Z\nscope\nabc", "other"):
+            assert ours.signature(text, Signed(stamp)) == theirs.signature(text, Signed(stamp))
+    assert ours.signature("x", Signed("20261202T1Z")) != ours.signature("x", Signed("20261203T1Z"))
