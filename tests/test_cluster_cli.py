@@ -309,3 +309,22 @@ def test_help(command, capsys):
     with pytest.raises(SystemExit):
         main([command, "--help"])
     assert command in capsys.readouterr().out
+
+
+def test_the_haproxy_wrapper_for_clusters_raymaker_does_not_start(tmp_path):
+    """A node started by a cluster definition (aws.yaml's start command, kuberay.yaml's image) gets the
+    wrapper from ``python -m raymaker.cluster.haproxy``: Serve's stats and metrics binds move to
+    127.0.0.1, the ingress's stays where Serve put it."""
+    out = tmp_path / "bin" / "haproxy-loopback"
+    done = subprocess.run([sys.executable, "-m", "raymaker.cluster.haproxy", "--out", str(out)],
+                          capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == str(out) and os.access(out, os.X_OK)
+    config = tmp_path / "haproxy.cfg"
+    config.write_text("frontend stats\n    bind *:8404\nfrontend prometheus\n  bind *:9101\n"
+                      "frontend http\n    bind *:8000\n")
+    version = subprocess.run([str(out), "-f", str(config), "-v"], capture_output=True, text=True, check=True)
+    assert "HAProxy version" in version.stdout  # the real binary ran, with the same arguments
+    text = config.read_text()
+    assert "bind 127.0.0.1:8404" in text and "bind 127.0.0.1:9101" in text and "bind *:8000" in text
+    aws = (Path(__file__).parents[1] / "cluster" / "aws.yaml").read_text()
+    assert "RAY_SERVE_HAPROXY_BINARY_PATH=$(python3 -m raymaker.cluster.haproxy)" in aws

@@ -58,3 +58,29 @@ def loopback_wrapper(directory: Path | None = None) -> str | None:
         tmp.chmod(0o755)
         os.replace(tmp, path)
     return str(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m raymaker.cluster.haproxy [--out PATH]``: write the wrapper and print its path, for a
+    node's start command (``RAY_SERVE_HAPROXY_BINARY_PATH=$(python -m raymaker.cluster.haproxy) ray
+    start ...``) or an image build (``--out /usr/local/bin/haproxy-loopback``)."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m raymaker.cluster.haproxy", description=main.__doc__)
+    parser.add_argument("--out", type=Path, help="the wrapper's path (default: $RAYMAKER_HOME/bin/haproxy-loopback)")
+    args = parser.parse_args(argv)
+    directory = args.out.parent if args.out else None
+    path = loopback_wrapper(directory)
+    if path is None:
+        print("no HAProxy here: install ray[serve] (it bundles one) or put haproxy on PATH", file=sys.stderr)
+        return 1
+    if args.out and Path(path) != args.out:
+        os.replace(path, args.out)
+        path = str(args.out)
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
