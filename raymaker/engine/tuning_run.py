@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from raymaker.cluster.definition import load_instance_types
 from raymaker.engine import states
 from raymaker.engine.failures import failure_reason
+from raymaker.engine.job_metrics import ensure_collector
 from raymaker.engine.resource_states import TuningJobStatus as TS
 from raymaker.engine.resources import ResourceStore
 from raymaker.engine.store import JobStore
@@ -134,6 +135,7 @@ def run_tuning_job(res: ResourceStore, name: str, client: TrialClient) -> str:
     spec = validate_tuning_job(record["request"], instance_types=load_instance_types())
     arn = record["arn"]
     store = res.store
+    ensure_collector(store)  # its progress gauges (engine.job_metrics)
     started = len(trials(store, arn))
     remaining = spec.max_jobs - started
     if started and spec.strategy == "Grid":

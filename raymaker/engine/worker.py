@@ -29,6 +29,8 @@ from raymaker.engine.channel_data import worker_training_data
 from raymaker.io.batch import DataFormatError
 from raymaker.io.channels import Channel
 from raymaker.io.storage import S3Settings, storage_for
+from raymaker.metrics.catalog import enabled as metrics_enabled
+from raymaker.metrics.recorder import training_host
 
 MODEL_CHANNEL = "model"  # SageMaker's channel for incremental training: an earlier model.tar.gz
 FINAL_FLUSH_TIMEOUT_S = 60.0
@@ -329,7 +331,28 @@ def run_training(
 
     ``join`` enters the job's collective (``collective``) around the algorithm alone: joining waits
     for every rank and for the collective's library, whose import (started when the instance did)
-    then overlaps this rank's download."""
+    then overlaps this rank's download.
+
+    While it runs, the instance's CPU, memory and GPU use go to CloudWatch's /aws/sagemaker/TrainingJobs
+    gauges under ``Host`` ``<job>/algo-<rank + 1>`` (unless ``RAYMAKER_METRICS=off``)."""
+    with training_host(
+        f"{job.name}/algo-{ctx.rank + 1}",
+        memory_gb=job.memory_gb,
+        gpus=ctx.gpus,
+        on=metrics_enabled(job.environment),
+    ):
+        return _run_training(job, ctx, settings, shard_for=shard_for, resumed=resumed, join=join)
+
+
+def _run_training(
+    job: WorkerJob,
+    ctx: InstanceContext,
+    settings: S3Settings | None,
+    *,
+    shard_for: Callable[[str], Any] | None,
+    resumed: bool,
+    join: Callable[[], contextlib.AbstractContextManager[Any]] | None,
+) -> dict[str, float]:
     if job.container is not None:
         from raymaker.engine.container_job import run_container_job
 

@@ -21,6 +21,13 @@ down: headers are checked against InvokeEndpoint's limits before the body is rea
 only up to the 6 MB limit (a longer one, chunked or not, is answered 413 without buffering the rest),
 and the model's errors come back as values. ``VariantReplica`` is the replica's code without Serve, so
 tests serve it over real HTTP with plain uvicorn.
+
+Each invocation is measured under CloudWatch's names (``metrics.catalog``): the replica that runs the
+model records ModelLatency and InvocationsPerInstance; whoever answers the client (the replica, or the
+runtime ingress for a multi-variant endpoint) records Invocations, Invocation4XXErrors /
+Invocation5XXErrors by the status it answered, and OverheadLatency (its handler's time beyond
+ModelLatency). A replica also samples its CPU and memory use. ``RAYMAKER_METRICS=off`` (the cluster's
+environment, or the model's Environment) turns them off.
 """
 
 from __future__ import annotations
@@ -41,6 +48,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from raymaker.io.storage import S3Settings
+from raymaker.metrics import catalog
+from raymaker.metrics.recorder import EndpointMetrics, UsageSampler
 from raymaker.serve.codecs import MAX_PAYLOAD_BYTES, InvocationError, clip
 from raymaker.serve.guard import InvocationGuard, Refused
 from raymaker.serve.model import LoadedModel, ModelSpec
@@ -236,6 +245,8 @@ class VariantReplica:
         self.spec: ModelSpec | None = None
         self.model: LoadedModel | None = None
         self.guard: InvocationGuard | None = None
+        self.metrics: EndpointMetrics | None = None
+        self._usage: UsageSampler | None = None
 
     async def reconfigure(self, config: dict[str, Any]) -> None:
         spec = ModelSpec(
@@ -249,6 +260,23 @@ class VariantReplica:
                 threading.Thread(target=_retire, args=(old,), daemon=True).start()
         self.endpoint, self.variant = config["endpoint"], config["variant"]
         self.guard = _guard_for(self.guard, config.get("guard"))
+        self._set_metrics(catalog.enabled(dict(spec.environment)))
+
+    def _set_metrics(self, on: bool) -> None:
+        """Bind the variant's metrics once (not per request); sample this instance's usage."""
+        if not on:
+            self.metrics = None
+            if self._usage is not None:
+                self._usage.stop(final=False)
+                self._usage = None
+            return
+        self.metrics = EndpointMetrics(self.endpoint, self.variant)
+        tags = {"EndpointName": self.endpoint, "VariantName": self.variant}
+        if self._usage is None:
+            memory = self.spec.memory_gb * 2**30 if self.spec is not None else 0.0
+            self._usage = UsageSampler(catalog.ENDPOINT_CPU, catalog.ENDPOINT_MEMORY, tags, memory_bytes=memory)
+        else:
+            self._usage.retarget(tags)
 
     def check_health(self) -> None:
         """Serve's health check: a custom container down for longer than it takes to start it again
@@ -260,6 +288,9 @@ class VariantReplica:
                 raise RuntimeError(f"the container {model.spec.image} has been down for {down:.0f} s")
 
     def __del__(self) -> None:  # Serve stops a replica: its container goes with it (SIGTERM first)
+        usage = getattr(self, "_usage", None)
+        if usage is not None:
+            usage.stop(final=False)
         model = getattr(self, "model", None)
         if model is not None:
             model.close()
@@ -276,21 +307,38 @@ class VariantReplica:
         request never counts against (or takes down) the replica. The client's mistakes are 4xx
         (``InvocationError``, which a ``ValueError`` from ``predict`` becomes); anything else the model
         raises is a 500 ModelError, logged here with its traceback."""
+        return (await self.invoke_timed(body, content_type, accept, custom_attributes, target_variant))[0]
+
+    async def invoke_timed(
+        self,
+        body: bytes,
+        content_type: str | None,
+        accept: str | None,
+        custom_attributes: str | None = None,
+        target_variant: str | None = None,
+    ) -> tuple[tuple[int, bytes, str, str], int]:
+        """``invoke``'s answer and the model's time in nanoseconds (0 when no model ran): its caller
+        subtracts it from its own time for OverheadLatency."""
         model = self.model
         if model is None:
-            return 503, b"the model is not loaded yet; retry shortly", "", "ServiceUnavailable"
+            return (503, b"the model is not loaded yet; retry shortly", "", "ServiceUnavailable"), 0
+        t0 = time.perf_counter_ns()
         try:
             out, ct = await model.ainvoke(body, content_type, accept, custom_attributes, target_variant)
+            result = 200, out, ct, ""
         except InvocationError as e:
-            return e.status, e.message.encode(), "", e.error_type
+            result = e.status, e.message.encode(), "", e.error_type
         except Exception as e:  # noqa: BLE001 - any model failure answers this request only
             logger.exception(
                 "endpoint %s variant %s: the model failed on a request", self.endpoint, self.variant
             )
             first = (str(e).strip().splitlines() or [""])[0]
             message = f"the model failed on this request: {type(e).__name__}: {clip(first, 500)}"
-            return 500, message.encode(), "", "ModelError"
-        return 200, out, ct, ""
+            result = 500, message.encode(), "", "ModelError"
+        took = time.perf_counter_ns() - t0
+        if self.metrics is not None:
+            self.metrics.model_ran(took)
+        return result, took
 
     async def __call__(self, request: Request) -> Response:
         """``POST /endpoints/<name>/invocations`` and ``GET /endpoints/<name>/ping``."""
@@ -300,18 +348,34 @@ class VariantReplica:
         _, action = parsed
         if action == "ping":
             return Response(b"", status_code=200)
+        metrics = self.metrics
+        if metrics is None:
+            return (await self._invocation(request))[0]
+        t0 = time.perf_counter_ns()
+        try:
+            response, model_ns = await self._invocation(request)
+        except BaseException:  # Serve answers 500 for what escapes: a 5xx all the same
+            metrics.answered(500, time.perf_counter_ns() - t0)
+            raise
+        metrics.answered(response.status_code, time.perf_counter_ns() - t0 - model_ns)
+        return response
+
+    async def _invocation(self, request: Request) -> tuple[Response, int]:
+        """The response to an invocation, and the model's time in it (ns)."""
         inv = await read_invocation(request)
         if isinstance(inv, Response):
-            return inv
+            return inv, 0
         identity = await admit(self.guard, request, inv, self.endpoint, self.variant)
         if isinstance(identity, Response):
-            return identity
+            return identity, 0
         target = inv.target_variant
         if target and target.lower() != self.variant.lower():
-            return _no_variant(self.endpoint, target, [self.variant])
-        result = await self.invoke(inv.body, inv.content_type, inv.accept, inv.custom_attributes, inv.target_variant)
+            return _no_variant(self.endpoint, target, [self.variant]), 0
+        result, model_ns = await self.invoke_timed(
+            inv.body, inv.content_type, inv.accept, inv.custom_attributes, inv.target_variant
+        )
         audit(self.guard, identity, request, self.endpoint, self.variant, result)
-        return answer(inv, self.variant, result)
+        return answer(inv, self.variant, result), model_ns
 
 
 def _retire(model: LoadedModel) -> None:
@@ -350,6 +414,14 @@ class RuntimeIngress:
         self.routes: dict[str, Route] = {}  # endpoint name, lower case (names are case-insensitive)
         self.handles: dict[str, Any] = {}
         self.guard: InvocationGuard | None = None
+        self.metrics: dict[tuple[str, str], EndpointMetrics] = {}  # (endpoint, variant), bound once
+        self.metrics_on = catalog.enabled()
+
+    def _metrics(self, endpoint: str, variant: str) -> EndpointMetrics:
+        found = self.metrics.get((endpoint, variant))
+        if found is None:
+            found = self.metrics[(endpoint, variant)] = EndpointMetrics(endpoint, variant)
+        return found
 
     def reconfigure(self, config: dict[str, Any]) -> None:
         from ray.serve.handle import DeploymentHandle
@@ -374,24 +446,40 @@ class RuntimeIngress:
             )
         if action == "ping":
             return Response(b"", status_code=200)
+        t0 = time.perf_counter_ns()
+        try:
+            response, variant, model_ns = await self._invocation(request, route)
+        except BaseException:  # Serve answers 500 for what escapes: a 5xx all the same
+            if self.metrics_on:
+                self._metrics(route.endpoint, route.names[0]).answered(500, time.perf_counter_ns() - t0)
+            raise
+        # Counted under the variant that answered; a request no variant took (a bad header, an
+        # unknown TargetVariant) under the endpoint's first variant, as CloudWatch has no other place.
+        if self.metrics_on:
+            self._metrics(route.endpoint, variant or route.names[0]).answered(
+                response.status_code, time.perf_counter_ns() - t0 - model_ns
+            )
+        return response
+
+    async def _invocation(self, request: Request, route: Route) -> tuple[Response, str | None, int]:
         inv = await read_invocation(request)
         if isinstance(inv, Response):
-            return inv
+            return inv, None, 0
         variant = route.pick(inv.target_variant)
         identity = await admit(self.guard, request, inv, route.endpoint, variant or "")
         if isinstance(identity, Response):
-            return identity
+            return identity, variant, 0
         if variant is None:
-            return _no_variant(route.endpoint, inv.target_variant or "", route.names)
-        result = await self._invoke(route, variant, inv)
+            return _no_variant(route.endpoint, inv.target_variant or "", route.names), None, 0
+        result, model_ns = await self._invoke(route, variant, inv)
         audit(self.guard, identity, request, route.endpoint, variant, result)
-        return answer(inv, variant, result)
+        return answer(inv, variant, result), variant, model_ns
 
-    async def _invoke(self, route: Route, variant: str, inv: Invocation) -> tuple:
+    async def _invoke(self, route: Route, variant: str, inv: Invocation) -> tuple[tuple, int]:
         app = route.apps[variant]
         args = (inv.body, inv.content_type, inv.accept, inv.custom_attributes, inv.target_variant)
         try:
-            return await self.handles[app].invoke.remote(*args)
+            return await self.handles[app].invoke_timed.remote(*args)
         except Exception as first:  # noqa: BLE001
             error: Exception = first
         # An update may have retired this variant's application between our pick and the call: the
@@ -400,8 +488,8 @@ class RuntimeIngress:
         successor = current.apps.get(variant) if current else None
         if successor and successor != app:
             try:
-                return await self.handles[successor].invoke.remote(*args)
+                return await self.handles[successor].invoke_timed.remote(*args)
             except Exception as second:  # noqa: BLE001
                 error = second
         message = f"InternalFailure: {type(error).__name__}: {clip(str(error), 500)}"
-        return 500, message.encode(), "", "InternalFailure"
+        return (500, message.encode(), "", "InternalFailure"), 0
