@@ -11,8 +11,10 @@ made in-process. Then ``DescribeTrainingJob`` of that job, sequentially, three w
 
 Alternating blocks of 100 calls, the same count for each. Printed: p50 and p99 of each, and the HTTP
 paths' p50 over the in-process one. Target (issue 13): DescribeTrainingJob over signed HTTP p50 < 3 ms.
+``--database postgresql``: the job database on a PostgreSQL server started for the run (127.0.0.1), as a
+shared service keeps it, instead of the SQLite file.
 
-    python benchmarks/api_latency.py [--calls 2000]
+    python benchmarks/api_latency.py [--calls 2000] [--database sqlite|postgresql]
 """
 
 from __future__ import annotations
@@ -37,9 +39,21 @@ def percentile(values: list[float], q: float) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=2000, help="calls per path (default 2000)")
+    parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
     args = parser.parse_args()
     home = tempfile.mkdtemp(prefix="raymaker-bench-api-")
     os.environ["RAYMAKER_HOME"] = home
+    with contextlib.ExitStack() as stack:
+        if args.database == "postgresql":
+            from raymaker.testing.postgres import start_postgres_server
+
+            postgres = start_postgres_server()
+            stack.callback(postgres.stop)
+            os.environ["RAYMAKER_DATABASE_URL"] = postgres.new_database()  # the server process inherits it
+        return run(args, home)
+
+
+def run(args: argparse.Namespace, home: str) -> int:
 
     import boto3
     from botocore.config import Config
@@ -102,6 +116,7 @@ def main() -> int:
         server.terminate()
         server.wait(30)
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}")
+    print(f"job database: {args.database} ({api.store.location})")
     print(f"DescribeTrainingJob, {len(lat['in-process'])} sequential calls per path (ms):")
     base = percentile(lat["in-process"], 50)
     for name, values in lat.items():

@@ -98,6 +98,12 @@ class Database:
             raise
         conn.execute("COMMIT")
 
+    def append(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Insert ``rows`` that no other writer's reads depend on (audit events, metric points): no
+        exclusion is needed, only that each lands whole."""
+        with self.transaction() as conn:
+            conn.executemany(sql, rows)
+
     def close(self) -> None:
         """Close every thread's connection (the database reconnects if used again)."""
         with self._lock:
@@ -195,8 +201,12 @@ class PostgresDatabase(Database):
         return _PostgresConnection(conn)
 
     def _begin(self, conn: _PostgresConnection) -> None:
-        conn.execute("BEGIN")
-        conn.execute("SELECT pg_advisory_xact_lock(?)", (_WRITE_LOCK,))
+        conn.execute(f"BEGIN; SELECT pg_advisory_xact_lock({_WRITE_LOCK})")  # one round trip
+
+    def append(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        # Autocommit: each row its own statement, psycopg pipelines them (one round trip), and no
+        # writer waits for the lock behind an audit event.
+        self.connection().executemany(sql, rows)
 
     def _migrate(self) -> None:
         import sqlalchemy as sa
@@ -218,7 +228,8 @@ class _PostgresConnection:
         self._conn = conn
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        return self._conn.execute(_pg_sql(sql), params)
+        # No parameters: the simple protocol, which also takes several statements in one round trip.
+        return self._conn.execute(_pg_sql(sql) if params else sql, params or None)
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> Any:
         cur = self._conn.cursor()

@@ -87,6 +87,7 @@ class JobStore:
         # SQLite: the file; PostgreSQL: None. Checkpoints and other local files go under ``home``.
         self.path: Path | None = getattr(self.db, "path", None)
         self.home = self.path.parent if self.path is not None else raymaker_home()
+        self._audit_written = 0  # audit events this process wrote: old ones are pruned every 1000
         self.db.migrate()
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -304,11 +305,9 @@ class JobStore:
             metric, value, step, ts = (*r, None, None)[:4]
             values.append((name, str(metric), float(value), step, now if ts is None else float(ts)))
         if values:
-            with self.transaction() as c:
-                c.executemany(
-                    "INSERT INTO metrics (job, metric, value, step, timestamp) VALUES (?, ?, ?, ?, ?)",
-                    values,
-                )
+            self.db.append(
+                "INSERT INTO metrics (job, metric, value, step, timestamp) VALUES (?, ?, ?, ?, ?)", values
+            )
         return len(values)
 
     def metric_history(self, name: str, metric: str | None = None) -> list[dict[str, Any]]:
@@ -387,16 +386,16 @@ class JobStore:
         rows = [_audit_row(**call) for call in calls]
         if not rows:
             return 0
-        with self.transaction() as c:
-            c.executemany(
-                "INSERT INTO audit_events (event_id, event_time, event_name, request_parameters, "
-                "error_code, error_message, user_identity, source_ip, user_agent, region, request_id, "
-                "user_name, resource) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-            last = c.execute("SELECT MAX(id) FROM audit_events").fetchone()[0]
-            if last // 1000 != (last - len(rows)) // 1000:  # pruning is cheap, but not every call
-                c.execute("DELETE FROM audit_events WHERE event_time < ?", (time.time() - audit_retention_s(),))
+        self.db.append(
+            "INSERT INTO audit_events (event_id, event_time, event_name, request_parameters, "
+            "error_code, error_message, user_identity, source_ip, user_agent, region, request_id, "
+            "user_name, resource) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        written = self._audit_written
+        self._audit_written += len(rows)
+        if written // 1000 != self._audit_written // 1000:  # pruning is cheap, but not every call
+            self.prune_audit_events()
         return len(rows)
 
     def prune_audit_events(self, *, now: float | None = None) -> int:
