@@ -1,0 +1,211 @@
+"""What raymaker's CloudWatch-named metrics cost (issue 14): endpoint latency and training time with
+metrics on and off, in the same run, on one fresh local Ray.
+
+Endpoints: one xgboost model (breast cancer, 30 features) deployed twice, ``bench-on`` and
+``bench-off``; the second's model has ``RAYMAKER_METRICS=off`` in its Environment, so its replica
+records nothing; everything else (Serve, HAProxy, the replica's code) is the same. Single-row CSV
+requests at concurrency 1 on a keep-alive connection, in blocks that alternate A B B A; percentiles
+pool the blocks. Target: p50 with metrics at most 0.1 ms above p50 without.
+
+Training: xgboost jobs on synthetic data (``--rows`` x 28), ``ml.m5.large`` kept warm, alternating
+Environment ``RAYMAKER_METRICS`` off / on (on: the instance's usage sampler runs); each job's time is
+its training phase as the job reports it (the first boosting round's metric to the last's, from
+GetTrainingJobMetrics' timestamps), so the instance start and upload are left out. Target: at most 2%
+slower with metrics. The job service's collector (one database read every 5 s) runs in both; its cost
+per round is measured on its own and printed as a share of one core.
+
+    python benchmarks/metrics_overhead.py [--requests 2000] [--blocks 4] [--jobs 3] [--rows 200000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import io
+import os
+import statistics
+import tarfile
+import tempfile
+import time
+from urllib.parse import urlsplit
+
+TARGET_P50_MS = 0.1
+TARGET_TRAIN_SLOWDOWN = 0.02
+ENV_NAME = "RAYMAKER_METRICS"  # metrics.catalog.ENV; unset here, so both sides start from "on"
+
+
+def build_model(work: str) -> tuple[str, list[bytes]]:
+    import numpy as np
+    from sklearn.datasets import load_breast_cancer
+
+    from raymaker.algorithms import get_algorithm
+    from raymaker.algorithms.base import LocalContext, TrainingData
+    from raymaker.io.batch import Batch
+
+    x, y = load_breast_cancer(return_X_y=True)
+    x = x.astype(np.float32)
+    algo = get_algorithm("xgboost")
+    hp = algo.validate_hyperparameters({"objective": "binary:logistic", "num_round": "50", "max_depth": "4"})
+    model_dir = os.path.join(work, "model")
+    os.makedirs(model_dir)
+    with contextlib.redirect_stdout(io.StringIO()):
+        algo().train(hp, TrainingData.from_batches(train=Batch(x, y.astype(np.float32))), LocalContext(), model_dir)
+    archive = os.path.join(work, "model.tar.gz")
+    with tarfile.open(archive, "w:gz") as tar:
+        for name in os.listdir(model_dir):
+            tar.add(os.path.join(model_dir, name), arcname=name)
+    return archive, [",".join(f"{v:.9g}" for v in row).encode() for row in x[:200]]
+
+
+def block(url: str, path: str, bodies: list[bytes], n: int, warmup: int = 50) -> list[float]:
+    """n requests back to back on one keep-alive connection; milliseconds each."""
+    u = urlsplit(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    headers = {"Content-Type": "text/csv"}
+    out = []
+    for i in range(warmup + n):
+        body = bodies[i % len(bodies)]
+        t = time.perf_counter()
+        conn.request("POST", path, body=body, headers=headers)
+        r = conn.getresponse()
+        r.read()
+        took = (time.perf_counter() - t) * 1000
+        if r.status != 200:
+            raise RuntimeError(f"{path}: {r.status}")
+        if i >= warmup:
+            out.append(took)
+    conn.close()
+    return out
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def endpoints(session, model_url: str, bodies: list[bytes], args) -> None:
+    from raymaker.metrics.catalog import ENV
+    from raymaker.sdk.model import Model
+
+    on = Model(model_url, algorithm="xgboost", session=session).deploy(1, "local", endpoint_name="bench-on")
+    off = Model(model_url, algorithm="xgboost", session=session, env={ENV: "off"}).deploy(
+        1, "local", endpoint_name="bench-off"
+    )
+    try:
+        time.sleep(3)  # Serve's start-up work settles
+        url = session.runtime_url
+        runs: dict[str, list[float]] = {"on": [], "off": []}
+        for b in range(args.blocks):
+            for name in ("on", "off") if b % 2 == 0 else ("off", "on"):
+                runs[name] += block(url, f"/endpoints/bench-{name}/invocations", bodies, args.requests // args.blocks)
+        print(f"endpoint, concurrency 1, {len(runs['on'])} requests each, {args.blocks} alternating blocks (ms):")
+        print(f"  {'metrics':8} {'p50':>7} {'p90':>7} {'p99':>7} {'mean':>7}")
+        for name in ("on", "off"):
+            v = runs[name]
+            print(f"  {name:8} {pct(v, .5):7.3f} {pct(v, .9):7.3f} {pct(v, .99):7.3f} {statistics.mean(v):7.3f}")
+        added = pct(runs["on"], 0.5) - pct(runs["off"], 0.5)
+        verdict = "met" if added <= TARGET_P50_MS else "NOT met"
+        print(f"  p50 added by metrics: {added:+.3f} ms (target <= {TARGET_P50_MS} ms: {verdict})")
+    finally:
+        for p in (on, off):
+            with contextlib.suppress(Exception):
+                p.delete_endpoint()
+
+
+def training(session, work: str, args) -> None:
+    import numpy as np
+
+    from raymaker import Estimator, TrainingInput
+    from raymaker.engine.job_metrics import Collector
+    from raymaker.engine.store import JobStore
+    from raymaker.metrics.catalog import ENV
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(args.rows, 28)).astype(np.float32)
+    y = (x @ rng.normal(size=28) > 0).astype(np.float32)
+    os.makedirs(os.path.join(work, "train"))
+    np.savetxt(os.path.join(work, "train", "part.csv"), np.column_stack([y, x]), delimiter=",", fmt="%.6g")
+    inputs = {"train": TrainingInput(f"file://{work}/train/", content_type="text/csv")}
+    times: dict[str, list[float]] = {"on": [], "off": []}
+    order = ["off", "on"] * args.jobs
+    for i, mode in enumerate(["off", *order]):  # the first job warms the instance; not counted
+        est = Estimator(
+            "xgboost",
+            hyperparameters={"objective": "binary:logistic", "num_round": args.rounds, "max_depth": 6},
+            output_path=f"file://{work}/output",
+            instance_type="ml.m5.large",
+            keep_alive_period_in_seconds=120,
+            environment={ENV: mode},
+            session=session,
+        )
+        est.fit(inputs, logs=False)
+        name = est.latest_training_job.name
+        rows = session.call("GetTrainingJobMetrics", {"TrainingJobName": name}) if i else None
+        if rows is None:
+            continue
+        stamps = sorted(_stamp(m) for m in rows.get("Metrics", rows.get("MetricData", [])))
+        times[mode].append(stamps[-1] - stamps[0])
+    print(f"training, xgboost {args.rows} x 28, {args.rounds} rounds on a warm ml.m5.large (s, first round to last):")
+    for mode in ("on", "off"):
+        print(f"  metrics {mode:3}: " + ", ".join(f"{t:.2f}" for t in times[mode])
+              + f"  median {statistics.median(times[mode]):.2f}")  # fmt: skip
+    slow = statistics.median(times["on"]) / statistics.median(times["off"]) - 1
+    verdict = "met" if slow <= TARGET_TRAIN_SLOWDOWN else "NOT met (see the spread: noise on a shared machine?)"
+    print(f"  slowdown with metrics: {slow:+.1%} (target <= {TARGET_TRAIN_SLOWDOWN:.0%}: {verdict})")
+    store = JobStore()
+    collector = Collector(store)
+    collector.collect()
+    t = time.perf_counter()
+    for _ in range(10):
+        collector.collect()
+    per_round = (time.perf_counter() - t) / 10
+    print(f"  the job service's collector: {per_round * 1000:.1f} ms a round, every 5 s: "
+          f"{per_round / 5:.2%} of one core")  # fmt: skip
+
+
+def _stamp(m: dict) -> float:
+    t = m.get("Timestamp")
+    return t.timestamp() if hasattr(t, "timestamp") else float(t)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--requests", type=int, default=2000, help="measured requests per endpoint")
+    ap.add_argument("--blocks", type=int, default=4)
+    ap.add_argument("--jobs", type=int, default=3, help="training jobs per mode (0: no training part)")
+    ap.add_argument("--rows", type=int, default=200_000)
+    ap.add_argument("--rounds", type=int, default=100)
+    args = ap.parse_args()
+
+    work = tempfile.mkdtemp(prefix="raymaker-bench-metrics-")
+    from raymaker.testing import free_port
+
+    os.environ["RAYMAKER_HOME"] = os.path.join(work, "home")
+    os.environ["RAYMAKER_RUNTIME_URL"] = f"http://127.0.0.1:{free_port()}"
+    os.environ.pop(ENV_NAME, None)
+    from raymaker.cluster.runtime import ray_env_for_serving
+
+    ray_env_for_serving(os.environ)
+    os.environ.setdefault("RAY_SERVE_HAPROXY_STATS_PORT", str(free_port()))
+    os.environ.setdefault("RAY_SERVE_HAPROXY_METRICS_PORT", str(free_port()))
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
+    archive, bodies = build_model(work)
+
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        from raymaker.sdk.session import Session
+
+        session = Session()
+        print(f"ray {ray.__version__}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}")
+        endpoints(session, f"file://{archive}", bodies, args)
+        if args.jobs:
+            training(session, work, args)
+    finally:
+        ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()
