@@ -457,8 +457,10 @@ class _FakeMethod:
 
 
 class _FakeHandle:
+    """A variant's handle: the ingress calls ``invoke_timed`` (the answer and the model's time)."""
+
     def __init__(self, result: Any):
-        self.invoke = _FakeMethod(result)
+        self.invoke_timed = _FakeMethod(result if isinstance(result, Exception) else (result, 1_000))
 
 
 def _ingress(result: Any) -> Any:
