@@ -18,8 +18,9 @@ LAYERS = [
     ["raymaker.algorithms", "raymaker.toolkit"],
     ["raymaker.serve"],
     ["raymaker.engine"],
-    # The SDK (a client of the engine, through a backend) and the API server (the engine on the wire).
-    ["raymaker.sdk", "raymaker.server"],
+    # The SDK (a client of the engine, through a backend), the API server (the engine on the wire) and
+    # the web console it serves (which reads through the server's access rules, server.access).
+    ["raymaker.sdk", "raymaker.server", "raymaker.console"],
     ["raymaker.cli", "raymaker.testing"],
     # The package's own __init__ and the SageMaker SDK's module names (raymaker.pytorch, ...): the public
     # SDK, re-exported.

@@ -10,7 +10,8 @@ policies asked (``engine.iam``: Deny wins, nothing allowed by default) -> ``Sage
 validates, runs and audits it (reads on the event loop, anything that may wait in a worker thread) ->
 the answer encoded per the output shape.
 A request refused before the call is audited here, with the access key it named, so every request
-leaves a record whatever happened to it.
+leaves a record whatever happened to it. Paths under ``/console/`` go to the web console
+(``raymaker.console``), which reads through the same ``authorize`` / ``visible`` (``server.access``).
 """
 
 from __future__ import annotations
@@ -21,19 +22,18 @@ import time
 import uuid
 from typing import Any
 
+from raymaker.console.app import PREFIX as CONSOLE
+from raymaker.console.app import Console
 from raymaker.engine import iam
 from raymaker.engine.api import SageMakerAPI
-from raymaker.engine.store import JobStore
 from raymaker.engine.users import Caller, Directory
 from raymaker.protocol import wire
 from raymaker.protocol.errors import (
-    AccessDenied,
     InvalidSignature,
     SageMakerError,
     SerializationException,
     UnknownOperationException,
 )
-from raymaker.protocol.iam_policy import denial, request_context
 from raymaker.protocol.sigv4 import (
     REPLAYED,
     IncomingRequest,
@@ -42,6 +42,7 @@ from raymaker.protocol.sigv4 import (
     signature_of,
     verify,
 )
+from raymaker.server.access import authorize, visible
 
 MAX_BODY = 8 * 1024 * 1024  # SageMaker's largest requests (a pipeline definition) are well under this
 
@@ -50,10 +51,13 @@ class APIServer:
     """The ASGI app. ``auth=False`` serves unsigned requests as the server's own OS user: only for a
     listener on loopback (``raymaker.server.run`` refuses it elsewhere)."""
 
-    def __init__(self, api: SageMakerAPI, *, auth: bool = True, directory: Directory | None = None):
+    def __init__(self, api: SageMakerAPI, *, auth: bool = True, directory: Directory | None = None,
+                 console: bool = True):
         self.api, self.auth = api, auth
         self.directory = directory or (Directory(api.store) if auth else None)
         self.replay = ReplayCache()
+        # The web console on the same port, behind the same keys and policies (raymaker.console).
+        self.console = Console(api, auth=auth, directory=self.directory) if console else None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -65,6 +69,9 @@ class APIServer:
                     await send({"type": "lifespan.shutdown.complete"})
                     return
         if scope["type"] != "http":
+            return
+        if self.console is not None and (scope["path"] == CONSOLE or scope["path"].startswith(CONSOLE + "/")):
+            await self.console(scope, receive, send)
             return
         request_id = str(uuid.uuid4())
         status, body, headers = await self._handle(scope, receive, request_id)
@@ -134,46 +141,6 @@ class APIServer:
             return 200, wire.encode_response(operation, result), {}
         except BaseException as e:  # noqa: BLE001 - audited by the call; answered in SageMaker's shape
             return wire.encode_error(e)
-
-
-def authorize(caller: Caller, operation: str, params: dict[str, Any], store: JobStore) -> None:
-    """AccessDenied, worded as AWS words it, unless the caller's policies allow the action on the
-    resource, its maker known to conditions (``aws:ResourceTag/raymaker:owner``)."""
-    action, resource = iam.action_of(operation), iam.resource_of(operation, params)
-    owner = store.owners([resource]).get(resource) if resource != "*" else None
-    decision = iam.decide(caller.policies, action, resource, request_context(caller.name, owner))
-    if decision != "allow":
-        raise AccessDenied(denial(caller.arn, action, resource, decision))
-
-
-def visible(caller: Caller, result: dict[str, Any], store: JobStore) -> dict[str, Any]:
-    """A List answer with only what the caller may Describe: a user who may not see another's jobs does
-    not find them listed either (a page may then hold fewer than MaxResults)."""
-    for key, items in result.items():
-        if not (isinstance(items, list) and items and isinstance(items[0], dict)):
-            continue
-        arns = [next((v for k, v in item.items() if k.endswith("Arn") and isinstance(v, str)), None) for item in items]
-        if not any(arns):
-            continue
-        owners = store.owners([a for a in arns if a])
-        kept = []
-        for item, arn in zip(items, arns, strict=True):
-            describe = _DESCRIBE.get(arn.split(":", 5)[-1].split("/", 1)[0]) if arn else None
-            if describe is None or iam.decide(caller.policies, f"sagemaker:{describe}", arn,
-                                              request_context(caller.name, owners.get(arn))) == "allow":
-                kept.append(item)
-        result = {**result, key: kept}
-    return result
-
-
-_DESCRIBE = {
-    "training-job": "DescribeTrainingJob",
-    "hyper-parameter-tuning-job": "DescribeHyperParameterTuningJob",
-    "transform-job": "DescribeTransformJob",
-    "endpoint": "DescribeEndpoint",
-    "endpoint-config": "DescribeEndpointConfig",
-    "model": "DescribeModel",
-}
 
 
 def _own_audit_only(caller: Caller, operation: str, params: dict[str, Any]) -> dict[str, Any]:

@@ -38,9 +38,11 @@ def make_server(
     keyfile: str | None = None,
     api: SageMakerAPI | None = None,
     key_cache_s: float = 2.0,
+    console: bool = True,
 ) -> Any:
-    """A ``uvicorn.Server`` for the API (not started). ValueError when the settings would expose
-    unsigned access beyond this machine, or give half a TLS pair."""
+    """A ``uvicorn.Server`` for the API and, unless ``console`` is False, the web console under
+    ``/console/`` (not started). ValueError when the settings would expose unsigned access beyond this
+    machine, or give half a TLS pair."""
     import uvicorn
 
     if not auth and not is_loopback(host):
@@ -52,7 +54,8 @@ def make_server(
         raise ValueError("HTTPS needs both a certificate (--certfile) and its private key (--keyfile)")
     api = api or SageMakerAPI()
     # A deleted key or a changed policy takes effect within key_cache_s (each request reads no database).
-    app = APIServer(api, auth=auth, directory=Directory(api.store, key_cache_s) if auth else None)
+    app = APIServer(api, auth=auth, directory=Directory(api.store, key_cache_s) if auth else None,
+                    console=console)
     config = uvicorn.Config(
         app, host=host, port=port, ssl_certfile=certfile, ssl_keyfile=keyfile, log_level="warning",
         access_log=False, lifespan="on", timeout_keep_alive=75, timeout_graceful_shutdown=30,
