@@ -69,6 +69,15 @@ def number(value: float) -> str:
     return f"{value:.4g}"
 
 
+def tick_label(value: float, ticks: Sequence[float]) -> str:
+    """A tick's label with as many decimals as the ticks' spacing needs, so neighbours never read the same."""
+    step = min((b - a for a, b in zip(ticks, ticks[1:]) if b > a), default=0.0)
+    if step <= 0 or abs(value) >= 1e5:
+        return number(value)
+    decimals = min(max(0, -math.floor(math.log10(step) + 1e-9)), 9)
+    return f"{value:.{decimals}f}"
+
+
 def clock(epoch: float, span: float) -> str:
     fmt = "%H:%M:%S" if span < 600 else "%H:%M" if span < 86400 * 2 else "%m-%d %H:%M"
     return time.strftime(fmt, time.gmtime(epoch))
@@ -81,12 +90,14 @@ def line_chart(
     x_label: str,
     y_label: str = "",
     x_time: bool = False,
+    x_integer: bool = False,
     width: int = 560,
     height: int = 240,
     empty: str = "No data yet",
 ) -> Markup:
     """An SVG chart of ``series`` on shared axes. ``x_time``: x values are seconds since the epoch,
-    labelled as UTC clock times."""
+    labelled as UTC clock times; ``x_integer``: x values are counts (steps, trials), ticked at whole
+    numbers only."""
     series = [Series(s.name, [(float(x), float(y)) for x, y in s.points if math.isfinite(y)], s.style,
                      s.colour or COLOURS[i % len(COLOURS)]) for i, s in enumerate(series)]
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img" width="{width}" '
@@ -102,8 +113,11 @@ def line_chart(
         return Markup("".join(out))
     xs, ys = [p[0] for p in points], [p[1] for p in points]
     x_ticks = time_ticks(min(xs), max(xs)) if x_time else nice_ticks(min(xs), max(xs))
+    if x_integer:
+        x_ticks = sorted({float(round(t)) for t in x_ticks})
     y_ticks = nice_ticks(min(ys), max(ys))
-    x0, x1 = min(x_ticks[0], min(xs)), max(x_ticks[-1], max(xs))
+    # x spans the data (a time axis or a run of steps has no use for room past its ends); y gets round ends.
+    x0, x1 = (min(xs), max(xs)) if max(xs) > min(xs) else (x_ticks[0], x_ticks[-1])
     y0, y1 = min(y_ticks[0], min(ys)), max(y_ticks[-1], max(ys))
     x_ticks = [t for t in x_ticks if x0 <= t <= x1]
     y_ticks = [t for t in y_ticks if y0 <= t <= y1]
@@ -117,9 +131,9 @@ def line_chart(
     for t in y_ticks:  # grid and y labels
         out.append(f'<line x1="{LEFT}" y1="{sy(t)}" x2="{LEFT + plot_w}" y2="{sy(t)}" stroke="#e5e5e5"/>'
                    f'<text x="{LEFT - 6}" y="{sy(t) + 4}" text-anchor="end" {FONT} font-size="10" '
-                   f'fill="#555">{number(t)}</text>')
+                   f'fill="#555">{tick_label(t, y_ticks)}</text>')
     for t in x_ticks:
-        label = clock(t, x1 - x0) if x_time else number(t)
+        label = clock(t, x1 - x0) if x_time else tick_label(t, x_ticks)
         out.append(f'<line x1="{sx(t)}" y1="{TOP + plot_h}" x2="{sx(t)}" y2="{TOP + plot_h + 4}" stroke="#999"/>'
                    f'<text x="{sx(t)}" y="{TOP + plot_h + 16}" text-anchor="middle" {FONT} font-size="10" '
                    f'fill="#555">{escape(label)}</text>')
@@ -144,9 +158,10 @@ def line_chart(
             coords = " ".join(f"{sx(x)},{sy(y)}" for x, y in path)
             out.append(f'<polyline points="{coords}" fill="none" stroke="{s.colour}" stroke-width="2"/>')
         if s.style != "step" or len(ordered) == 1:
-            for x, y in ordered if len(ordered) <= 400 else ():  # marks only where they stay readable
+            radius = 3 if len(ordered) <= 30 else 1.5  # marks stay readable on a dense line
+            for x, y in ordered if len(ordered) <= 400 else ():
                 tip = f"{s.name}: {number(y)} at {clock(x, 0) + ' UTC' if x_time else number(x)}"
-                out.append(f'<circle cx="{sx(x)}" cy="{sy(y)}" r="3" fill="{s.colour}"><title>{escape(tip)}'
+                out.append(f'<circle cx="{sx(x)}" cy="{sy(y)}" r="{radius}" fill="{s.colour}"><title>{escape(tip)}'
                            "</title></circle>")
         out.append("</g>")
     out.append("</svg>")

@@ -204,7 +204,8 @@ def metric_charts(rows: list[dict[str, Any]], start: float | None) -> list[Any]:
         by_metric[metric][name].append((x, float(r["Value"])))
     return [
         line_chart([Series(channel, pts) for channel, pts in sorted(series.items())], title=metric,
-                   x_label="step" if stepped else "seconds since the job started", y_label=metric)
+                   x_label="step" if stepped else "seconds since the job started", y_label=metric,
+                   x_integer=stepped)
         for metric, series in sorted(by_metric.items())
     ]
 
@@ -262,7 +263,8 @@ def tuning_job(read: Reader, name: str) -> dict[str, Any]:
     metric = objective.get("MetricName", "objective")
     chart = line_chart([Series(metric, points, "points"), Series("best so far", best_line, "step")],
                        title=f"{metric} per trial ({objective.get('Type', '').lower() or 'objective'})",
-                       x_label="trial, in the order started", y_label=metric, empty="No trial has an objective yet")
+                       x_label="trial, in the order started", y_label=metric, x_integer=True,
+                       empty="No trial has an objective yet")
     tuned = sorted({k for t in trials for k in (t.get("TunedHyperParameters") or {})})
     return {
         "kind": kind, "name": name, "job": job, "status": job.get("HyperParameterTuningJobStatus", ""),

@@ -123,6 +123,7 @@ def test_every_page_renders_with_its_content(console: Console) -> None:
     status, body, _ = get(console, "/console/training-jobs/job-1")
     assert status == 200
     assert 'id="status">InProgress<' in body and "<td>eta</td><td>0.3</td>" in body
+    assert "<th>Billable</th><td>-</td>" in body  # not billed yet: no number to show
     assert "line 3 &lt;script&gt;" in body and "Training &lt;b&gt;now&lt;/b&gt;" in body  # escaped, never run
     assert 'data-series="validation:logloss" data-points="3"' in body
     assert 'data-final="false"' in body and 'data-after="3"' in body  # the page will poll from line 3 on
@@ -203,6 +204,10 @@ def test_ticks_are_round_and_cover_the_data() -> None:
     ticks = charts.nice_ticks(0.13, 0.87)
     assert ticks[0] <= 0.13 and ticks[-1] >= 0.87 and ticks == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
     assert charts.nice_ticks(5, 5)[0] < 5 < charts.nice_ticks(5, 5)[-1]
+    close = charts.nice_ticks(1.68801, 1.68849)
+    labels = [charts.tick_label(t, close) for t in close]
+    assert len(set(labels)) == len(labels) and labels[0] == "1.6880"  # neighbours never read the same
+    assert [charts.tick_label(t, [0.0, 0.2, 0.4]) for t in (0.0, 0.2)] == ["0.0", "0.2"]
     times = charts.time_ticks(1000, 1290)
     assert times[1] - times[0] == 60 and all(t % 60 == 0 for t in times)
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import boto3
 import botocore
+import botocore.exceptions
 import numpy as np
 import pytest
 from botocore.config import Config
@@ -144,7 +145,10 @@ def resources(service, s3_server):
         TransformResources={"InstanceType": "ml.m5.large", "InstanceCount": 1},
     )
     try:
-        sm.get_waiter("endpoint_in_service").wait(EndpointName="console-ep", WaiterConfig=wait)
+        with contextlib.suppress(botocore.exceptions.WaiterError):  # a failure is reported with its reason
+            sm.get_waiter("endpoint_in_service").wait(EndpointName="console-ep", WaiterConfig=wait)
+        endpoint = sm.describe_endpoint(EndpointName="console-ep")
+        assert endpoint["EndpointStatus"] == "InService", endpoint.get("FailureReason")
         row = ",".join(f"{v:.6g}" for v in xv[0]).encode()
         runtime = sagemaker(service, "sagemaker-runtime")
         for _ in range(5):
@@ -317,6 +321,7 @@ def test_a_tuning_job_page_has_its_trials_and_objective_chart(service, admin, tm
         assert float(r[3]) == pytest.approx(trial["FinalHyperParameterTuningJobObjectiveMetric"]["Value"], rel=1e-5)
         assert r[4] == trial["TunedHyperParameters"]["max_depth"]
     assert admin.find_element(By.CSS_SELECTOR, "#trials tr.best").get_attribute("data-name") == best["TrainingJobName"]
+    assert admin.find_element(By.CSS_SELECTOR, "#best a").text == best["TrainingJobName"]
     chart = admin.find_element(By.CSS_SELECTOR, "svg.chart")
     series = {g.get_attribute("data-series"): int(g.get_attribute("data-points"))
               for g in chart.find_elements(By.CSS_SELECTOR, "g.series")}
@@ -356,7 +361,11 @@ def test_a_transform_job_page_has_its_progress_and_log(service, admin, tmp_path)
     assert facts["Model"] == "console-model"
     assert facts["Records transformed"] == "20" and facts["Objects written"] == "1"
     assert facts["Started"].endswith(" UTC") and facts["Duration"] != "-"
-    assert admin.find_element(By.ID, "log").text.strip()  # the transform's own log lines
+    # Its log as the API has it (a transform job writes lines when it waits for instances).
+    arn = sagemaker(service).describe_transform_job(TransformJobName="console-transform")["TransformJobArn"]
+    lines = [e["Message"] for e in service["local"].call("GetResourceLogs", {"ResourceArn": arn})["Events"]]
+    assert admin.find_element(By.ID, "log").text == "\n".join(lines)
+    assert admin.find_element(By.ID, "log-empty").is_displayed() == (not lines)
     screenshot(admin, tmp_path / "transform-job.png")
     assert console_errors(admin) == []
 

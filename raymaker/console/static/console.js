@@ -14,6 +14,8 @@
 
   function append(events) {
     if (!log || events.length === 0) return;
+    const empty = document.getElementById("log-empty");
+    if (empty) empty.hidden = true;
     const atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
     log.textContent += events.map((e) => e.message + "\n").join("");
     const lines = log.textContent.split("\n");
@@ -52,7 +54,7 @@
       return;
     }
     if (body.final) {
-      if (state) state.textContent = "It has ended.";
+      if (state) state.textContent = "It is " + body.status + ": reload the page for anything newer.";
       return;
     }
     setTimeout(poll, delay);
