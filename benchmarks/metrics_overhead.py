@@ -1,7 +1,8 @@
 """What raymaker's CloudWatch-named metrics cost (issue 14): endpoint latency and training time with
 metrics on and off, in the same run, on one fresh local Ray.
 
-Endpoints: one xgboost model (breast cancer, 30 features) deployed twice, ``bench-on`` and
+Endpoints (first, in-process: what counting a request costs on its path, and handing it to Ray in
+the once-a-second flush): one xgboost model (breast cancer, 30 features) deployed twice, ``bench-on`` and
 ``bench-off``; the second's model has ``RAYMAKER_METRICS=off`` in its Environment, so its replica
 records nothing; everything else (Serve, HAProxy, the replica's code) is the same. Single-row CSV
 requests at concurrency 1 on a keep-alive connection, in blocks that alternate A B B A; percentiles
@@ -84,11 +85,33 @@ def pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))]
 
 
+def recording_cost(n: int = 20_000) -> None:
+    """What one invocation's metrics cost in a process joined to Ray, without HTTP's noise: counting it
+    (on the request's path), and handing it to Ray (``flush``, once a second, off the path: Ray's four
+    records, ModelLatency, InvocationsPerInstance, Invocations, OverheadLatency)."""
+    from raymaker.metrics.recorder import EndpointMetrics
+
+    m = EndpointMetrics("bench-cost", "AllTraffic")
+    t = time.perf_counter()
+    for _ in range(n):
+        m.request(200, 100_000, 1_000_000)
+    counted = (time.perf_counter() - t) / n
+    t = time.perf_counter()
+    m.flush()
+    flushed = (time.perf_counter() - t) / n
+    print(f"one invocation's metrics, in-process: {counted * 1e6:.2f} us on the request's path, "
+          f"{flushed * 1e6:.1f} us in the flush")  # fmt: skip
+
+
 def endpoints(session, model_url: str, bodies: list[bytes], args) -> None:
     from raymaker.metrics.catalog import ENV
     from raymaker.sdk.model import Model
 
-    on = Model(model_url, algorithm="xgboost", session=session).deploy(1, "local", endpoint_name="bench-on")
+    # --aa: both with metrics off, a control: what the two endpoints differ by without metrics.
+    env_on = {ENV: "off"} if args.aa else None
+    on = Model(model_url, algorithm="xgboost", session=session, env=env_on).deploy(
+        1, "local", endpoint_name="bench-on"
+    )
     off = Model(model_url, algorithm="xgboost", session=session, env={ENV: "off"}).deploy(
         1, "local", endpoint_name="bench-off"
     )
@@ -176,6 +199,7 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=3, help="training jobs per mode (0: no training part)")
     ap.add_argument("--rows", type=int, default=200_000)
     ap.add_argument("--rounds", type=int, default=100)
+    ap.add_argument("--aa", action="store_true", help="control: metrics off on both endpoints")
     args = ap.parse_args()
 
     work = tempfile.mkdtemp(prefix="raymaker-bench-metrics-")
@@ -200,6 +224,7 @@ def main() -> None:
 
         session = Session()
         print(f"ray {ray.__version__}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}")
+        recording_cost()
         endpoints(session, f"file://{archive}", bodies, args)
         if args.jobs:
             training(session, work, args)

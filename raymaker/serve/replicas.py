@@ -49,7 +49,7 @@ from starlette.responses import Response
 
 from raymaker.io.storage import S3Settings
 from raymaker.metrics import catalog
-from raymaker.metrics.recorder import EndpointMetrics, UsageSampler
+from raymaker.metrics.recorder import EndpointMetrics, UsageSampler, ensure_flusher
 from raymaker.serve.codecs import MAX_PAYLOAD_BYTES, InvocationError, clip
 from raymaker.serve.guard import InvocationGuard, Refused
 from raymaker.serve.model import LoadedModel, ModelSpec
@@ -247,6 +247,7 @@ class VariantReplica:
         self.guard: InvocationGuard | None = None
         self.metrics: EndpointMetrics | None = None
         self._usage: UsageSampler | None = None
+        self._flusher: asyncio.Task | None = None  # hands the counts to Ray, on the requests' loop
 
     async def reconfigure(self, config: dict[str, Any]) -> None:
         spec = ModelSpec(
@@ -264,6 +265,8 @@ class VariantReplica:
 
     def _set_metrics(self, on: bool) -> None:
         """Bind the variant's metrics once (not per request); sample this instance's usage."""
+        if self.metrics is not None:
+            self.metrics.flush()  # what the old labels counted
         if not on:
             self.metrics = None
             if self._usage is not None:
@@ -316,9 +319,12 @@ class VariantReplica:
         accept: str | None,
         custom_attributes: str | None = None,
         target_variant: str | None = None,
+        *,
+        record: bool = True,
     ) -> tuple[tuple[int, bytes, str, str], int]:
         """``invoke``'s answer and the model's time in nanoseconds (0 when no model ran): its caller
-        subtracts it from its own time for OverheadLatency."""
+        subtracts it from its own time for OverheadLatency. ``record``: False when the caller records
+        the request's metrics itself (after its response is sent)."""
         model = self.model
         if model is None:
             return (503, b"the model is not loaded yet; retry shortly", "", "ServiceUnavailable"), 0
@@ -336,7 +342,8 @@ class VariantReplica:
             message = f"the model failed on this request: {type(e).__name__}: {clip(first, 500)}"
             result = 500, message.encode(), "", "ModelError"
         took = time.perf_counter_ns() - t0
-        if self.metrics is not None:
+        if record and self.metrics is not None:  # called through a handle (the runtime ingress)
+            self._flusher = ensure_flusher(self._flusher, self._current_metrics)
             self.metrics.model_ran(took)
         return result, took
 
@@ -351,16 +358,21 @@ class VariantReplica:
         metrics = self.metrics
         if metrics is None:
             return (await self._invocation(request))[0]
+        self._flusher = ensure_flusher(self._flusher, self._current_metrics)
         t0 = time.perf_counter_ns()
         try:
-            response, model_ns = await self._invocation(request)
+            response, model_ns = await self._invocation(request, record=False)
         except BaseException:  # Serve answers 500 for what escapes: a 5xx all the same
             metrics.answered(500, time.perf_counter_ns() - t0)
             raise
-        metrics.answered(response.status_code, time.perf_counter_ns() - t0 - model_ns)
+        overhead_ns = time.perf_counter_ns() - t0 - model_ns
+        metrics.request(response.status_code, overhead_ns, model_ns)
         return response
 
-    async def _invocation(self, request: Request) -> tuple[Response, int]:
+    def _current_metrics(self) -> list[EndpointMetrics]:
+        return [self.metrics] if self.metrics is not None else []
+
+    async def _invocation(self, request: Request, record: bool = True) -> tuple[Response, int]:
         """The response to an invocation, and the model's time in it (ns)."""
         inv = await read_invocation(request)
         if isinstance(inv, Response):
@@ -372,7 +384,7 @@ class VariantReplica:
         if target and target.lower() != self.variant.lower():
             return _no_variant(self.endpoint, target, [self.variant]), 0
         result, model_ns = await self.invoke_timed(
-            inv.body, inv.content_type, inv.accept, inv.custom_attributes, inv.target_variant
+            inv.body, inv.content_type, inv.accept, inv.custom_attributes, inv.target_variant, record=record
         )
         audit(self.guard, identity, request, self.endpoint, self.variant, result)
         return answer(inv, self.variant, result), model_ns
@@ -416,11 +428,13 @@ class RuntimeIngress:
         self.guard: InvocationGuard | None = None
         self.metrics: dict[tuple[str, str], EndpointMetrics] = {}  # (endpoint, variant), bound once
         self.metrics_on = catalog.enabled()
+        self._flusher: asyncio.Task | None = None
 
     def _metrics(self, endpoint: str, variant: str) -> EndpointMetrics:
         found = self.metrics.get((endpoint, variant))
         if found is None:
             found = self.metrics[(endpoint, variant)] = EndpointMetrics(endpoint, variant)
+        self._flusher = ensure_flusher(self._flusher, self.metrics.values)
         return found
 
     def reconfigure(self, config: dict[str, Any]) -> None:
