@@ -28,6 +28,7 @@ from raymaker.engine.dispatch import dispatch
 from raymaker.engine.failures import failure_reason
 from raymaker.engine.hosting import variant_plans
 from raymaker.engine.instances import ActorPool, Idle
+from raymaker.engine.job_metrics import ensure_collector
 from raymaker.engine.job_run import JobRun
 from raymaker.engine.kinds import Kind
 from raymaker.engine.resource_states import EndpointStatus as E
@@ -64,6 +65,7 @@ class JobService:
         self.id = ray.get_runtime_context().get_actor_id()
         self.started = time.time()
         self.store.service_heartbeat(self.id, pid=os.getpid())
+        ensure_collector(self.store)  # jobs by status, tuning progress: from the start, endpoints-only too
         threading.Thread(target=self._housekeeping, daemon=True, name="raymaker-housekeeping").start()
 
     def _evicted(self, entry: Idle, why: str) -> None:
