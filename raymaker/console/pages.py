@@ -342,12 +342,44 @@ def endpoint(read: Reader, name: str, now: float | None = None) -> dict[str, Any
     totals = {k: int(sum(v for _, v in counts[k])) for k in ("Invocations", "Invocation4XXErrors",
                                                               "Invocation5XXErrors")}
     logs = optional(lambda: log_events(read, "GetResourceLogs", {"ResourceArn": arn}))
+    latency, latency_chart, latency_note = endpoint_latency(name)
     return {
         "kind": kind, "name": name, "job": ep, "status": ep.get("EndpointStatus", ""),
         "variants": ep.get("ProductionVariants") or [], "charts": charts, "totals": totals,
+        "latency": latency, "latency_chart": latency_chart, "latency_note": latency_note,
         "created": epoch(ep.get("CreationTime")), "modified": epoch(ep.get("LastModifiedTime")),
         "logs": logs, "refresh": refresh_key(kind, ep),
     }
+
+
+def endpoint_latency(name: str) -> tuple[list[dict[str, Any]], Any, str]:
+    """The endpoint's ModelLatency and OverheadLatency since its replicas started, from a live scrape of
+    Ray's metrics (authorized with the DescribeEndpoint before): a row per metric and variant (requests,
+    mean, p50 / p90 / p99 as the bucket bounds holding them, in ms), a chart of the share of requests
+    answered within each bound, and a note when there is nothing to show."""
+    import ray
+
+    from raymaker.metrics.scrape import endpoint_latency as read_latency
+
+    if not ray.is_initialized():
+        return [], None, "This server has not joined the Ray cluster yet: no latency to read."
+    try:
+        found = read_latency(name)
+    except OSError as e:
+        return [], None, f"Ray's metrics could not be read ({e}): see Prometheus or the Grafana dashboards."
+    rows, series = [], []
+    for (metric, variant), latency in sorted(found.items()):
+        if latency.count <= 0:
+            continue
+        ms = [None if q is None else q / 1000 for q in (latency.quantile(p) for p in (0.5, 0.9, 0.99))]
+        rows.append({"metric": metric, "variant": variant, "requests": int(latency.count),
+                     "mean": latency.total / latency.count / 1000, "p50": ms[0], "p90": ms[1], "p99": ms[2]})
+        series.append(Series(f"{metric} ({variant})", [(b / 1000, share * 100) for b, share in latency.cumulative()]))
+    if not rows:
+        return [], None, "No latency exported yet: Ray exports every 10 s or so after the first requests."
+    chart = line_chart(series, title="Requests answered within (since the replicas started)",
+                       x_label="latency (ms, bucket bound)", y_label="% of requests")
+    return rows, chart, ""
 
 
 # --- a transform job -----------------------------------------------------------------------------

@@ -13,19 +13,18 @@ import http.client
 import json
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from sklearn.datasets import load_breast_cancer
 from sklearn.model_selection import train_test_split
 
 from raymaker import Estimator, Session, TrainingInput
 from raymaker.metrics import catalog
+from raymaker.metrics.scrape import Series, endpoint_latency, scrape
 from raymaker.sdk.serializers import CSVSerializer
 
 pytestmark = pytest.mark.e2e
@@ -34,31 +33,6 @@ ROOT = Path(__file__).resolve().parents[2]
 ENDPOINT = "metrics-e2e"
 TUNING = "metrics-tune"
 GOOD, BAD_FEATURES, BAD_HEADER = 20, 5, 3  # requests sent: 200, 400 from the model, 400 before it
-
-Series = tuple[str, tuple[tuple[str, str], ...]]
-
-
-def metrics_urls() -> list[str]:
-    """Every live node's metrics endpoint, as Ray's service discovery file lists them."""
-    import ray
-
-    return [
-        f"http://{n['NodeManagerAddress']}:{n['MetricsExportPort']}/metrics" for n in ray.nodes() if n["Alive"]
-    ]
-
-
-def scrape() -> dict[Series, float]:
-    """One scrape of every node: (sample name, labels) -> value, raymaker's samples only."""
-    out: dict[Series, float] = {}
-    for url in metrics_urls():
-        with urllib.request.urlopen(url, timeout=10) as r:
-            text = r.read().decode()
-        for family in text_string_to_metric_families(text):
-            for s in family.samples:
-                if s.name.startswith(("ray_sagemaker_", "ray_raymaker_")):
-                    out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
-
 
 class Scraper:
     """Scrapes every 2 s in a thread; ``seen`` holds every series ever scraped (last value)."""
@@ -258,6 +232,11 @@ def test_latency_histograms_hold_the_requests(final):
         assert values == sorted(values)
         assert select(final, base + "_bucket", le="60000000.0", **labels), "the 60 s bucket is missing"
         assert total(final, base + "_bucket", le="60000000.0", **labels) == count
+        # The reader the web console uses sums the replicas' series into one histogram.
+        latency = endpoint_latency(ENDPOINT, final)[(name, "AllTraffic")]
+        assert latency.count == count and latency.total == total_us
+        assert 0 < latency.quantile(0.5) <= latency.quantile(0.99) <= 60_000_000
+        assert latency.cumulative()[-1] == (60_000_000.0, 1.0)
 
 
 def test_endpoint_instance_usage(final):
