@@ -142,7 +142,9 @@ def training(session, work: str, args) -> None:
     from raymaker import Estimator, TrainingInput
     from raymaker.engine.job_metrics import Collector
     from raymaker.engine.store import JobStore
+    from raymaker.metrics import catalog
     from raymaker.metrics.catalog import ENV
+    from raymaker.metrics.recorder import SAMPLE_S, UsageSampler
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(args.rows, 28)).astype(np.float32)
@@ -185,6 +187,18 @@ def training(session, work: str, args) -> None:
     per_round = (time.perf_counter() - t) / 10
     print(f"  the job service's collector: {per_round * 1000:.1f} ms a round, every 5 s: "
           f"{per_round / 5:.2%} of one core")  # fmt: skip
+    # What the instance's sampler can take from training at most: its own time per sample (a thread in
+    # the training process), measured directly, as a share of one core at its interval.
+    sampler = UsageSampler(catalog.TRAINING_CPU, catalog.TRAINING_MEMORY, {"Host": "bench/algo-1"},
+                           interval_s=3600)
+    sampler.sample()
+    t = time.perf_counter()
+    for _ in range(50):
+        sampler.sample()
+    per_sample = (time.perf_counter() - t) / 50
+    sampler.stop(final=False)
+    print(f"  an instance's usage sampler: {per_sample * 1000:.2f} ms a sample, every {SAMPLE_S:g} s: "
+          f"{per_sample / SAMPLE_S:.3%} of one core (the most it can take from training)")
 
 
 def _stamp(m: dict) -> float:
