@@ -35,6 +35,7 @@ from raymaker.protocol.errors import (
     UnrecognizedClient,
     ValidationError,
 )
+from raymaker.server.asgi import read_body
 
 PREFIX = "/console"
 MAX_FORM = 16 * 1024  # a sign-in form is a few hundred bytes
@@ -218,19 +219,10 @@ class Request:
 
 
 async def read_form(receive: Any) -> dict[str, str]:
-    chunks, size = [], 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_FORM:
-            return {}
-        chunks.append(chunk)
-        if not message.get("more_body"):
-            break
-    return {k: v[-1] for k, v in urllib.parse.parse_qs(b"".join(chunks).decode(errors="replace")).items()}
+    body = await read_body(receive, MAX_FORM)
+    if body is None:
+        return {}
+    return {k: v[-1] for k, v in urllib.parse.parse_qs(body.decode(errors="replace")).items()}
 
 
 def safe_next(value: str | None) -> str:

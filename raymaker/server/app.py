@@ -43,6 +43,7 @@ from raymaker.protocol.sigv4 import (
     verify,
 )
 from raymaker.server.access import authorize, visible
+from raymaker.server.asgi import read_body
 
 MAX_BODY = 8 * 1024 * 1024  # SageMaker's largest requests (a pipeline definition) are well under this
 
@@ -166,16 +167,7 @@ def _anonymous(request: IncomingRequest | None) -> dict[str, Any]:
 async def _read_body(receive: Any, declared: str | None) -> bytes:
     if declared is not None and declared.isdigit() and int(declared) > MAX_BODY:
         raise SerializationException(f"The request body is {declared} bytes; the API takes at most {MAX_BODY}")
-    chunks, size = [], 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise SerializationException(f"The request body is over {MAX_BODY} bytes, the most the API takes")
-        chunks.append(chunk)
-        if not message.get("more_body"):
-            break
-    return b"".join(chunks)
+    body = await read_body(receive, MAX_BODY)
+    if body is None:
+        raise SerializationException(f"The request body is over {MAX_BODY} bytes, the most the API takes")
+    return body
