@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from raymaker.engine.database import database_ident
 from raymaker.engine.kinds import Kind
 from raymaker.engine.resources import ResourceStore
 from raymaker.engine.store import JobStore
@@ -47,6 +48,7 @@ class Collector:
 
     def __init__(self, store: JobStore, *, retain_s: float = RETAIN_S):
         self.store, self.resources, self.retain_s = store, ResourceStore(store), retain_s
+        self.database = database_ident(store.location)  # as the job service's actor name holds it
         self._counts_seen: set[tuple[str, str]] = set()
         # name -> when it was last seen running (jobs are kept retain_s after that)
         self._training: dict[str, float] = {}
@@ -75,7 +77,9 @@ class Collector:
                 counts[(KIND_LABEL[kind], str(status))] = int(n)
         self._counts_seen |= set(counts)
         for kind, status in self._counts_seen:  # a status nothing has any more reads 0, not stale
-            bound(catalog.JOBS, {"Kind": kind, "Status": status}).set(counts.get((kind, status), 0))
+            bound(catalog.JOBS, {"JobDatabase": self.database, "Kind": kind, "Status": status}).set(
+                counts.get((kind, status), 0)
+            )
 
     # --- training jobs' metrics ----------------------------------------------------------------------
 

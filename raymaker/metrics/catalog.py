@@ -142,8 +142,9 @@ ALGORITHM_METRIC = Metric(
 
 # --- raymaker's own: no CloudWatch metric -----------------------------------------------------------
 JOBS = Metric(
-    "", RAYMAKER, GAUGE, ("Kind", "Status"), "Count",
-    "Resources by kind (TrainingJob, HyperParameterTuningJob, TransformJob, Endpoint) and status",
+    "", RAYMAKER, GAUGE, ("JobDatabase", "Kind", "Status"), "Count",
+    "Resources by kind (TrainingJob, HyperParameterTuningJob, TransformJob, Endpoint) and status, per job "
+    "database (a cluster may serve several: its job service's id)",
     name_override="raymaker_jobs", mirrors="List*(StatusEquals)",
 )
 TUNING_TRAINING_JOBS = Metric(

@@ -23,6 +23,7 @@ from sklearn.datasets import load_breast_cancer
 from sklearn.model_selection import train_test_split
 
 from raymaker import Estimator, Session, TrainingInput
+from raymaker.engine.database import database_ident
 from raymaker.metrics import catalog
 from raymaker.metrics.scrape import Series, endpoint_latency, scrape
 from raymaker.sdk.serializers import CSVSerializer
@@ -282,22 +283,24 @@ def test_tuning_progress(workload, final):
 
 def test_jobs_by_kind_and_status(workload):
     session = workload["session"]
+    # This session's job database: other tests' databases (their own job services) count theirs.
+    mine = {"JobDatabase": database_ident(session.backend.store.location)}
     completed = len(session.call("ListTrainingJobs", {"StatusEquals": "Completed", "MaxResults": 100})["TrainingJobSummaries"])
     assert completed >= 3  # the job and the two trials
 
     def counted(samples: dict[Series, float]) -> bool:
         return (
-            total(samples, "ray_raymaker_jobs", Kind="TrainingJob", Status="Completed") == completed
-            and total(samples, "ray_raymaker_jobs", Kind="Endpoint", Status="InService") >= 1
+            total(samples, "ray_raymaker_jobs", Kind="TrainingJob", Status="Completed", **mine) == completed
+            and total(samples, "ray_raymaker_jobs", Kind="Endpoint", Status="InService", **mine) >= 1
         )
 
     samples = wait_until(counted, timeout=30)
-    assert total(samples, "ray_raymaker_jobs", Kind="TrainingJob", Status="Completed") == completed
+    assert total(samples, "ray_raymaker_jobs", Kind="TrainingJob", Status="Completed", **mine) == completed
     tunings = session.call("ListHyperParameterTuningJobs", {"StatusEquals": "Completed", "MaxResults": 100})
-    assert total(samples, "ray_raymaker_jobs", Kind="HyperParameterTuningJob", Status="Completed") == len(
+    assert total(samples, "ray_raymaker_jobs", Kind="HyperParameterTuningJob", Status="Completed", **mine) == len(
         tunings["HyperParameterTuningJobSummaries"]
     )
-    assert total(samples, "ray_raymaker_jobs", Kind="Endpoint", Status="InService") >= 1
+    assert total(samples, "ray_raymaker_jobs", Kind="Endpoint", Status="InService", **mine) >= 1
 
 
 def test_every_catalog_metric_is_scraped_with_its_dimensions(final):
