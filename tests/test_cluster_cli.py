@@ -319,7 +319,8 @@ def test_the_haproxy_wrapper_for_clusters_raymaker_does_not_start(tmp_path):
     # Made where Serve's variable already names a wrapper (an environment set up before): the new one
     # runs the real binary, not that wrapper (which would run itself forever, Serve's HAProxy never up).
     earlier = haproxy.loopback_wrapper(tmp_path / "earlier")
-    env = {**os.environ, haproxy.BINARY_ENV: earlier}
+    # Serve's default stats and metrics ports (an earlier test may have chosen others in this process).
+    env = {**{k: v for k, v in os.environ.items() if k not in local.HAPROXY_PORTS}, haproxy.BINARY_ENV: earlier}
     done = subprocess.run([sys.executable, "-m", "raymaker.cluster.haproxy", "--out", str(out)],
                           capture_output=True, text=True, check=True, env=env, timeout=60)
     assert done.stdout.strip() == str(out) and os.access(out, os.X_OK)
