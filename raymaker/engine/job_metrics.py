@@ -87,6 +87,11 @@ class Collector:
         running = {r["name"] for s in RUNNING for r in self.store.list_training_jobs(status=s, max_results=10_000)}
         for name in running:
             self._training[name] = now
+        # A job that began and ended between two rounds was never seen running: its last change counts.
+        for name, modified in self.store.connection().execute(
+            "SELECT name, last_modified_time FROM training_jobs WHERE last_modified_time > ?", (now - self.retain_s,)
+        ).fetchall():
+            self._training.setdefault(name, float(modified))
         for name, last in list(self._training.items()):
             if name in running:
                 values = self.store.latest_metrics(name)
@@ -107,6 +112,11 @@ class Collector:
         running = {r["name"] for s in RUNNING for r in self.resources.list(kind, status=s, max_results=10_000)}
         for name in running:
             self._tuning[name] = now
+        for name, modified in self.store.connection().execute(
+            "SELECT name, last_modified_time FROM resources WHERE kind = ? AND last_modified_time > ?",
+            (kind, now - self.retain_s),
+        ).fetchall():
+            self._tuning.setdefault(name, float(modified))
         for name, last in list(self._tuning.items()):
             if name not in running and now - last > self.retain_s:
                 del self._tuning[name]

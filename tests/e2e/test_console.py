@@ -28,7 +28,7 @@ from botocore.exceptions import ClientError
 from matplotlib.colors import to_rgb
 from PIL import Image
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -223,7 +223,7 @@ def admin(service, resources):
             browser.get(service["url"] + "/console/")
         assert browser.current_url.startswith(service["url"] + "/console/login")
         sign_in(browser, service["url"], service["key"], service["secret"])
-        WebDriverWait(browser, 20).until(lambda b: b.find_elements(By.CSS_SELECTOR, "h1") and
+        wait(browser, 20).until(lambda b: b.find_elements(By.CSS_SELECTOR, "h1") and
                                          b.find_element(By.CSS_SELECTOR, "h1").text == "Overview")
         browser.get_log("browser")  # start each test with an empty console log
         yield browser
@@ -235,9 +235,15 @@ def console_errors(browser: webdriver.Chrome) -> list[dict]:
     return [e for e in browser.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
 
 
+def wait(browser: webdriver.Chrome, seconds: float) -> WebDriverWait:
+    """A wait that reads the page again when it was replaced meanwhile (a navigation, or the console's
+    own reload when a status changes) instead of failing on the old page's elements."""
+    return WebDriverWait(browser, seconds, ignored_exceptions=(StaleElementReferenceException,))
+
+
 def open_page(browser: webdriver.Chrome, url: str) -> None:
     browser.get(url)
-    WebDriverWait(browser, 20).until(lambda b: b.execute_script("return document.readyState") == "complete")
+    wait(browser, 20).until(lambda b: b.execute_script("return document.readyState") == "complete")
 
 
 def screenshot(browser: webdriver.Chrome, path: Path) -> np.ndarray:
@@ -435,14 +441,14 @@ def test_a_running_jobs_page_tails_its_log_live_and_follows_it_to_the_end(servic
         assert "go received" not in admin.find_element(By.ID, "log").text
         admin.execute_script("window.notReloaded = true")
         go.write_text("go")
-        WebDriverWait(admin, 20).until(lambda b: "go received" in b.find_element(By.ID, "log").text)
+        wait(admin, 20).until(lambda b: "go received" in b.find_element(By.ID, "log").text)
         # Appended by the page's poll, not by a reload; the job still runs.
         assert admin.execute_script("return window.notReloaded === true")
         assert admin.find_element(By.ID, "status").text == "InProgress"
         screenshot(admin, tmp_path / "live.png")
         # At the end the page reloads itself: the final status, the whole log and the metric chart.
-        WebDriverWait(admin, 60).until(lambda b: b.find_element(By.ID, "status").text == "Completed")
-        WebDriverWait(admin, 10).until(lambda b: b.execute_script("return document.readyState") == "complete")
+        wait(admin, 60).until(lambda b: b.find_element(By.ID, "status").text == "Completed")
+        wait(admin, 10).until(lambda b: b.execute_script("return document.readyState") == "complete")
         assert "all done" in admin.find_element(By.ID, "log").text
         chart = admin.find_element(By.CSS_SELECTOR, "svg.chart[aria-label='loss']")
         assert int(chart.find_element(By.CSS_SELECTOR, "g.series").get_attribute("data-points")) == 3
@@ -468,7 +474,7 @@ def test_a_user_sees_only_what_their_policy_allows_and_refusals_are_audited(serv
     try:
         browser.get(service["url"] + "/console/")
         sign_in(browser, service["url"], key["AccessKeyId"], key["SecretAccessKey"])
-        WebDriverWait(browser, 20).until(lambda b: b.find_element(By.CSS_SELECTOR, "h1").text == "Overview")
+        wait(browser, 20).until(lambda b: b.find_element(By.CSS_SELECTOR, "h1").text == "Overview")
         listed = {kind: [r.get_attribute("data-name") for r in browser.find_elements(By.CSS_SELECTOR, f"#{kind} tbody tr")]
                   for kind in ("training-jobs", "tuning-jobs", "endpoints", "transform-jobs")}
         assert listed == {"training-jobs": ["console-train"], "tuning-jobs": [], "endpoints": [], "transform-jobs": []}
@@ -511,7 +517,7 @@ def test_a_signed_out_browser_gets_the_sign_in_page_and_a_wrong_secret_is_refuse
         screenshot(browser, tmp_path / "sign-in.png")
         assert console_errors(browser) == []
         sign_in(browser, service["url"], service["key"], "not-the-secret")
-        WebDriverWait(browser, 20).until(lambda b: b.find_elements(By.ID, "sign-in-failed"))
+        wait(browser, 20).until(lambda b: b.find_elements(By.ID, "sign-in-failed"))
         assert "do not match" in browser.find_element(By.ID, "sign-in-failed").text
         assert "not-the-secret" not in browser.page_source  # a secret is never echoed
         assert browser.get_cookies() == []
@@ -519,13 +525,13 @@ def test_a_signed_out_browser_gets_the_sign_in_page_and_a_wrong_secret_is_refuse
         browser.find_element(By.ID, "secret_access_key").clear()
         sign_in(browser, service["url"], service["key"], service["secret"])
         try:
-            WebDriverWait(browser, 20).until(lambda b: b.find_elements(By.ID, "status"))
+            wait(browser, 20).until(lambda b: b.find_elements(By.ID, "status"))
         except TimeoutException:
             pytest.fail(f"signing in did not lead to the job's page: {browser.current_url}")
         assert browser.current_url == service["url"] + "/console/training-jobs/console-train"
         # Signing out ends the session: the next page asks to sign in again.
         browser.find_element(By.CSS_SELECTOR, "form.signout button").click()
-        WebDriverWait(browser, 20).until(lambda b: "/console/login" in b.current_url)
+        wait(browser, 20).until(lambda b: "/console/login" in b.current_url)
         browser.get(service["url"] + "/console/")
         assert "/console/login" in browser.current_url
     finally:
