@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
-import os
 import socket
-import tarfile
 import threading
 import time
 import urllib.request
@@ -21,17 +19,14 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
 import pytest
 import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.requests import Request
 
-from raymaker.algorithms import get_algorithm
-from raymaker.algorithms.base import LocalContext, TrainingData
-from raymaker.io.batch import Batch
 from raymaker.metrics import catalog
 from raymaker.serve.replicas import VariantReplica
+from tests.serve.models import xgboost_archive
 
 GOOD_ROW = b"0.1,-0.2,0.3"
 FAULT = b"fault"
@@ -39,20 +34,7 @@ FAULT = b"fault"
 
 @pytest.fixture(scope="module")
 def model_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    algo = get_algorithm("xgboost")
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(100, 3)).astype(np.float32)
-    y = (x[:, 0] > 0).astype(np.float32)
-    tmp = tmp_path_factory.mktemp("model")
-    model_dir = tmp / "model"
-    model_dir.mkdir()
-    hp = algo.validate_hyperparameters({"num_round": "2", "objective": "binary:logistic"})
-    algo().train(hp, TrainingData.from_batches(train=Batch(x, y)), LocalContext(), str(model_dir))
-    archive = tmp / "model.tar.gz"
-    with tarfile.open(archive, "w:gz") as tar:
-        for name in os.listdir(model_dir):
-            tar.add(model_dir / name, arcname=name)
-    return f"file://{archive}"
+    return xgboost_archive(tmp_path_factory.mktemp("model"), rows=100, features=3, rounds=2)
 
 
 def _replica(model_url: str, endpoint: str, environment: list[list[str]]) -> VariantReplica:

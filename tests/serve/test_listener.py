@@ -10,27 +10,23 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
-import os
 import socket
-import tarfile
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
 import pytest
 import uvicorn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.requests import Request
 
-from raymaker.algorithms import get_algorithm
-from raymaker.algorithms.base import LocalContext, TrainingData
 from raymaker.io.batch import Batch
 from raymaker.serve.codecs import MAX_PAYLOAD_BYTES, BadRequest
 from raymaker.serve.model import LoadedModel, predict_error_message
 from raymaker.serve.replicas import VariantReplica, read_body
+from tests.serve.models import xgboost_archive
 from tests.serve.strategies import structured, with_bad_utf8
 
 PATH = "/endpoints/fuzz/invocations"
@@ -44,20 +40,7 @@ Address = tuple[str, int]
 @pytest.fixture(scope="module")
 def model_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A model.tar.gz of XGBoost trained on 200 rows of 6 features (about a second)."""
-    algo = get_algorithm("xgboost")
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(200, 6)).astype(np.float32)
-    y = (x[:, 0] > 0).astype(np.float32)
-    tmp = tmp_path_factory.mktemp("model")
-    model_dir = tmp / "model"
-    model_dir.mkdir()
-    hp = algo.validate_hyperparameters({"num_round": "3", "objective": "binary:logistic"})
-    algo().train(hp, TrainingData.from_batches(train=Batch(x, y)), LocalContext(), str(model_dir))
-    archive = tmp / "model.tar.gz"
-    with tarfile.open(archive, "w:gz") as tar:
-        for name in os.listdir(model_dir):
-            tar.add(model_dir / name, arcname=name)
-    return f"file://{archive}"
+    return xgboost_archive(tmp_path_factory.mktemp("model"), rows=200, features=6, rounds=3)
 
 
 @pytest.fixture(scope="module")
