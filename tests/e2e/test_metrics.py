@@ -190,10 +190,17 @@ def _endpoint_done(samples: dict[Series, float]) -> bool:
     )
 
 
+def _tuning_done(samples: dict[Series, float]) -> bool:
+    # The collector reads the database every 5 s and Ray exports every 10 s: the tuning job's final
+    # counters may reach the scrape after the endpoint's requests do.
+    return total(samples, "ray_raymaker_tuning_training_jobs", HyperParameterTuningJobName=TUNING, Status="Completed") == 2
+
+
 @pytest.fixture(scope="module")
 def final(workload) -> dict[Series, float]:
-    """A scrape once every request sent is exported (then everything the scraper saw, merged under it)."""
-    samples = wait_until(_endpoint_done, timeout=60)
+    """A scrape once every request sent and the tuning job's end are exported (then everything the
+    scraper saw, merged under it)."""
+    samples = wait_until(lambda s: _endpoint_done(s) and _tuning_done(s), timeout=60)
     time.sleep(2.5)  # one more round of the scraper, which runs throughout
     return {**workload["scraper"].seen, **samples}
 
