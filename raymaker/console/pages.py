@@ -72,13 +72,13 @@ class Reader:
     def __call__(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
         if self.caller is not None:
             try:
-                authorize(self.caller, operation, params, self.api.store)
+                authorize(self.caller, operation, params, self.api.store.owners)
             except AccessDenied as e:
                 self.refused(operation, params, e)
                 raise
         result = self.unchecked(operation, params)
         if self.caller is not None and operation.startswith("List"):
-            result = visible(self.caller, result, self.api.store)
+            result = visible(self.caller, result, self.api.store.owners)
         return result
 
     def unchecked(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:

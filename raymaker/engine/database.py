@@ -17,10 +17,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import logging
+import multiprocessing.util
 import os
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,8 @@ BUSY_TIMEOUT_S = 30.0
 HEAD_REVISION = "0001"  # the newest migration; tests/engine/test_database.py keeps it true
 MIGRATIONS = Path(__file__).with_name("migrations")
 _WRITE_LOCK = 0x7261796D  # "raym": the advisory lock every PostgreSQL write transaction holds
+
+logger = logging.getLogger(__name__)
 
 
 class Row:
@@ -86,6 +91,18 @@ class Database:
                 self._connections.append(conn)
         return conn
 
+    def drop_connection(self) -> None:
+        """Close this thread's connection (a broken one): the next ``connection()`` opens another."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            return
+        self._local.conn = None
+        with self._lock:
+            if conn in self._connections:
+                self._connections.remove(conn)
+        with contextlib.suppress(Exception):
+            conn.close()
+
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Any]:
         """A short write transaction, the one way records change; no other writer runs meanwhile."""
@@ -104,8 +121,17 @@ class Database:
         with self.transaction() as conn:
             conn.executemany(sql, rows)
 
+    def append_later(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """``append`` off the caller's path where the insert costs a round trip (PostgreSQL: one thread
+        inserts the rows shortly after, in order); ``flush`` waits for them. SQLite appends now."""
+        self.append(sql, rows)
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Wait until every row this process handed to ``append_later`` is in the database."""
+
     def close(self) -> None:
         """Close every thread's connection (the database reconnects if used again)."""
+        self.flush()
         with self._lock:
             conns, self._connections = self._connections, []
         for conn in conns:
@@ -190,6 +216,7 @@ class PostgresDatabase(Database):
         self.location = _without_password(url)
         self.integrity_error = psycopg.IntegrityError
         self._psycopg = psycopg
+        self._appender: _Appender | None = None
 
     def _connect(self) -> _PostgresConnection:
         try:
@@ -208,6 +235,17 @@ class PostgresDatabase(Database):
         # writer waits for the lock behind an audit event.
         self.connection().executemany(sql, rows)
 
+    def append_later(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if self._appender is None or self._appender.pid != os.getpid():  # none yet, or forked
+            with self._lock:
+                if self._appender is None or self._appender.pid != os.getpid():
+                    self._appender = _Appender(self)
+        self._appender.put(sql, rows)
+
+    def flush(self, timeout: float = 30.0) -> None:
+        if self._appender is not None and self._appender.pid == os.getpid():
+            self._appender.flush(timeout)
+
     def _migrate(self) -> None:
         import sqlalchemy as sa
 
@@ -219,6 +257,86 @@ class PostgresDatabase(Database):
             conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_WRITE_LOCK})")
 
         _upgrade(engine, before=locked)
+
+
+class _Appender:
+    """Rows handed over by any thread, inserted in order by one thread of its own (its own connection):
+    the audit row of a call leaves the call's path, as CloudTrail delivers events after the call.
+    ``flush`` waits for what was handed over before it; the process flushes at exit. A lost connection
+    is retried until the database answers again; a row the database refuses is logged and skipped, so
+    one bad row cannot hold back the rest."""
+
+    MAX_PENDING = 50_000  # rows handed over and not yet inserted: more waits (memory stays bounded)
+
+    def __init__(self, db: PostgresDatabase):
+        self.db, self.pid = db, os.getpid()
+        self._cond = threading.Condition()
+        self._pending: list[tuple[str, list[Sequence[Any]]]] = []
+        self._queued = self._written = 0  # rows, counted alike, so flush knows what it waits for
+        self.last_error: BaseException | None = None
+        threading.Thread(target=self._run, daemon=True, name="raymaker-db-appender").start()
+        # At exit, also of a multiprocessing child (which skips atexit): multiprocessing's own hook.
+        multiprocessing.util.Finalize(self, self._flush_at_exit, exitpriority=10)
+
+    def put(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        with self._cond:
+            while self._queued - self._written > self.MAX_PENDING:
+                self._cond.wait(1.0)
+            self._pending.append((sql, list(rows)))
+            self._queued += len(rows)
+            self._cond.notify_all()
+
+    def flush(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            target = self._queued
+            while self._written < target:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(
+                        f"{target - self._written} rows not yet written to the job database {self.db.location} "
+                        f"after {timeout:g} s (last error: {self.last_error!r})"
+                    )
+                self._cond.wait(left)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending:
+                    self._cond.wait()
+                batch, self._pending = self._pending, []
+            for sql, rows in batch:
+                self._insert(sql, rows)
+            with self._cond:
+                self._written += sum(len(rows) for _, rows in batch)
+                self._cond.notify_all()
+
+    def _insert(self, sql: str, rows: list[Sequence[Any]]) -> None:
+        psycopg = self.db._psycopg
+        while True:
+            try:
+                self.db.connection().executemany(sql, rows)  # autocommit: pipelined, one round trip
+                return
+            except psycopg.OperationalError as e:  # the server went away: reconnect and retry
+                self.last_error = e
+                logger.warning("job database %s: %s; retrying the audit rows in 1 s", self.db.location, e)
+                self.db.drop_connection()
+                time.sleep(1.0)
+            except psycopg.Error as e:  # a row it refuses: the others still go in
+                self.last_error = e
+                for row in rows:
+                    try:
+                        self.db.connection().executemany(sql, [row])
+                    except psycopg.Error as refused:
+                        logger.error("job database %s refused a row (%s): %r", self.db.location, refused, row[:3])
+                return
+
+    def _flush_at_exit(self) -> None:
+        if os.getpid() == self.pid:
+            try:
+                self.flush(10.0)
+            except Exception as e:  # noqa: BLE001 - exiting: say what is lost
+                logger.error("%s", e)
 
 
 class _PostgresConnection:

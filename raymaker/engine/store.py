@@ -386,7 +386,7 @@ class JobStore:
         rows = [_audit_row(**call) for call in calls]
         if not rows:
             return 0
-        self.db.append(
+        self.db.append_later(  # PostgreSQL: the round trip leaves the call's path (flushed on read)
             "INSERT INTO audit_events (event_id, event_time, event_name, request_parameters, "
             "error_code, error_message, user_identity, source_ip, user_agent, region, request_id, "
             "user_name, resource) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -425,6 +425,7 @@ class JobStore:
         userIdentity, requestID, ...), each with its row number under ``"_id"`` for paging
         (``after_id`` / ``before_id``)."""
         # A resource: its ARN, or its name (ARNs hold names lower-cased).
+        self.db.flush()  # what this process recorded is readable
         named = None if resource is None else "%/" + resource.lower().replace("%", "").replace("_", "")
         where, args = _where(
             ("id > ?", after_id),
@@ -515,33 +516,24 @@ class JobStore:
 
     def owners(self, arns: Sequence[str]) -> dict[str, str]:
         """The makers of those of ``arns`` a server's user made (others: none recorded). A tuning job's
-        trial belongs to the tuning job's maker."""
-        out = self._owners_of(arns)
-        trials = [a for a in arns if a not in out and ":training-job/" in a]
-        if trials:
-            names = {a.rpartition("/")[2]: a for a in trials}
-            listed = list(names)
-            parents: dict[str, str] = {}
-            for i in range(0, len(listed), 500):
-                chunk = listed[i : i + 500]
-                marks = ", ".join("?" for _ in chunk)
-                for r in self.connection().execute(
-                    f"SELECT name, tuning_job_arn FROM training_jobs WHERE tuning_job_arn IS NOT NULL "
-                    f"AND name IN ({marks})", chunk
-                ):
-                    parents[names[r["name"].lower()]] = r["tuning_job_arn"]
-            makers = self._owners_of(sorted(set(parents.values())))
-            out.update({a: makers[p] for a, p in parents.items() if p in makers})
-        return out
-
-    def _owners_of(self, arns: Sequence[str]) -> dict[str, str]:
+        trial belongs to the tuning job's maker. One query per 400 ARNs (a round trip on PostgreSQL)."""
         out: dict[str, str] = {}
-        for i in range(0, len(arns), 500):  # SQLite's bound-parameter limit
-            chunk = list(arns[i : i + 500])
-            marks = ", ".join("?" for _ in chunk)
-            for r in self.connection().execute(f"SELECT arn, user_name FROM owners WHERE arn IN ({marks})", chunk):
-                out[r["arn"]] = r["user_name"]
-        return out
+        trial_of: dict[str, str] = {}  # a training job's maker comes from its tuning job if it has none
+        for i in range(0, len(arns), 400):  # both IN lists stay under SQLite's 999 bound parameters
+            chunk = list(arns[i : i + 400])
+            names = {a.rpartition("/")[2]: a for a in chunk if ":training-job/" in a}
+            sql = f"SELECT arn, user_name, 0 AS trial FROM owners WHERE arn IN ({', '.join('?' for _ in chunk)})"
+            if names:
+                sql += (
+                    " UNION ALL SELECT t.name, o.user_name, 1 FROM training_jobs t JOIN owners o "
+                    f"ON o.arn = t.tuning_job_arn WHERE t.name IN ({', '.join('?' for _ in names)})"
+                )
+            for r in self.connection().execute(sql, [*chunk, *names]):
+                if r["trial"]:
+                    trial_of[names[r["arn"].lower()]] = r["user_name"]
+                else:
+                    out[r["arn"]] = r["user_name"]
+        return {**trial_of, **out}
 
     # --- job services --------------------------------------------------------------------------
 

@@ -42,7 +42,7 @@ from raymaker.protocol.sigv4 import (
     signature_of,
     verify,
 )
-from raymaker.server.access import authorize, visible
+from raymaker.server.access import Owners, authorize, visible
 from raymaker.server.asgi import read_body
 
 MAX_BODY = 8 * 1024 * 1024  # SageMaker's largest requests (a pipeline definition) are well under this
@@ -57,6 +57,7 @@ class APIServer:
         self.api, self.auth = api, auth
         self.directory = directory or (Directory(api.store) if auth else None)
         self.replay = ReplayCache()
+        self.owners = Owners(api.store)
         # The web console on the same port, behind the same keys and policies (raymaker.console).
         self.console = Console(api, auth=auth, directory=self.directory) if console else None
 
@@ -119,7 +120,7 @@ class APIServer:
                     raise InvalidSignature(REPLAYED)
             params = wire.decode_request(operation, body)
             if caller is not None:
-                authorize(caller, operation, params, self.api.store)
+                authorize(caller, operation, params, self.owners)
                 params = _own_audit_only(caller, operation, params)
         except SageMakerError as e:
             identity = caller.identity() if caller else _anonymous(request)
@@ -138,10 +139,14 @@ class APIServer:
             # wait (a Create listing S3, WaitForTrainingJob) runs in a thread.
             result = call() if operation.startswith(_READS) else await asyncio.to_thread(call)
             if caller is not None and operation.startswith("List"):
-                result = visible(caller, result, self.api.store)
+                result = visible(caller, result, self.owners)
             return 200, wire.encode_response(operation, result), {}
         except BaseException as e:  # noqa: BLE001 - audited by the call; answered in SageMaker's shape
             return wire.encode_error(e)
+        finally:
+            if caller is not None and not operation.startswith(_READS):
+                # A resource made, remade or deleted: its maker is read afresh (access.Owners).
+                self.owners.forget(iam.resource_of(operation, params))
 
 
 def _own_audit_only(caller: Caller, operation: str, params: dict[str, Any]) -> dict[str, Any]:

@@ -164,3 +164,40 @@ def test_the_environment_chooses_the_database(
     assert JobStore(url).get_training_job("PG-JOB")["name"] == "pg-job"
     monkeypatch.delenv(database.DATABASE_URL_ENV)
     assert JobStore().path == default_db_path()  # without it: the SQLite file under RAYMAKER_HOME
+
+
+def _audit_and_exit(location: str, n: int) -> None:
+    store = JobStore(location)
+    store.record_api_calls([{"event_name": "DescribeTrainingJob", "params": {"i": i}} for i in range(n)])
+    # no close(): the process's exit hands over what is still queued
+
+
+def test_postgresql_audit_rows_leave_the_call_path_and_all_arrive(postgres_server) -> None:
+    """On PostgreSQL a call's audit row is inserted by a thread of its own: the rows arrive in order,
+    are readable in the process that recorded them, survive the writer's connection being cut and a
+    process that exits without closing its store."""
+    url = postgres_server.new_database()
+    store, other = JobStore(url), JobStore(url)
+    for i in range(300):
+        store.record_api_call("DescribeTrainingJob", {"TrainingJobName": f"j{i}"})
+    assert [e["requestParameters"]["TrainingJobName"] for e in store.audit_events(limit=1000)] == [
+        f"j{i}" for i in range(300)
+    ]
+    # The server ends the writer's connection (as a restart does): the next rows are retried.
+    cut = other.connection().execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND pid <> pg_backend_pid()"
+    ).fetchall()
+    assert cut
+    store.db.drop_connection()  # this thread's was cut too
+    for i in range(300, 310):
+        store.record_api_call("DescribeTrainingJob", {"TrainingJobName": f"j{i}"})
+    assert len(store.audit_events(limit=1000)) == 310
+    ctx = multiprocessing.get_context("fork")
+    child = ctx.Process(target=_audit_and_exit, args=(url, 500))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+    assert len(other.audit_events(limit=10_000)) == 810
+    store.close()
+    other.close()

@@ -178,6 +178,25 @@ def test_concurrent_writers_in_several_processes_lose_nothing(store: JobStore) -
     assert len(store.owners([f"arn:test:{j['name']}" for j in jobs])) == n * k
 
 
+def test_owners_of_jobs_trials_and_many_arns(store: JobStore) -> None:
+    """A maker recorded for the resource itself; a tuning job's trial belongs to the tuning job's maker
+    unless it has one of its own; nothing recorded, nothing answered; past one query's 400 ARNs too."""
+    from raymaker.engine.arns import training_job_arn
+
+    tuning = "arn:aws:sagemaker:us-east-1:000000000000:hyper-parameter-tuning-job/tune-1"
+    store.set_owner(tuning, "alice")
+    store.create_training_job(training_request(TrainingJobName="Tune-1-001-abc"), tuning_job_arn=tuning)
+    store.create_training_job(training_request(TrainingJobName="tune-1-002-def"), tuning_job_arn=tuning)
+    store.set_owner(training_job_arn("tune-1-002-def"), "bob")
+    store.create_training_job(training_request(TrainingJobName="plain"))
+    trial, own, plain = (training_job_arn(n) for n in ("Tune-1-001-abc", "tune-1-002-def", "plain"))
+    assert store.owners([trial, own, plain, tuning]) == {trial: "alice", own: "bob", tuning: "alice"}
+    many = [f"arn:test:{i}" for i in range(900)]
+    for arn in many[::100]:
+        store.set_owner(arn, "carol")
+    assert store.owners([*many, trial]) == {**{a: "carol" for a in many[::100]}, trial: "alice"}
+
+
 def test_update_and_compare_and_set(store: JobStore) -> None:
     store.create_training_job(training_request(), now=1.0)
     rec = store.update_training_job(
