@@ -365,7 +365,11 @@ def _pg_sql(sql: str) -> str:
 
 
 def _rows(cursor: Any) -> Any:
-    index = {c.name: i for i, c in enumerate(cursor.description or ())}
+    # The result's column names, as psycopg's own dict_row reads them (cursor.description would build
+    # a Column object per column per query: a tenth of a millisecond for a job's row).
+    res = cursor.pgresult
+    names = [res.fname(i).decode() for i in range(res.nfields)] if res is not None else []
+    index = {name: i for i, name in enumerate(names)}
     return lambda values: Row(values, index)
 
 
