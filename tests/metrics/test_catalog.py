@@ -63,6 +63,14 @@ def test_kuberay_podmonitor_selects_the_clusters_pods():
     assert monitor["kind"] == "PodMonitor"
     assert monitor["spec"]["selector"]["matchLabels"] == {"ray.io/cluster": cluster["metadata"]["name"]}
     assert monitor["metadata"]["namespace"] == cluster["metadata"]["namespace"]
+    # The head's metrics port is its own: KubeRay's default (8080) is the runtime's listener there.
+    head = cluster["spec"]["headGroupSpec"]
+    ports = head["template"]["spec"]["containers"][0]["ports"]
+    numbers = [p["containerPort"] for p in ports]
+    assert len(numbers) == len(set(numbers)), f"a port listed twice: {numbers}"
+    named = {p["name"]: p["containerPort"] for p in ports}
+    scraped = monitor["spec"]["podMetricsEndpoints"][0]["port"]
+    assert named[scraped] == int(head["rayStartParams"]["metrics-export-port"]) != named["serve"]
 
 
 @pytest.mark.parametrize(
