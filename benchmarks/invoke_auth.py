@@ -32,6 +32,7 @@ import time
 from urllib.parse import urlsplit
 
 sys.path.insert(0, os.path.dirname(__file__))
+from block_pairs import block_pairs  # noqa: E402
 from endpoint_latency import build_model  # noqa: E402
 
 TARGET_ADDED_MS = 0.2
@@ -180,9 +181,7 @@ def main() -> int:
     print(f"  the check itself, in-process (a cached key, as on every request but the first per 2 s): "
           f"{check_cost_us():.1f} us")
     # Each on block against its neighbouring off block: the machine's drift over the run cancels out.
-    paired = sorted(a - b for a, b in zip(p50s["checks on"], p50s["checks off"], strict=True))
-    print(f"  per block pair ({len(paired)} pairs of {BLOCK}), p50 on - off: median {paired[len(paired) // 2]:.3f} ms, "
-          f"range {paired[0]:.3f} to {paired[-1]:.3f}")
+    print(f"  per block pair of {BLOCK}, on - off: {block_pairs(p50s['checks on'], p50s['checks off'])}")
     added = percentile(lat["checks on"], 50) - percentile(lat["checks off"], 50)
     verdict = "met" if added <= TARGET_ADDED_MS else "NOT met"
     print(f"  added at p50 by the checks: {added:.3f} ms (target <= {TARGET_ADDED_MS} ms: {verdict})")

@@ -30,10 +30,14 @@ import http.client
 import io
 import os
 import statistics
+import sys
 import tarfile
 import tempfile
 import time
 from urllib.parse import urlsplit
+
+sys.path.insert(0, os.path.dirname(__file__))
+from block_pairs import block_pairs  # noqa: E402
 
 TARGET_P50_MS = 0.1
 TARGET_TRAIN_SLOWDOWN = 0.02
@@ -150,9 +154,7 @@ def endpoints(session, model_url: str, bodies: list[bytes], args) -> None:
         print(f"  {name:8} {pct(v, .5):7.3f} {pct(v, .9):7.3f} {pct(v, .99):7.3f} {statistics.mean(v):7.3f}")
     print("  p50 on - off by round: " + ", ".join(f"{name} deployed first {d:+.3f} ms" for name, d in by_order.items()))
     # Each block against its neighbour of the other setting: the machine's drift over the run cancels.
-    paired = sorted(a - b for a, b in zip(p50s["on"], p50s["off"], strict=True))
-    print(f"  per block pair ({len(paired)}), p50 on - off: median {paired[len(paired) // 2]:+.3f} ms, "
-          f"range {paired[0]:+.3f} to {paired[-1]:+.3f}")
+    print(f"  per block pair, on - off: {block_pairs(p50s['on'], p50s['off'])}")
     added = pct(runs["on"], 0.5) - pct(runs["off"], 0.5)
     verdict = "met" if added <= TARGET_P50_MS else "NOT met"
     print(f"  p50 added by metrics: {added:+.3f} ms (target <= {TARGET_P50_MS} ms: {verdict})")
