@@ -81,13 +81,34 @@ class IncomingRequest:
     @classmethod
     def from_asgi(cls, scope: dict[str, Any], body: bytes) -> IncomingRequest:
         """The request an ASGI server (uvicorn, Serve's replicas) hands over, with its body."""
-        return cls(
+        headers: list[tuple[str, str]] = []
+        by_name: dict[str, list[str]] = {}
+        for k, v in scope["headers"]:  # one pass builds both: this runs on every invocation
+            name, value = k.decode("latin-1"), v.decode("latin-1")
+            headers.append((name, value))
+            lname = name.lower()
+            values = by_name.get(lname)
+            if values is None:
+                by_name[lname] = [value]
+            else:
+                values.append(value)
+        request = cls(
             scope["method"],
             scope.get("raw_path", scope["path"].encode()).decode("latin-1"),
             scope.get("query_string", b"").decode("latin-1"),
-            [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]],
+            headers,
             body,
         )
+        object.__setattr__(request, "_by_name", by_name)
+        return request
+
+    def header_map(self) -> dict[str, list[str]]:
+        """Lower-case header name -> its values in arrival order; built once per request."""
+        by_name = self.__dict__.get("_by_name")
+        if by_name is None:
+            by_name = _header_map(self.headers)
+            object.__setattr__(self, "_by_name", by_name)
+        return by_name
 
 
 class ReplayCache:
@@ -128,10 +149,25 @@ class ReplayCache:
 
 class _SignedHeaders(dict):
     """Lower-case header name -> its values in arrival order: what ``SigV4Auth.canonical_headers`` reads
-    (iteration over names, ``get_all``), without building an ``HTTPHeaders`` per request."""
+    (iteration over names, ``get_all``), without building an ``HTTPHeaders`` per request. ``listed``:
+    botocore's ``signed_headers`` of these names, made once per distinct SignedHeaders value."""
+
+    listed = ""
 
     def get_all(self, name: str) -> list[str]:
         return self[name]
+
+
+@functools.lru_cache(maxsize=256)  # a client lists the same SignedHeaders on every request
+def _signed_names(value: str) -> tuple[list[str], str]:
+    """SignedHeaders' names (lower case, as listed) and botocore's canonical list of them."""
+    names = value.lower().split(";")
+    return names, SigV4Auth.signed_headers(None, names)  # type: ignore[arg-type]  # self is unused
+
+
+@functools.lru_cache(maxsize=1024)  # one path per endpoint: the same on every request
+def _normalized_path(path: str) -> str:
+    return SigV4Auth._normalize_url_path(None, path)  # type: ignore[arg-type]  # self is unused
 
 
 class _Received:
@@ -164,6 +200,13 @@ class _VerifyingSigV4(SigV4Auth):
 
     def headers_to_sign(self, request: _Received) -> _SignedHeaders:  # type: ignore[override]
         return request.signed
+
+    # botocore's own answers, remembered: both are the same on every request of a client.
+    def signed_headers(self, headers_to_sign: _SignedHeaders) -> str:  # type: ignore[override]
+        return headers_to_sign.listed
+
+    def _normalize_url_path(self, path: str) -> str:
+        return _normalized_path(path)
 
     def signature(self, string_to_sign: str, request: _Received) -> str:  # type: ignore[override]
         # botocore derives the signing key from the secret, the day, the region and the service at every
@@ -227,6 +270,7 @@ def _stamp(t: float) -> str:
     return time.strftime(SIGV4_TIMESTAMP, time.gmtime(t))
 
 
+@functools.lru_cache(maxsize=64)  # requests signed within the same second share it
 def _parse_amz_date(value: str) -> float | None:
     if not _AMZ_DATE.fullmatch(value):
         return None
@@ -245,10 +289,8 @@ def _parse_amz_date(value: str) -> float | None:
 
 
 def _authorization_of(request: IncomingRequest) -> _Authorization | None:
-    for name, value in request.headers:
-        if name.lower() == "authorization":
-            return _parse_authorization(value)
-    return None
+    values = request.header_map().get("authorization")
+    return _parse_authorization(values[0]) if values else None
 
 
 def access_key_of(request: IncomingRequest) -> str | None:
@@ -266,6 +308,27 @@ def signature_of(request: IncomingRequest) -> str | None:
 # --- the check --------------------------------------------------------------------------------------
 
 
+def _refuse_incomplete(auth: _Authorization, auth_value: str, headers: dict[str, list[str]]) -> None:
+    """IncompleteSignature naming every part the Authorization header or the date lacks."""
+    missing = [
+        f"Authorization header requires '{part}' parameter."
+        for part, val in (
+            ("Credential", auth.credential),
+            ("Signature", auth.signature),
+            ("SignedHeaders", auth.signed_headers),
+        )
+        if not val
+    ]
+    if not headers.get("x-amz-date"):
+        missing.append(
+            "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header."
+            if "date" not in headers
+            else "Authorization header requires existence of a 'X-Amz-Date' header (this service does not "
+            "read the signing time from 'Date')."
+        )
+    raise IncompleteSignature(" ".join([*missing, f"Authorization={auth_value}"]))
+
+
 def verify(
     request: IncomingRequest,
     secret_for: Callable[[str], str | None],
@@ -278,7 +341,7 @@ def verify(
     ``secret_for(access_key_id)`` gives the secret, None if unknown. Check order: missing auth ->
     malformed -> unknown key -> skew -> signature -> replay (a replay check only after the signature is
     valid, so forged requests cannot poison the cache)."""
-    headers = _header_map(request.headers)
+    headers = request.header_map()
     auth_values = headers.get("authorization")
     if not auth_values or not auth_values[0].strip():
         raise MissingAuthenticationToken(MISSING_TOKEN)
@@ -286,33 +349,17 @@ def verify(
     auth = _parse_authorization(auth_value)
 
     # 2. malformed: the parts, then the date, the host, the algorithm, the credential's shape and scope
-    missing = [
-        f"Authorization header requires '{part}' parameter."
-        for part, val in (
-            ("Credential", auth.credential),
-            ("Signature", auth.signature),
-            ("SignedHeaders", auth.signed_headers),
-        )
-        if not val
-    ]
     amz_dates = headers.get("x-amz-date")
-    if not amz_dates:
-        missing.append(
-            "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header."
-            if "date" not in headers
-            else "Authorization header requires existence of a 'X-Amz-Date' header (this service does not "
-            "read the signing time from 'Date')."
-        )
-    if missing:
-        raise IncompleteSignature(" ".join([*missing, f"Authorization={auth_value}"]))
-    assert auth.credential and auth.signature and auth.signed_headers is not None and amz_dates
+    if not (auth.credential and auth.signature and auth.signed_headers and amz_dates):
+        _refuse_incomplete(auth, auth_value, headers)
+    assert auth.credential and auth.signature and auth.signed_headers and amz_dates
     amz_date = amz_dates[0].strip()
     signed_at = _parse_amz_date(amz_date)
     if signed_at is None:
         raise IncompleteSignature(
             f"Date must be in ISO-8601 'basic format'. Got '{amz_date}'. See http://en.wikipedia.org/wiki/ISO_8601"
         )
-    signed_names = auth.signed_headers.lower().split(";")
+    signed_names, listed = _signed_names(auth.signed_headers)
     if "host" not in signed_names:
         raise InvalidSignature("'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.")
     if auth.algorithm != ALGORITHM:
@@ -371,6 +418,7 @@ def verify(
 
     # 5. the signature, by botocore's signer
     signed = _SignedHeaders()
+    signed.listed = listed
     for name in signed_names:
         signed[name] = headers.get(name, [])  # a signed header that is absent cannot match: no special case
     path, query = request.path, request.query

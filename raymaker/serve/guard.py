@@ -101,13 +101,16 @@ class InvocationGuard:
             return ANONYMOUS
         request = IncomingRequest.from_asgi(scope, body)
         key = access_key_of(request)
-        identity = {"type": "Unknown", "accessKeyId": key} if key else {"type": "Unknown"}
         try:
-            found = await self._key(key) if key else None
+            hit = self._keys.get(key) if key else None  # the cached key, without a coroutine per request
+            if hit is not None and time.monotonic() - hit[0] < self.ttl_s:
+                found = hit[1]
+            else:
+                found = await self._key(key) if key else None
             # An unknown key (found None) is refused by verify: past it, found holds the key's entry.
             verify(request, lambda k: found[0] if found and k == key else None)
         except SageMakerError as e:
-            raise Refused(e, identity) from None
+            raise Refused(e, {"type": "Unknown", "accessKeyId": key} if key else {"type": "Unknown"}) from None
         _, identity, policies = found
         hit = self._decisions.get((key, arn, owner))
         if hit is not None and hit[0] is found:

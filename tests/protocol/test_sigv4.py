@@ -105,6 +105,25 @@ def test_header_names_in_any_case_and_a_host_on_the_default_port_pass():
     assert check(signed(url="http://raymaker.example/")) == KEY
 
 
+def test_a_request_from_an_asgi_server_is_read_as_received_and_checked_alike():
+    """from_asgi reads the headers once into both forms; a copy with other headers reads its own."""
+    request = signed()
+    scope = {
+        "method": "POST", "path": request.path, "raw_path": request.path.encode(), "query_string": b"",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in request.headers] + [(b"x-twice", b"1"), (b"X-Twice", b"2")],
+    }  # fmt: skip
+    received = IncomingRequest.from_asgi(scope, BODY)
+    assert received.header_map() == replace(received, headers=list(received.headers)).header_map()
+    assert received.header_map()["x-twice"] == ["1", "2"]
+    assert check(received) == KEY
+    assert access_key_of(received) == KEY
+    tampered = replace(received, headers=[(k, "SageMaker.DeleteEndpoint" if k == "x-amz-target" else v)
+                                          for k, v in received.headers])  # fmt: skip
+    with pytest.raises(InvalidSignature, match="does not match"):  # not the original's headers
+        check(tampered)
+    assert access_key_of(without_header(received, "Authorization")) is None
+
+
 def test_a_query_string_and_an_odd_path_are_signed_as_received():
     request = signed(b"", url="http://127.0.0.1:8443/a/b%20c/?z=1&a=2&a=1&empty=")
     assert (request.path, request.query) == ("/a/b%20c/", "z=1&a=2&a=1&empty=")
