@@ -170,8 +170,18 @@ class SQLiteDatabase(Database):
         self.path = Path(path)
         self.location = str(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # journal_mode=WAL is persistent in the file; setting it again is a no-op.
-        self.connection().execute("PRAGMA journal_mode=WAL")
+        # journal_mode=WAL is persistent in the file; setting it again is a no-op. Switching a new file
+        # needs it to itself, and SQLite answers "locked" at once, without its busy timeout, while other
+        # processes open it too: wait for them as the busy timeout would.
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                self.connection().execute("PRAGMA journal_mode=WAL")
+                break
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
     def _connect(self) -> sqlite3.Connection:
         # Autocommit mode (isolation_level=None): transactions are the explicit BEGINs.
@@ -304,8 +314,16 @@ class _Appender:
             with self._cond:
                 while not self._pending:
                     self._cond.wait()
+                # No waiting for more rows: inserted at once, a call's row mostly goes in while its
+                # caller reads the answer and the server is idle.
                 batch, self._pending = self._pending, []
-            for sql, rows in batch:
+            merged: list[tuple[str, list[Sequence[Any]]]] = []
+            for sql, rows in batch:  # consecutive rows of one statement: one executemany
+                if merged and merged[-1][0] == sql:
+                    merged[-1][1].extend(rows)
+                else:
+                    merged.append((sql, list(rows)))
+            for sql, rows in merged:
                 self._insert(sql, rows)
             with self._cond:
                 self._written += sum(len(rows) for _, rows in batch)
