@@ -12,14 +12,21 @@ pool the blocks, and each block's p50 is set against its neighbour's (median and
 differences: how much is the machine's drift). ``--aa``: metrics off on both, a control for what the
 two endpoints differ by anyway. Target: p50 with metrics at most 0.1 ms above p50 without.
 
-Training: xgboost jobs on synthetic data (``--rows`` x 28), ``ml.m5.large`` kept warm, alternating
-Environment ``RAYMAKER_METRICS`` off / on (on: the instance's usage sampler runs); each job's time is
-its training phase as the job reports it (the first boosting round's metric to the last's, from
-GetTrainingJobMetrics' timestamps), so the instance start and upload are left out. Target: at most 2%
-slower with metrics. The job service's collector (one database read every 5 s) runs in both; its cost
-per round is measured on its own and printed as a share of one core.
+Training (``--train-pairs``, default 8): what metrics change in a training job is that
+``worker.run_training`` runs the instance's usage sampler (``metrics.recorder.training_host``); so two
+Ray workers, as training instances are, one CPU each, train the xgboost built-in on synthetic data
+(``--rows`` x 28, ``--rounds``) inside ``training_host`` at the same time, one with metrics on and one
+off, swapping every pair; each pair's ratio is one measurement, printed as the mean slowdown with a
+95% interval (2 standard errors) and the median. Target: at most 2% slower with metrics, shown when
+the interval's top is at most 2%. (One training of ~4 s varies by ~6% here from one to the next,
+alone or side by side, so showing 2% takes ~100 pairs.)
+``--jobs N``: also N whole training jobs per mode, alternating Environment ``RAYMAKER_METRICS`` off /
+on, each job's training phase timed from GetTrainingJobMetrics' timestamps (on this machine one
+mode's jobs spread +-10%, which hides 2%). The job service's collector (one database read every 5 s)
+runs either way; its cost per round is printed as a share of one core.
 
-    python benchmarks/metrics_overhead.py [--requests 2000] [--blocks 4] [--jobs 3] [--rows 200000]
+    python benchmarks/metrics_overhead.py [--requests 2000] [--blocks 4] [--train-pairs 8] [--rows 200000]
+        [--rounds 100] [--jobs 0] [--aa]
 """
 
 from __future__ import annotations
@@ -225,6 +232,66 @@ def training(session, work: str, args) -> None:
           f"{per_sample / SAMPLE_S:.3%} of one core (the most it can take from training)")
 
 
+class _Instance:
+    """One training instance (a Ray worker): the xgboost built-in on synthetic data, trained inside
+    ``training_host`` as ``worker.run_training`` runs every job (on: the instance's usage sampler
+    samples; off: ``RAYMAKER_METRICS=off``)."""
+
+    def __init__(self, rows: int, rounds: int):
+        import numpy as np
+
+        from raymaker.algorithms import get_algorithm
+
+        rng = np.random.default_rng(0)
+        self.x = rng.normal(size=(rows, 28)).astype(np.float32)
+        self.y = (self.x @ rng.normal(size=28) > 0).astype(np.float32)
+        self.algo = get_algorithm("xgboost")
+        self.hp = self.algo.validate_hyperparameters(
+            {"objective": "binary:logistic", "num_round": str(rounds), "max_depth": "6"}
+        )
+
+    def train(self, mode: str) -> float:
+        """Seconds for one training."""
+        from raymaker.algorithms.base import LocalContext, TrainingData
+        from raymaker.io.batch import Batch
+        from raymaker.metrics.recorder import training_host
+
+        with tempfile.TemporaryDirectory() as model_dir, training_host("bench/algo-1", on=mode == "on") as sampler:
+            if (sampler is not None) != (mode == "on"):
+                raise RuntimeError(f"metrics {mode}, but the usage sampler is {sampler}")
+            t = time.perf_counter()
+            with contextlib.redirect_stdout(io.StringIO()):
+                data = TrainingData.from_batches(train=Batch(self.x, self.y))
+                self.algo().train(self.hp, data, LocalContext(), model_dir)
+            return time.perf_counter() - t
+
+
+def training_paired(args) -> None:
+    """Two training instances side by side (one CPU each), the same training at the same time, one with
+    metrics on: what slows both (the machine) cancels in their ratio. They swap settings every pair, so
+    what differs between the two cancels too."""
+    import ray
+
+    instances = [ray.remote(num_cpus=1)(_Instance).remote(args.rows, args.rounds) for _ in range(2)]
+    ray.get([i.train.remote("off") for i in instances])  # warm-up
+    slow, times = [], {"on": [], "off": []}
+    for p in range(args.train_pairs):
+        modes = ("on", "off") if p % 2 == 0 else ("off", "on")
+        took = dict(zip(modes, ray.get([i.train.remote(m) for i, m in zip(instances, modes, strict=True)]), strict=True))
+        slow.append(took["on"] / took["off"] - 1)
+        for mode in times:
+            times[mode].append(took[mode])
+    mean = statistics.mean(slow)
+    half = 2 * statistics.stdev(slow) / len(slow) ** 0.5 if len(slow) > 1 else float("nan")
+    print(f"training, two instances side by side, xgboost {args.rows} x 28, {args.rounds} rounds, {len(slow)} "
+          "pairs (settings swapped every pair):")  # fmt: skip
+    for mode in ("on", "off"):
+        print(f"  metrics {mode:3}: median {statistics.median(times[mode]):.2f} s, "
+              f"range {min(times[mode]):.2f}-{max(times[mode]):.2f}")  # fmt: skip
+    verdict = "met" if mean + half <= TARGET_TRAIN_SLOWDOWN else "NOT shown"
+    print(f"  slower with metrics, per pair: mean {mean:+.2%} (95% interval {mean - half:+.2%} to {mean + half:+.2%}), "
+          f"median {statistics.median(slow):+.2%} (target <= {TARGET_TRAIN_SLOWDOWN:.0%}: {verdict})")  # fmt: skip
+
 def _stamp(m: dict) -> float:
     t = m.get("Timestamp")
     return t.timestamp() if hasattr(t, "timestamp") else float(t)
@@ -232,9 +299,10 @@ def _stamp(m: dict) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--requests", type=int, default=2000, help="measured requests per endpoint")
+    ap.add_argument("--requests", type=int, default=2000, help="measured requests per endpoint (0: no endpoints)")
     ap.add_argument("--blocks", type=int, default=4)
-    ap.add_argument("--jobs", type=int, default=3, help="training jobs per mode (0: no training part)")
+    ap.add_argument("--jobs", type=int, default=0, help="whole training jobs per mode (default 0: none)")
+    ap.add_argument("--train-pairs", type=int, default=8, help="pairs of trainings in one worker (0: none)")
     ap.add_argument("--rows", type=int, default=200_000)
     ap.add_argument("--rounds", type=int, default=100)
     ap.add_argument("--aa", action="store_true", help="control: metrics off on both endpoints")
@@ -263,7 +331,10 @@ def main() -> None:
         session = Session()
         print(f"ray {ray.__version__}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}")
         recording_cost()
-        endpoints(session, f"file://{archive}", bodies, args)
+        if args.requests:
+            endpoints(session, f"file://{archive}", bodies, args)
+        if args.train_pairs:
+            training_paired(args)
         if args.jobs:
             training(session, work, args)
     finally:
