@@ -60,6 +60,10 @@ class InvocationGuard:
         # are asked again when the entry is read again (every ttl_s), as a policy change must show.
         self._decisions: dict[tuple[str, str, str | None], tuple[Any, str]] = {}
         self._counts: dict[tuple[Any, ...], list[Any]] = {}
+        # Per request, what repeats: an endpoint's ARN (this process's region and account do not change)
+        # and an identity's audit key (identities are the key cache's own objects, kept ttl_s).
+        self._arns: dict[str, str] = {}
+        self._identity_keys: dict[int, tuple[dict[str, Any], tuple[Any, ...]]] = {}
         self._each: list[dict[str, Any]] = []
         self._flusher: asyncio.Task | None = None
 
@@ -95,8 +99,14 @@ class InvocationGuard:
     async def admit(self, scope: dict[str, Any], body: bytes, endpoint: str) -> dict[str, Any]:
         """The caller's audit identity; ``Refused`` for a request that may not invoke ``endpoint``."""
         self._start_flusher()
-        arn = resource_arn("endpoint", endpoint)
-        required, owner = await self._auth_required(arn)
+        arn = self._arns.get(endpoint)
+        if arn is None:
+            if len(self._arns) > 10_000:
+                self._arns.clear()
+            arn = self._arns[endpoint] = resource_arn("endpoint", endpoint)
+        at, required, owner = self._required.get(arn, (-1e9, True, None))
+        if time.monotonic() - at > self.ttl_s:  # the cached answer, without a coroutine per request
+            required, owner = await self._auth_required(arn)
         if not required:
             return ANONYMOUS
         request = IncomingRequest.from_asgi(scope, body)
@@ -139,13 +149,23 @@ class InvocationGuard:
             self._each.append(dict(event_name="InvokeEndpoint", params={"EndpointName": endpoint, "VariantName": variant},
                                    error=error, caller=identity, source_ip=source_ip, user_agent=agent, now=now))
             return
-        key = (tuple(sorted(identity.items())), endpoint, variant, error[0] if error else "", source_ip)
+        key = (self._identity_key(identity), endpoint, variant, error[0] if error else "", source_ip)
         entry = self._counts.get(key)
         if entry is None:
             self._counts[key] = [1, now, now, error, agent]
         else:
             entry[0] += 1
             entry[2], entry[3], entry[4] = now, error, agent
+
+    def _identity_key(self, identity: dict[str, Any]) -> tuple[Any, ...]:
+        hit = self._identity_keys.get(id(identity))
+        if hit is not None and hit[0] is identity:
+            return hit[1]
+        key = tuple(sorted(identity.items()))
+        if len(self._identity_keys) > 10_000:
+            self._identity_keys.clear()
+        self._identity_keys[id(identity)] = (identity, key)  # holding it: its id is not reused meanwhile
+        return key
 
     def _start_flusher(self) -> None:
         if self._flusher is None and self.mode != "off":
