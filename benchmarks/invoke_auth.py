@@ -40,7 +40,7 @@ from dataclasses import replace
 from urllib.parse import urlsplit
 
 sys.path.insert(0, os.path.dirname(__file__))
-from block_pairs import block_pairs  # noqa: E402
+from block_pairs import alternate, block_pairs  # noqa: E402
 from endpoint_latency import build_model  # noqa: E402
 
 TARGET_ADDED_MS = 0.2
@@ -182,6 +182,7 @@ def main() -> int:
         return out
 
     def reachable(endpoint: str, timeout_s: float = 120.0) -> None:
+        """hosting.wait_reachable's ping can still pass before HAProxy's reload: an invocation must."""
         deadline = time.monotonic() + timeout_s
         while True:
             status, body = client.post(f"/endpoints/{endpoint}/invocations", bodies[0])
@@ -212,15 +213,12 @@ def main() -> int:
             time.sleep(3)  # Serve's start-up work settles
             for name in order:
                 block(endpoint[name], 100)  # warm-up: the key's first lookup, the first predictions
-            mine: dict[str, list[float]] = {"on": [], "off": []}
-            for b in range(blocks):
-                for name in order if b % 2 == 0 else order[::-1]:
-                    values = block(endpoint[name], BLOCK)
-                    mine[name] += values
-                    p50s[name].append(percentile(values, 50))
-            by_round[first] = percentile(mine["on"], 50) - percentile(mine["off"], 50)
+            mine = alternate(order, blocks, lambda name, endpoint=endpoint: block(endpoint[name], BLOCK))
+            pooled = {name: [v for values in mine[name] for v in values] for name in order}
+            by_round[first] = percentile(pooled["on"], 50) - percentile(pooled["off"], 50)
             for name in lat:
-                lat[name] += mine[name]
+                lat[name] += pooled[name]
+                p50s[name] += [percentile(values, 50) for values in mine[name]]
         finally:
             for remove in removers:
                 with contextlib.suppress(Exception):

@@ -41,10 +41,11 @@ import sys
 import tarfile
 import tempfile
 import time
+from typing import Any
 from urllib.parse import urlsplit
 
 sys.path.insert(0, os.path.dirname(__file__))
-from block_pairs import block_pairs  # noqa: E402
+from block_pairs import alternate, block_pairs  # noqa: E402
 
 TARGET_P50_MS = 0.1
 TARGET_TRAIN_SLOWDOWN = 0.02
@@ -140,15 +141,13 @@ def endpoints(session, model_url: str, bodies: list[bytes], args) -> None:
                     1, "local", endpoint_name=f"bench-{name}"
                 )
             time.sleep(3)  # Serve's start-up work settles
-            mine: dict[str, list[float]] = {"on": [], "off": []}
-            for b in range(max(1, args.blocks // 2)):
-                for name in order if b % 2 == 0 else order[::-1]:
-                    values = block(url, f"/endpoints/bench-{name}/invocations", bodies, args.requests // args.blocks)
-                    mine[name] += values
-                    p50s[name].append(pct(values, 0.5))
-            by_order[first] = pct(mine["on"], 0.5) - pct(mine["off"], 0.5)
+            mine = alternate(order, max(1, args.blocks // 2), lambda name: block(
+                url, f"/endpoints/bench-{name}/invocations", bodies, args.requests // args.blocks))  # fmt: skip
+            pooled = {name: [v for values in mine[name] for v in values] for name in order}
+            by_order[first] = pct(pooled["on"], 0.5) - pct(pooled["off"], 0.5)
             for name in runs:
-                runs[name] += mine[name]
+                runs[name] += pooled[name]
+                p50s[name] += [pct(values, 0.5) for values in mine[name]]
         finally:
             for p in deployed.values():
                 with contextlib.suppress(Exception):
@@ -177,9 +176,7 @@ def training(session, work: str, args) -> None:
     from raymaker.metrics.catalog import ENV
     from raymaker.metrics.recorder import SAMPLE_S, UsageSampler
 
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(args.rows, 28)).astype(np.float32)
-    y = (x @ rng.normal(size=28) > 0).astype(np.float32)
+    x, y = synthetic(args.rows)
     os.makedirs(os.path.join(work, "train"))
     np.savetxt(os.path.join(work, "train", "part.csv"), np.column_stack([y, x]), delimiter=",", fmt="%.6g")
     inputs = {"train": TrainingInput(f"file://{work}/train/", content_type="text/csv")}
@@ -232,19 +229,24 @@ def training(session, work: str, args) -> None:
           f"{per_sample / SAMPLE_S:.3%} of one core (the most it can take from training)")
 
 
+def synthetic(rows: int) -> tuple[Any, Any]:
+    """``rows`` x 28 features and a binary label both training parts learn, the same every run."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(rows, 28)).astype(np.float32)
+    return x, (x @ rng.normal(size=28) > 0).astype(np.float32)
+
+
 class _Instance:
     """One training instance (a Ray worker): the xgboost built-in on synthetic data, trained inside
     ``training_host`` as ``worker.run_training`` runs every job (on: the instance's usage sampler
     samples; off: ``RAYMAKER_METRICS=off``)."""
 
     def __init__(self, rows: int, rounds: int):
-        import numpy as np
-
         from raymaker.algorithms import get_algorithm
 
-        rng = np.random.default_rng(0)
-        self.x = rng.normal(size=(rows, 28)).astype(np.float32)
-        self.y = (self.x @ rng.normal(size=28) > 0).astype(np.float32)
+        self.x, self.y = synthetic(rows)
         self.algo = get_algorithm("xgboost")
         self.hp = self.algo.validate_hyperparameters(
             {"objective": "binary:logistic", "num_round": str(rounds), "max_depth": "6"}

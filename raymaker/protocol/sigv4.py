@@ -81,29 +81,17 @@ class IncomingRequest:
     @classmethod
     def from_asgi(cls, scope: dict[str, Any], body: bytes) -> IncomingRequest:
         """The request an ASGI server (uvicorn, Serve's replicas) hands over, with its body."""
-        headers: list[tuple[str, str]] = []
-        by_name: dict[str, list[str]] = {}
-        for k, v in scope["headers"]:  # one pass builds both: this runs on every invocation
-            name, value = k.decode("latin-1"), v.decode("latin-1")
-            headers.append((name, value))
-            lname = name.lower()
-            values = by_name.get(lname)
-            if values is None:
-                by_name[lname] = [value]
-            else:
-                values.append(value)
-        request = cls(
+        return cls(
             scope["method"],
             scope.get("raw_path", scope["path"].encode()).decode("latin-1"),
             scope.get("query_string", b"").decode("latin-1"),
-            headers,
+            [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]],
             body,
         )
-        object.__setattr__(request, "_by_name", by_name)
-        return request
 
     def header_map(self) -> dict[str, list[str]]:
-        """Lower-case header name -> its values in arrival order; built once per request."""
+        """Lower-case header name -> its values in arrival order; built once per request (the guard,
+        ``access_key_of`` and ``verify`` all read it)."""
         by_name = self.__dict__.get("_by_name")
         if by_name is None:
             by_name = _header_map(self.headers)

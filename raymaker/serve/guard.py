@@ -60,10 +60,7 @@ class InvocationGuard:
         # are asked again when the entry is read again (every ttl_s), as a policy change must show.
         self._decisions: dict[tuple[str, str, str | None], tuple[Any, str]] = {}
         self._counts: dict[tuple[Any, ...], list[Any]] = {}
-        # Per request, what repeats: an endpoint's ARN (this process's region and account do not change)
-        # and an identity's audit key (identities are the key cache's own objects, kept ttl_s).
-        self._arns: dict[str, str] = {}
-        self._identity_keys: dict[int, tuple[dict[str, Any], tuple[Any, ...]]] = {}
+        self._arns: dict[str, str] = {}  # endpoint -> ARN: this process's region and account do not change
         self._each: list[dict[str, Any]] = []
         self._flusher: asyncio.Task | None = None
 
@@ -76,47 +73,37 @@ class InvocationGuard:
             self._handle = ray.get_actor(self.service_name, namespace="raymaker")
         return self._handle
 
-    async def _auth_required(self, arn: str) -> tuple[bool, str | None]:
-        """Whether checks are on, and who made the endpoint, as the job service last said."""
-        at, required, owner = self._required.get(arn, (-1e9, True, None))
-        if time.monotonic() - at > self.ttl_s:
-            required, owner = await self._service().runtime_auth.remote(arn)
-            self._required[arn] = (time.monotonic(), required, owner)
-        return required, owner
+    # The caches are read first on every request (a plain dict read, no coroutine); the job service is
+    # asked only on a miss or after ttl_s.
 
-    async def _key(self, access_key_id: str) -> Any:
-        hit = self._keys.get(access_key_id)
-        if hit is not None and time.monotonic() - hit[0] < self.ttl_s:
-            return hit[1]
+    def _fresh(self, cache: dict[Any, tuple[Any, ...]], key: Any) -> tuple[Any, ...] | None:
+        hit = cache.get(key)
+        return hit if hit is not None and time.monotonic() - hit[0] < self.ttl_s else None
+
+    async def _fetch_required(self, arn: str) -> tuple[float, bool, str | None]:
+        """Whether checks are on, and who made the endpoint, as the job service says now."""
+        required, owner = await self._service().runtime_auth.remote(arn)
+        self._required[arn] = entry = (time.monotonic(), required, owner)
+        return entry
+
+    async def _fetch_key(self, access_key_id: str) -> tuple[float, Any]:
         found = await self._service().access_key.remote(access_key_id)
-        if len(self._keys) > 10_000:  # unknown keys must not grow it without end
-            self._keys.clear()
-        self._keys[access_key_id] = (time.monotonic(), found)
-        return found
+        _remember(self._keys, access_key_id, entry := (time.monotonic(), found))  # unknown keys too
+        return entry
 
     # --- the check -----------------------------------------------------------------------------
 
     async def admit(self, scope: dict[str, Any], body: bytes, endpoint: str) -> dict[str, Any]:
         """The caller's audit identity; ``Refused`` for a request that may not invoke ``endpoint``."""
         self._start_flusher()
-        arn = self._arns.get(endpoint)
-        if arn is None:
-            if len(self._arns) > 10_000:
-                self._arns.clear()
-            arn = self._arns[endpoint] = resource_arn("endpoint", endpoint)
-        at, required, owner = self._required.get(arn, (-1e9, True, None))
-        if time.monotonic() - at > self.ttl_s:  # the cached answer, without a coroutine per request
-            required, owner = await self._auth_required(arn)
+        arn = self._arns.get(endpoint) or _remember(self._arns, endpoint, resource_arn("endpoint", endpoint))
+        _, required, owner = self._fresh(self._required, arn) or await self._fetch_required(arn)
         if not required:
             return ANONYMOUS
         request = IncomingRequest.from_asgi(scope, body)
         key = access_key_of(request)
         try:
-            hit = self._keys.get(key) if key else None  # the cached key, without a coroutine per request
-            if hit is not None and time.monotonic() - hit[0] < self.ttl_s:
-                found = hit[1]
-            else:
-                found = await self._key(key) if key else None
+            found = (self._fresh(self._keys, key) or await self._fetch_key(key))[1] if key else None
             # An unknown key (found None) is refused by verify: past it, found holds the key's entry.
             verify(request, lambda k: found[0] if found and k == key else None)
         except SageMakerError as e:
@@ -127,9 +114,7 @@ class InvocationGuard:
             decision = hit[1]
         else:
             decision = decide(policies, ACTION, arn, request_context(identity.get("userName", ""), owner))
-            if len(self._decisions) > 10_000:
-                self._decisions.clear()
-            self._decisions[(key, arn, owner)] = (found, decision)
+            _remember(self._decisions, (key, arn, owner), (found, decision))
         if decision != "allow":
             raise Refused(AccessDenied(denial(identity.get("arn"), ACTION, arn, decision)), identity)
         return identity
@@ -149,23 +134,13 @@ class InvocationGuard:
             self._each.append(dict(event_name="InvokeEndpoint", params={"EndpointName": endpoint, "VariantName": variant},
                                    error=error, caller=identity, source_ip=source_ip, user_agent=agent, now=now))
             return
-        key = (self._identity_key(identity), endpoint, variant, error[0] if error else "", source_ip)
+        key = (tuple(sorted(identity.items())), endpoint, variant, error[0] if error else "", source_ip)
         entry = self._counts.get(key)
         if entry is None:
             self._counts[key] = [1, now, now, error, agent]
         else:
             entry[0] += 1
             entry[2], entry[3], entry[4] = now, error, agent
-
-    def _identity_key(self, identity: dict[str, Any]) -> tuple[Any, ...]:
-        hit = self._identity_keys.get(id(identity))
-        if hit is not None and hit[0] is identity:
-            return hit[1]
-        key = tuple(sorted(identity.items()))
-        if len(self._identity_keys) > 10_000:
-            self._identity_keys.clear()
-        self._identity_keys[id(identity)] = (identity, key)  # holding it: its id is not reused meanwhile
-        return key
 
     def _start_flusher(self) -> None:
         if self._flusher is None and self.mode != "off":
@@ -196,3 +171,11 @@ class InvocationGuard:
             except Exception:
                 self._each = calls + self._each  # not sent: the next flush tries again
                 raise
+
+
+def _remember(cache: dict[Any, Any], key: Any, value: Any) -> Any:
+    """``cache[key] = value``, bounded: names callers choose (keys, endpoints) must not grow it without end."""
+    if len(cache) > 10_000:
+        cache.clear()
+    cache[key] = value
+    return value

@@ -106,7 +106,7 @@ def test_header_names_in_any_case_and_a_host_on_the_default_port_pass():
 
 
 def test_a_request_from_an_asgi_server_is_read_as_received_and_checked_alike():
-    """from_asgi reads the headers once into both forms; a copy with other headers reads its own."""
+    """A request from an ASGI server maps its headers once; a copy with other headers maps its own."""
     request = signed()
     scope = {
         "method": "POST", "path": request.path, "raw_path": request.path.encode(), "query_string": b"",
