@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from botocore.parsers import create_parser
+from botocore.utils import ArgumentGenerator
 
 from raymaker.protocol import wire
 from raymaker.protocol.errors import (
@@ -16,7 +17,7 @@ from raymaker.protocol.errors import (
     UnknownOperationException,
     ValidationError,
 )
-from raymaker.protocol.service_model import output_shape
+from raymaker.protocol.service_model import extension_model, output_shape, service_model
 
 CREATE_TRAINING_JOB = {
     "TrainingJobName": "xgb-2024-12-02",
@@ -233,3 +234,46 @@ def test_operation_from_target_refuses_what_names_no_operation(target):
         wire.operation_from_target(target)
     assert repr(target) in caught.value.message
     assert caught.value.http_status == 400
+
+
+class _Sample(ArgumentGenerator):
+    """A value for every member of a shape (botocore's own generator), with real timestamps and blobs."""
+
+    def _generate_skeleton(self, shape, stack, name=""):
+        if shape.type_name == "timestamp":
+            return T0
+        if shape.type_name == "blob":
+            return b"\x00\xffbytes"
+        return super()._generate_skeleton(shape, stack, name)
+
+
+def _output_shapes():
+    for model in (service_model(), extension_model()):
+        for name in model.operation_names:
+            shape = model.operation_model(name).output_shape
+            if shape is not None:
+                yield name, shape
+
+
+def test_every_answer_is_written_as_botocores_serializer_writes_it():
+    """encode_response's encoders, built once per shape, against botocore's JSONSerializer walking the
+    same shape (None members dropped first, as SageMaker omits them), for every operation's output."""
+    from botocore.serialize import TIMESTAMP_PRECISION_MILLISECOND, JSONSerializer
+
+    class Reference(JSONSerializer):
+        def _serialize_type_structure(self, serialized, value, shape, key):
+            if not shape.is_document_type:
+                value = {k: v for k, v in value.items() if v is not None}
+            super()._serialize_type_structure(serialized, value, shape, key)
+
+    reference = Reference(timestamp_precision=TIMESTAMP_PRECISION_MILLISECOND)
+    checked = 0
+    for operation, shape in _output_shapes():
+        result = _Sample(use_member_names=True).generate_skeleton(shape)
+        if isinstance(result, dict) and result:
+            result[next(iter(result))] = None  # a None member is left out
+        expected: dict = {}
+        reference._serialize(expected, result, shape)
+        assert json.loads(wire.encode_response(operation, result)) == expected, operation
+        checked += 1
+    assert checked > 300  # SageMaker's operations and raymaker's
