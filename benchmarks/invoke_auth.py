@@ -5,14 +5,18 @@ One xgboost model (breast cancer, ``benchmarks/endpoint_latency.build_model``) i
 ``RAYMAKER_HOME`` whose service has a user, so its endpoints take only signed invocations (SigV4 and
 the user's policy, ``serve/guard.py``). The checked endpoint is created as any endpoint is
 (CreateEndpoint); its twin runs the same plan (the same replica code, Serve, HAProxy) deployed by
-``serve.hosting`` with no guard: no checks and no audit, so the difference is an upper bound on what
-the check adds. Every request is signed as boto3's ``sagemaker-runtime`` client signs it (botocore's
-SigV4Auth, a fresh signature each) and sent on one keep-alive connection (boto3's own client would add
-~2-3 ms a call here, and its variance would hide the difference measured). Blocks of 50 requests
-alternate between the two endpoints A B B A, so neighbouring blocks are milliseconds apart and share
-the machine's state. The pair is deployed twice, each endpoint first once: two replicas of one model
-differ by a tenth of a millisecond or more from one deployment to the next (metrics_overhead.py).
-``--aa``: both endpoints checked, a control for what the two differ by anyway.
+``serve.hosting``, as the same endpoint runs in a service without users: its guard is told checks are
+off and still records every invocation, its audit batches passed on to the job service (a small actor
+in front of it answers "off" and forwards them; ``--baseline no-guard``: no guard at all, so neither
+checks nor audit, an upper bound on what the guard adds). Every request is signed as boto3's
+``sagemaker-runtime`` client signs it (botocore's SigV4Auth, a fresh signature each) and sent on one
+keep-alive connection (boto3's own client would add ~2-3 ms a call here, and its variance would hide
+the difference measured). Blocks of 50 requests alternate between the two endpoints A B B A, so
+neighbouring blocks are milliseconds apart and share the machine's state. The pair is deployed anew in
+each of ``--rounds`` rounds (default 4), each endpoint first in half of them: two replicas of one model
+differ by a tenth of a millisecond or more, either way, from one deployment to the next
+(metrics_overhead.py), so one deployment pair cannot decide the result. ``--aa``: both endpoints checked, a control for what
+the two differ by anyway.
 
 An earlier design switched one endpoint's checks on and off by creating and deleting the user, 2.5 s
 apart: its blocks straddled those pauses, and its block pairs ranged over +-2 ms.
@@ -21,7 +25,7 @@ Printed: p50 and p99 of each, each round's p50 difference, each checked block's 
 neighbour's (median and range), and the p50 added over all requests. Target (issue 13): at most 0.2 ms
 added at p50.
 
-    python benchmarks/invoke_auth.py [--requests 3000] [--aa]
+    python benchmarks/invoke_auth.py [--requests 3000] [--rounds 4] [--baseline checks-off|no-guard] [--aa]
 """
 
 from __future__ import annotations
@@ -124,9 +128,55 @@ def check_cost_us(n: int = 5000) -> float:
     return asyncio.run(run())
 
 
+def invocations_recorded(session: object, endpoint: str) -> int:
+    """How many invocations of ``endpoint`` the audit trail counts (its aggregated events' counts)."""
+    import json
+
+    total, token = 0, None
+    while True:
+        page = session.call("ListAuditEvents", {"EventName": "InvokeEndpoint", "ResourceName": endpoint,
+                                                "MaxResults": 100, **({"NextToken": token} if token else {})})
+        for event in page["Events"]:
+            params = json.loads(event["CloudTrailEvent"]).get("requestParameters") or {}
+            total += int(params.get("invocationCount", 1))
+        token = page.get("NextToken")
+        if not token:
+            return total
+
+
+def checks_off(service: str) -> str:
+    """The name of an actor the unchecked twin's guard asks instead of the job service ``service``: it
+    answers that checks are off, as a service without users does, and passes each audit batch on to
+    ``service``, which writes it to the trail as it writes the checked endpoint's."""
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class ChecksOff:
+        def __init__(self, service: str):
+            self.service = ray.get_actor(service, namespace="raymaker")
+
+        def runtime_auth(self, endpoint_arn: str) -> tuple[bool, None]:
+            return False, None
+
+        def record_invocations(self, calls: list) -> None:
+            self.service.record_invocations.remote(calls)
+
+    name = f"{service}-bench-checks-off"
+    actor = ChecksOff.options(name=name, namespace="raymaker", get_if_exists=True).remote(service)
+    ray.get(actor.runtime_auth.remote(""))  # up, and found by name, before a guard asks for it
+    _KEPT.append(actor)  # lives as long as this run
+    return name
+
+
+_KEPT: list = []
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=3000, help="requests per endpoint (default 3000)")
+    parser.add_argument("--rounds", type=int, default=4, help="deployments of the pair, even (default 4)")
+    parser.add_argument("--baseline", choices=("checks-off", "no-guard"), default="checks-off",
+                        help="the unchecked twin: guarded with checks off and audited (default), or no guard")
     parser.add_argument("--aa", action="store_true", help="a control: both endpoints guarded and checked")
     args = parser.parse_args()
     os.environ["RAYMAKER_HOME"] = tempfile.mkdtemp(prefix="raymaker-bench-auth-")
@@ -156,7 +206,7 @@ def main() -> int:
 
     def deploy(setting: str, endpoint: str) -> Callable[[], None]:
         """Deploys ``endpoint``; returns what deletes it. Checked: as any endpoint is (CreateEndpoint). Not
-        checked: the same model's plan, deployed by hosting with no guard (no checks, no audit)."""
+        checked: the same model's plan, deployed by hosting with its guard told checks are off (or none)."""
         if setting == "on" or args.aa:
             session.call("CreateEndpoint", {"EndpointName": endpoint, "EndpointConfigName": "bench-auth"})
             wait_for_endpoint(session, endpoint, logs=False)
@@ -166,7 +216,8 @@ def main() -> int:
                 wait_for_deleted(session, endpoint)
 
             return delete
-        plan = replace(variant_plans(resources, endpoint, "bench-auth")[0], guard="")
+        plan = variant_plans(resources, endpoint, "bench-auth")[0]
+        plan = replace(plan, guard="" if args.baseline == "no-guard" else checks_off(plan.guard))
         hosting.deploy_variant(plan, 1, None, timeout_s=300, direct=True)
         hosting.wait_reachable(endpoint)
         return lambda: hosting.delete_app(plan.app_name(1, direct=True), wait=True)
@@ -195,12 +246,17 @@ def main() -> int:
     lat: dict[str, list[float]] = {"on": [], "off": []}
     p50s: dict[str, list[float]] = {"on": [], "off": []}
     by_round: dict[str, float] = {}
-    blocks = max(2, args.requests // BLOCK // 4 * 2)  # per endpoint and round, even: A B B A balances
-    # Two rounds, each deploying the pair anew, in either order: two replicas of one model differ by a
-    # tenth of a millisecond or more either way from one deployment to the next (metrics_overhead.py).
-    for first in ("on", "off"):
+    recorded_names: dict[str, str] = {}
+    rounds = max(2, args.rounds // 2 * 2)
+    blocks = max(2, args.requests // BLOCK // (2 * rounds) * 2)  # per endpoint and round, even: A B B A balances
+    # Each round deploys the pair anew, each endpoint first in half the rounds: two replicas of one model
+    # differ by a tenth of a millisecond or more either way from one deployment to the next.
+    for number in range(rounds):
+        first = ("on", "off")[number % 2]
         order = (first, "off" if first == "on" else "on")
-        endpoint = {name: f"bench-auth-{name}-{first}-first" for name in order}
+        endpoint = {name: f"bench-auth-{name}-r{number}" for name in order}
+        for name in order:
+            recorded_names[f"{name} (round {number + 1})"] = endpoint[name]
         removers: list[Callable[[], None]] = []
         try:
             for name in order:
@@ -215,7 +271,7 @@ def main() -> int:
                 block(endpoint[name], 100)  # warm-up: the key's first lookup, the first predictions
             mine = alternate(order, blocks, lambda name, endpoint=endpoint: block(endpoint[name], BLOCK))
             pooled = {name: [v for values in mine[name] for v in values] for name in order}
-            by_round[first] = percentile(pooled["on"], 50) - percentile(pooled["off"], 50)
+            by_round[f"{number + 1} ({first} deployed first)"] = percentile(pooled["on"], 50) - percentile(pooled["off"], 50)
             for name in lat:
                 lat[name] += pooled[name]
                 p50s[name] += [percentile(values, 50) for values in mine[name]]
@@ -223,17 +279,21 @@ def main() -> int:
             for remove in removers:
                 with contextlib.suppress(Exception):
                     remove()
-    label = "A/A control, both checked" if args.aa else "checks on / no guard"
+    label = "A/A control, both checked" if args.aa else (
+        "checks on / checks off, both audited" if args.baseline == "checks-off" else "checks on / no guard")
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}")
     print(f"InvokeEndpoint, SigV4-signed (botocore's signer, keep-alive), {label}: {len(lat['on'])} sequential "
-          f"requests per setting, blocks of {BLOCK} alternating A B B A over two endpoints, two rounds (ms):")
+          f"requests per setting, blocks of {BLOCK} alternating A B B A over two endpoints, {rounds} rounds (ms):")
     for name, values in lat.items():
         print(f"  checks {name:4s} p50 {percentile(values, 50):6.3f}   p99 {percentile(values, 99):6.3f}")
     print(f"  the check itself, in-process (a cached key, as on every request but the first per 2 s): "
           f"{check_cost_us():.1f} us")
-    print("  p50 on - off by round: " + ", ".join(f"{n} deployed first {d:+.3f} ms" for n, d in by_round.items()))
+    print("  p50 on - off by round: " + ", ".join(f"{n} {d:+.3f}" for n, d in by_round.items()))
     # Each on block against its neighbouring off block: the machine's drift over the run cancels out.
     print(f"  per block pair of {BLOCK}, on - off: {block_pairs(p50s['on'], p50s['off'])}")
+    time.sleep(3)  # the replicas' last audit batches (sent every 2 s) reach the trail
+    recorded = {name: invocations_recorded(session, endpoint) for name, endpoint in recorded_names.items()}
+    print("  invocations in the audit trail: " + ", ".join(f"{name} {n}" for name, n in recorded.items()))
     added = percentile(lat["on"], 50) - percentile(lat["off"], 50)
     verdict = "met" if added <= TARGET_ADDED_MS else "NOT met"
     print(f"  added at p50 by the checks: {added:+.3f} ms (target <= {TARGET_ADDED_MS} ms: {verdict})")

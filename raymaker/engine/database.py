@@ -24,7 +24,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -121,10 +121,11 @@ class Database:
         with self.transaction() as conn:
             conn.executemany(sql, rows)
 
-    def append_later(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        """``append`` off the caller's path where the insert costs a round trip (PostgreSQL: one thread
-        inserts the rows shortly after, in order); ``flush`` waits for them. SQLite appends now."""
-        self.append(sql, rows)
+    def append_later(self, sql: str, make_rows: Callable[[], Sequence[Sequence[Any]]], count: int) -> None:
+        """``append`` of the ``count`` rows ``make_rows`` gives, off the caller's path where the insert
+        costs a round trip (PostgreSQL: one thread makes and inserts them shortly after, in order);
+        ``flush`` waits for them. SQLite makes and appends them now."""
+        self.append(sql, make_rows())
 
     def flush(self, timeout: float = 30.0) -> None:
         """Wait until every row this process handed to ``append_later`` is in the database."""
@@ -245,12 +246,12 @@ class PostgresDatabase(Database):
         # writer waits for the lock behind an audit event.
         self.connection().executemany(sql, rows)
 
-    def append_later(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+    def append_later(self, sql: str, make_rows: Callable[[], Sequence[Sequence[Any]]], count: int) -> None:
         if self._appender is None or self._appender.pid != os.getpid():  # none yet, or forked
             with self._lock:
                 if self._appender is None or self._appender.pid != os.getpid():
                     self._appender = _Appender(self)
-        self._appender.put(sql, rows)
+        self._appender.put(sql, make_rows, count)
 
     def flush(self, timeout: float = 30.0) -> None:
         if self._appender is not None and self._appender.pid == os.getpid():
@@ -281,19 +282,21 @@ class _Appender:
     def __init__(self, db: PostgresDatabase):
         self.db, self.pid = db, os.getpid()
         self._cond = threading.Condition()
-        self._pending: list[tuple[str, list[Sequence[Any]]]] = []
+        self._pending: list[tuple[str, Callable[[], Sequence[Sequence[Any]]], int]] = []
         self._queued = self._written = 0  # rows, counted alike, so flush knows what it waits for
         self.last_error: BaseException | None = None
         threading.Thread(target=self._run, daemon=True, name="raymaker-db-appender").start()
         # At exit, also of a multiprocessing child (which skips atexit): multiprocessing's own hook.
         multiprocessing.util.Finalize(self, self._flush_at_exit, exitpriority=10)
 
-    def put(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+    def put(self, sql: str, make_rows: Callable[[], Sequence[Sequence[Any]]], count: int) -> None:
+        """``count`` rows, made by ``make_rows`` in this thread (their JSON and ids cost the caller
+        nothing), then inserted."""
         with self._cond:
             while self._queued - self._written > self.MAX_PENDING:
                 self._cond.wait(1.0)
-            self._pending.append((sql, list(rows)))
-            self._queued += len(rows)
+            self._pending.append((sql, make_rows, count))
+            self._queued += count
             self._cond.notify_all()
 
     def flush(self, timeout: float) -> None:
@@ -318,15 +321,20 @@ class _Appender:
                 # caller reads the answer and the server is idle.
                 batch, self._pending = self._pending, []
             merged: list[tuple[str, list[Sequence[Any]]]] = []
-            for sql, rows in batch:  # consecutive rows of one statement: one executemany
+            for sql, make_rows, _ in batch:  # consecutive rows of one statement: one executemany
+                try:
+                    rows = list(make_rows())
+                except Exception:  # a row that cannot be made: say so, and insert the others
+                    logger.exception("job database %s: rows not made for %s", self.db.location, sql[:40])
+                    continue
                 if merged and merged[-1][0] == sql:
                     merged[-1][1].extend(rows)
                 else:
-                    merged.append((sql, list(rows)))
+                    merged.append((sql, rows))
             for sql, rows in merged:
                 self._insert(sql, rows)
             with self._cond:
-                self._written += sum(len(rows) for _, rows in batch)
+                self._written += sum(count for _, _, count in batch)
                 self._cond.notify_all()
 
     def _insert(self, sql: str, rows: list[Sequence[Any]]) -> None:

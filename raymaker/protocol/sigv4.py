@@ -40,7 +40,7 @@ from collections import deque
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from botocore.auth import SIGV4_TIMESTAMP, SigV4Auth
 from botocore.credentials import Credentials
@@ -65,7 +65,6 @@ REPLAYED = "Signature already used: a signed request is accepted once; sign each
 CONTENT_MISMATCH = "The provided 'x-amz-content-sha256' header does not match what was computed."
 
 _AMZ_DATE = re.compile(r"\d{8}T\d{6}Z")
-_AUTH_SPLIT = re.compile(r"[,\s]+")
 
 
 @dataclass(frozen=True)
@@ -80,14 +79,27 @@ class IncomingRequest:
 
     @classmethod
     def from_asgi(cls, scope: dict[str, Any], body: bytes) -> IncomingRequest:
-        """The request an ASGI server (uvicorn, Serve's replicas) hands over, with its body."""
-        return cls(
+        """The request an ASGI server (uvicorn, Serve's replicas) hands over, with its body. Its header
+        map is made in the same pass over the headers."""
+        headers: list[tuple[str, str]] = []
+        by_name: dict[str, list[str]] = {}
+        for raw_name, raw_value in scope["headers"]:
+            name, value = raw_name.decode("latin-1"), raw_value.decode("latin-1")
+            headers.append((name, value))
+            values = by_name.get(lname := name.lower())
+            if values is None:
+                by_name[lname] = [value]
+            else:
+                values.append(value)
+        request = cls(
             scope["method"],
             scope.get("raw_path", scope["path"].encode()).decode("latin-1"),
             scope.get("query_string", b"").decode("latin-1"),
-            [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]],
+            headers,
             body,
         )
+        object.__setattr__(request, "_by_name", by_name)
+        return request
 
     def header_map(self) -> dict[str, list[str]]:
         """Lower-case header name -> its values in arrival order; built once per request (the guard,
@@ -221,8 +233,7 @@ def _signer(access_key: str, secret: str, region: str, service: str) -> _Verifyi
 # --- parsing ------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Authorization:
+class _Authorization(NamedTuple):
     algorithm: str
     credential: str | None
     signed_headers: str | None
@@ -233,7 +244,7 @@ class _Authorization:
 def _parse_authorization(value: str) -> _Authorization:
     algorithm, _, rest = value.strip().partition(" ")
     params: dict[str, str] = {}
-    for part in _AUTH_SPLIT.split(rest):
+    for part in rest.replace(",", " ").split():  # parts apart by commas and any whitespace
         name, eq, val = part.partition("=")
         if eq and name not in params:
             params[name] = val

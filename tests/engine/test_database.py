@@ -201,3 +201,17 @@ def test_postgresql_audit_rows_leave_the_call_path_and_all_arrive(postgres_serve
     assert len(other.audit_events(limit=10_000)) == 810
     store.close()
     other.close()
+
+
+def test_postgresql_audit_rows_that_cannot_be_made_are_logged_and_the_rest_arrive(postgres_server, caplog) -> None:
+    """The appender thread makes the rows: one call it cannot make a row of (an error given as three
+    parts) is logged by name, and the calls around it still arrive, with flush returning."""
+    store = JobStore(postgres_server.new_database())
+    store.record_api_call("DescribeTrainingJob", {"TrainingJobName": "before"})
+    store.record_api_calls([{"event_name": "StopTrainingJob", "error": ("A", "B", "C")}])
+    store.record_api_call("DescribeTrainingJob", {"TrainingJobName": "after"})
+    store.db.flush(30)
+    names = [e["requestParameters"]["TrainingJobName"] for e in store.audit_events(limit=10)]
+    assert sorted(names) == ["after", "before"]
+    assert "rows not made for INSERT INTO audit_events" in caplog.text
+    store.close()
