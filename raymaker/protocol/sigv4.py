@@ -170,6 +170,17 @@ def _normalized_path(path: str) -> str:
     return SigV4Auth._normalize_url_path(None, path)  # type: ignore[arg-type]  # self is unused
 
 
+_LINES = SigV4Auth(None, "", "")  # canonical_headers reads nothing of its signer but _header_value
+
+
+@functools.lru_cache(maxsize=4096)  # most signed headers (host, content type, date) repeat per client
+def _canonical_line(name: str, values: tuple[str, ...]) -> str:
+    """botocore's canonical line of one header: its canonical_headers of that header alone."""
+    one = _SignedHeaders()
+    one[name] = list(values)
+    return _LINES.canonical_headers(one)
+
+
 class _Received:
     """The slice of ``AWSRequest`` that ``SigV4Auth.canonical_request``/``string_to_sign``/``signature``
     read. Per-request state lives here, so one signer serves every thread."""
@@ -208,17 +219,22 @@ class _VerifyingSigV4(SigV4Auth):
     def _normalize_url_path(self, path: str) -> str:
         return _normalized_path(path)
 
+    def canonical_headers(self, headers_to_sign: _SignedHeaders) -> str:  # type: ignore[override]
+        # botocore's lines, sorted by name and joined as botocore joins them, each made once per value.
+        return "\n".join([_canonical_line(name, tuple(headers_to_sign[name])) for name in sorted(headers_to_sign)])
+
     def signature(self, string_to_sign: str, request: _Received) -> str:  # type: ignore[override]
         # botocore derives the signing key from the secret, the day, the region and the service at every
         # call, with four of its five HMACs; they change once a day, so derive it once a day with the
-        # same steps (botocore's _sign) and leave botocore's last step as it is.
+        # same steps (botocore's _sign).
         day = request.context["timestamp"][0:8]
         cached = self._signing_key
         if cached is None or cached[0] != day:
             k_date = self._sign(f"AWS4{self.credentials.secret_key}".encode(), day)
             k_service = self._sign(self._sign(k_date, self._region_name), self._service_name)
             cached = self._signing_key = (day, self._sign(k_service, "aws4_request"))
-        return self._sign(cached[1], string_to_sign, hex=True)
+        # botocore's last step, _sign(key, string_to_sign, hex=True), as the stdlib's one-call HMAC.
+        return hmac.digest(cached[1], string_to_sign.encode("utf-8"), "sha256").hex()
 
     _signing_key: tuple[str, bytes] | None = None
 
@@ -426,14 +442,18 @@ def verify(
         query = query or in_path
     url = f"http://raymaker{path}?{query}" if query else f"http://raymaker{path}"
     content_sha = headers.get("x-amz-content-sha256")
-    payload_headers = {"X-Amz-Content-SHA256": content_sha[0]} if content_sha else {}
-    received = _Received(request.method, url, payload_headers, request.body, amz_date, signed)
+    # The body's hash as botocore's payload() makes it for a request it signs: always the SHA-256 (it
+    # leaves the payload unsigned only over HTTPS, when told to), given here so botocore reads it as
+    # the client's header.
+    body_sha = hashlib.sha256(request.body).hexdigest()
+    received = _Received(request.method, url, {"X-Amz-Content-SHA256": content_sha[0] if content_sha else body_sha},
+                         request.body, amz_date, signed)
     signer = _signer(access_key, secret, region, service)
     canonical = signer.canonical_request(received)
     expected = signer.signature(signer.string_to_sign(received, canonical), received)
     if not hmac.compare_digest(expected.encode(), auth.signature.encode("utf-8", "replace")):
         raise InvalidSignature(MISMATCH)
-    if content_sha and content_sha[0].strip().lower() != hashlib.sha256(request.body).hexdigest():
+    if content_sha and content_sha[0].strip().lower() != body_sha:
         raise InvalidSignature(CONTENT_MISMATCH)
 
     # 6. once only

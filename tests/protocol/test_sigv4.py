@@ -440,3 +440,22 @@ def test_the_signing_key_derived_once_a_day_signs_as_botocore_does() -> None:
         for text in ("AWS4-HMAC-SHA256\n20261202T101010Z\nscope\nabc", "other"):
             assert ours.signature(text, Signed(stamp)) == theirs.signature(text, Signed(stamp))
     assert ours.signature("x", Signed("20261202T1Z")) != ours.signature("x", Signed("20261203T1Z"))
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"host": ["127.0.0.1:8443"], "x-amz-date": ["20261202T080000Z"], "content-type": ["text/csv"]},
+        {"x-custom": ["  a   b  ", "c\t d"], "host": ["h"], "empty": [""], "absent": []},
+        {"amz-sdk-invocation-id": ["1e2f"], "amz-sdk-request": ["attempt=1; max=1"], "content-length": ["5"]},
+    ],
+)
+def test_the_canonical_headers_are_botocores(headers):
+    """The verifier makes each header's canonical line once per value (a client repeats most of them);
+    the whole is what botocore's own canonical_headers makes of the same headers."""
+    from raymaker.protocol.sigv4 import _SignedHeaders, _signer
+
+    signed = _SignedHeaders(headers)
+    ours = _signer(KEY, SECRET, "us-east-1", "sagemaker").canonical_headers(signed)
+    assert ours == SigV4Auth(Credentials(KEY, SECRET), "sagemaker", "us-east-1").canonical_headers(signed)
+    assert ours == _signer(KEY, SECRET, "us-east-1", "sagemaker").canonical_headers(signed)  # remembered alike
