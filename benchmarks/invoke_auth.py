@@ -15,8 +15,8 @@ the difference measured). Blocks of 50 requests alternate between the two endpoi
 neighbouring blocks are milliseconds apart and share the machine's state. The pair is deployed anew in
 each of ``--rounds`` rounds (default 4), each endpoint first in half of them: two replicas of one model
 differ by a tenth of a millisecond or more, either way, from one deployment to the next
-(metrics_overhead.py), so one deployment pair cannot decide the result. ``--aa``: both endpoints checked, a control for what
-the two differ by anyway.
+(metrics_overhead.py), so one deployment pair cannot decide the result. ``--aa``: both endpoints
+checked, a control for what the two differ by anyway.
 
 An earlier design switched one endpoint's checks on and off by creating and deleting the user, 2.5 s
 apart: its blocks straddled those pauses, and its block pairs ranged over +-2 ms.
@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import http.client
 import io
 import os
@@ -144,10 +145,11 @@ def invocations_recorded(session: object, endpoint: str) -> int:
             return total
 
 
-def checks_off(service: str) -> str:
-    """The name of an actor the unchecked twin's guard asks instead of the job service ``service``: it
-    answers that checks are off, as a service without users does, and passes each audit batch on to
-    ``service``, which writes it to the trail as it writes the checked endpoint's."""
+@functools.cache  # one per run, its handle kept here so that it lives as long as the run
+def checks_off(service: str) -> tuple[str, object]:
+    """The name (and handle) of an actor the unchecked twin's guard asks instead of the job service
+    ``service``: it answers that checks are off, as a service without users does, and passes each
+    audit batch on to ``service``, which writes it to the trail as it writes the checked endpoint's."""
     import ray
 
     @ray.remote(num_cpus=0)
@@ -162,13 +164,9 @@ def checks_off(service: str) -> str:
             self.service.record_invocations.remote(calls)
 
     name = f"{service}-bench-checks-off"
-    actor = ChecksOff.options(name=name, namespace="raymaker", get_if_exists=True).remote(service)
+    actor = ChecksOff.options(name=name, namespace="raymaker").remote(service)
     ray.get(actor.runtime_auth.remote(""))  # up, and found by name, before a guard asks for it
-    _KEPT.append(actor)  # lives as long as this run
-    return name
-
-
-_KEPT: list = []
+    return name, actor
 
 
 def main() -> int:
@@ -217,7 +215,7 @@ def main() -> int:
 
             return delete
         plan = variant_plans(resources, endpoint, "bench-auth")[0]
-        plan = replace(plan, guard="" if args.baseline == "no-guard" else checks_off(plan.guard))
+        plan = replace(plan, guard="" if args.baseline == "no-guard" else checks_off(plan.guard)[0])
         hosting.deploy_variant(plan, 1, None, timeout_s=300, direct=True)
         hosting.wait_reachable(endpoint)
         return lambda: hosting.delete_app(plan.app_name(1, direct=True), wait=True)

@@ -126,17 +126,13 @@ def encode_response(operation: str, result: dict) -> bytes:
 
 # Every answer goes through the output shape's encoder. botocore's serializer finds each member's method
 # by name on every call (~0.2 ms for a DescribeTrainingJob, a tenth of the signed call); an encoder is
-# built once per shape from the same model, and only timestamps and blobs call into botocore.
-_ENCODERS: dict[int, tuple[Any, Callable[[Any], Any] | None]] = {}
-
-
+# built once per shape (botocore's shapes hash by identity) from the same model, and only timestamps and
+# blobs call into botocore.
+@functools.cache
 def _encoder(shape: Any) -> Callable[[Any], Any] | None:
     """The function turning a value of ``shape`` into its JSON form, as botocore's JSONSerializer would
     write it; None where the value is its own JSON form (strings, numbers, lists and maps of them)."""
-    hit = _ENCODERS.get(id(shape))
-    if hit is None:
-        hit = _ENCODERS[id(shape)] = (shape, _build_encoder(shape))  # the shape kept: its id stays its own
-    return hit[1]
+    return _build_encoder(shape)
 
 
 def _build_encoder(shape: Any) -> Callable[[Any], Any] | None:
