@@ -124,6 +124,27 @@ def test_a_request_from_an_asgi_server_is_read_as_received_and_checked_alike():
     assert access_key_of(without_header(received, "Authorization")) is None
 
 
+def test_the_authorization_header_is_read_alike_whatever_the_order_and_spacing_of_its_parts():
+    """botocore writes the signature last; a client that orders or spaces the parts otherwise is read to
+    the same outcome, and a signature but the one made for the request is refused."""
+    request = signed()
+    value = authorization(request)
+    algorithm, rest = value.split(" ", 1)
+    credential, names, signature = (part.strip() for part in rest.split(","))
+    for other in (
+        f"{algorithm} {signature}, {credential}, {names}",
+        f"{algorithm}  {credential},{names} ,  {signature}",
+        f"{algorithm} {names}, {credential}, {signature}",
+    ):
+        assert check(with_header(request, "Authorization", other)) == KEY
+        assert access_key_of(with_header(request, "Authorization", other)) == KEY
+    assert check(request) == KEY
+    with pytest.raises(InvalidSignature, match="does not match"):
+        check(with_header(request, "Authorization", value[:-8] + "00000000"))
+    with pytest.raises(InvalidSignature, match="does not match"):  # the signature read is "ab"
+        check(with_header(request, "Authorization", value.rpartition("=")[0] + "=ab cd"))
+
+
 def test_a_query_string_and_an_odd_path_are_signed_as_received():
     request = signed(b"", url="http://127.0.0.1:8443/a/b%20c/?z=1&a=2&a=1&empty=")
     assert (request.path, request.query) == ("/a/b%20c/", "z=1&a=2&a=1&empty=")
