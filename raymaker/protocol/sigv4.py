@@ -244,8 +244,8 @@ class _VerifyingSigV4(SigV4Auth):
 
 def _sha256(data: bytes = b"") -> Any:
     """hashlib's SHA-256, as a function of its own: hmac then keeps its keyed state as two hashlib
-    objects, which a copy duplicates cheaply (OpenSSL's own HMAC, copied or one-shot, takes 2-3x as
-    long on a request that finds the machine's caches cold, as between a replica's requests)."""
+    objects, which a copy duplicates cheaply (OpenSSL's own HMAC, copied or one-shot, took about twice
+    as long on a request that finds the machine's caches cold, as between a replica's requests)."""
     return hashlib.sha256(data)
 
 
