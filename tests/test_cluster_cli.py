@@ -55,6 +55,7 @@ def test_serving_env_haproxy_with_free_stats_and_metrics_ports():
     ray_env_for_serving(env)
     assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
     assert env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] == "2"
+    assert env["RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S"] == "30"  # a slow proxy start is not killed at 15 s
     ports = [int(env[name]) for name in local.HAPROXY_PORTS]
     assert len(set(ports)) == 2 and {8404, 9101}.isdisjoint(ports)
     assert all(local.port_free(p) for p in ports)
@@ -65,11 +66,13 @@ def test_serving_env_keeps_what_the_user_set():
         "RAYMAKER_RUNTIME_URL": "https://127.0.0.1:8443",
         "RAY_SERVE_HAPROXY_STATS_PORT": "18404",
         "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "30",
+        "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "7",
     }
     local.serving_env(env)
     assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "0"  # HAProxy does not terminate TLS
     assert env["RAY_SERVE_HAPROXY_STATS_PORT"] == "18404"
     assert env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] == "30"
+    assert env["RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S"] == "7"
     assert env["RAY_SERVE_HAPROXY_METRICS_PORT"] not in ("18404", "9101")
 
 

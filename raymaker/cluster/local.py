@@ -39,6 +39,7 @@ AUTH_MODE = "RAY_AUTH_MODE"
 # HAProxy's stats and metrics listeners (Serve's HAProxy ingress) default to fixed ports, 8404 and
 # 9101: a second Ray on the machine, or anything else there, makes the deploy fail.
 HAPROXY_PORTS = ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT")
+PROXY_READY_CHECK_TIMEOUT_S = "30"  # Serve's default is 5
 # Passed on to the cluster's processes by name in ``up``'s report (values may be secrets).
 CARRIED_PREFIXES = ("AWS_", "RAYMAKER_")
 
@@ -103,6 +104,10 @@ def serving_env(environ: MutableMapping[str, str]) -> None:
     # Under HAProxy a stopping replica lingers 30 s for external load balancers to notice; here the
     # only balancer is Serve's own HAProxy, which the controller updates at once.
     environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "2")
+    # Serve gives a starting proxy 5 s to answer ready, three times, then kills it, and serve.start
+    # fails with the proxy's death. On a busy machine (a CI run: several nodes on two cores) starting
+    # its process, imports and HAProxy took longer, and the endpoint Failed.
+    environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", PROXY_READY_CHECK_TIMEOUT_S)
     taken: set[int] = set()
     for name in HAPROXY_PORTS:
         if not environ.get(name):

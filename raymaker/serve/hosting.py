@@ -8,6 +8,7 @@ listens; ``https://`` needs ``RAYMAKER_RUNTIME_TLS_CERTFILE`` and ``RAYMAKER_RUN
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -16,6 +17,8 @@ from urllib.parse import urlsplit
 
 from raymaker.io.storage import S3Settings
 from raymaker.serve.model import ModelSpec
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_RUNTIME_URL = "http://127.0.0.1:8080"
 DEFAULT_TARGET_INFLIGHT = 2.0  # Serve's own default target_ongoing_requests
@@ -63,6 +66,7 @@ def runtime_listener() -> RuntimeListener:
 def start_serve() -> RuntimeListener:
     """Start Serve with the runtime listener (a no-op when it already runs) and the runtime ingress."""
     from ray import serve
+    from ray.exceptions import RayActorError
 
     listener = runtime_listener()
     http: dict[str, Any] = {"host": listener.host, "port": listener.port}
@@ -75,11 +79,19 @@ def start_serve() -> RuntimeListener:
     location = os.environ.get("RAYMAKER_SERVE_PROXY_LOCATION") or None
     if location not in (None, "EveryNode", "HeadOnly"):
         raise ValueError(f"RAYMAKER_SERVE_PROXY_LOCATION {location!r} must be EveryNode or HeadOnly")
-    serve.start(
+    options = dict(
         http_options=http,
         **({"proxy_location": location} if location else {}),
         logging_config={"enable_access_log": access_log, "log_level": "INFO" if access_log else "WARNING"},
     )
+    try:
+        serve.start(**options)
+    except (TimeoutError, RayActorError) as e:
+        # The first proxy was slow to start (serve.start waits 60 s) or the controller gave up on it:
+        # the controller keeps (re)starting proxies, so connect to it again; the endpoint is InService
+        # only once wait_reachable has seen its route answer through the listener.
+        logger.warning("Serve's proxy did not start at once (%r): connecting to Serve's controller again", e)
+        serve.start(**options)
     return listener
 
 

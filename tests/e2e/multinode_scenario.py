@@ -20,6 +20,7 @@ import numpy as np
 from raymaker.cluster.local import free_port
 
 NODE_TYPE = "ml.m5.xlarge"
+PROXY_START_DELAY_S = 18
 DEFINITION = f"""
 cluster_name: multinode-test
 provider: {{type: local, head_ip: 127.0.0.1, worker_ips: []}}
@@ -89,9 +90,20 @@ def driver_on_worker_node(bucket: str, hp: dict) -> dict:
     return out
 
 
+def slow_first_start(binary: str, scratch: str, delay_s: int) -> str:
+    """A program that runs ``binary`` with its arguments, after ``delay_s`` seconds the first time."""
+    path = os.path.join(scratch, "slow-haproxy")
+    with open(path, "w") as f:
+        f.write(f'#!/bin/sh\nif mkdir "{scratch}/started" 2>/dev/null; then sleep {delay_s}; fi\n'
+                f'exec "{binary}" "$@"\n')
+    os.chmod(path, 0o755)
+    return path
+
+
 def main() -> None:
     from ray.cluster_utils import Cluster
 
+    from raymaker.cluster.haproxy import BINARY_ENV
     from raymaker.cluster.runtime import ray_env_for_serving
 
     # Every Ray process of this cluster must start with raymaker's settings.
@@ -101,7 +113,12 @@ def main() -> None:
     # have their own, and Serve's default runs one on every node).
     os.environ["RAYMAKER_SERVE_PROXY_LOCATION"] = "HeadOnly"
     ray_env_for_serving(os.environ)
-    definition = os.path.join(tempfile.mkdtemp(prefix="rm-multinode-"), "cluster.yaml")
+    scratch = tempfile.mkdtemp(prefix="rm-multinode-")
+    # Serve's proxy slow to start, as on a busy machine: HAProxy's first start waits longer than the
+    # 15 s (three readiness checks of 5 s) after which Serve's default kills the proxy, as it did
+    # in a CI run where this scenario's endpoint then Failed.
+    os.environ[BINARY_ENV] = slow_first_start(os.environ[BINARY_ENV], scratch, PROXY_START_DELAY_S)
+    definition = os.path.join(scratch, "cluster.yaml")
     with open(definition, "w") as f:
         f.write(DEFINITION)
     os.environ["RAYMAKER_CLUSTER_CONFIG"] = definition
@@ -111,6 +128,7 @@ def main() -> None:
     cluster.wait_for_nodes()
     os.environ["RAY_ADDRESS"] = cluster.address
     seen: dict = {
+        "proxy_start_delay_s": PROXY_START_DELAY_S,
         "head": cluster.head_node.node_id,
         "workers": sorted(w.node_id for w in workers),
     }
@@ -179,7 +197,9 @@ def run(seen: dict) -> None:
     one.fit(train, logs=False)
     seen["trained_on"] = sorted(set(instance_nodes(before).values()))
     before = actors_now()
+    t0 = time.monotonic()
     predictor = one.deploy(2, NODE_TYPE, endpoint_name="multinode-ep", serializer=CSVSerializer())
+    seen["deploy_s"] = round(time.monotonic() - t0, 1)
     try:
         seen["replica_nodes"] = sorted(set(instance_nodes(before, app="ep.multinode-ep").values()))
         answer = predictor.predict(x[:3])

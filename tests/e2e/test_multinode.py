@@ -40,6 +40,13 @@ def test_endpoint_replicas_load_the_model_on_other_nodes(seen):
     assert seen.get("predictions") == 3, seen["stderr"]
 
 
+def test_an_endpoint_deploys_while_serves_proxy_is_slow_to_start(seen):
+    # The first endpoint starts Serve: its proxy's HAProxy waited proxy_start_delay_s before starting,
+    # longer than Serve's default patience; the endpoint still came up and answered.
+    assert seen["deploy_s"] >= seen["proxy_start_delay_s"], seen
+    assert seen.get("predictions") == 3, seen["stderr"]
+
+
 def test_tuning_trials_spread_over_nodes(seen):
     assert seen["tuning_status"] == "Completed" and seen["tuning_completed"] == 2, seen["stderr"]
     assert seen["trial_nodes"] == seen["workers"]
