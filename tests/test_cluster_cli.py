@@ -350,3 +350,8 @@ def test_the_haproxy_wrapper_for_clusters_raymaker_does_not_start(tmp_path):
     assert "bind 127.0.0.1:8404" in text and "bind 127.0.0.1:9101" in text and "bind *:8000" in text
     aws = (Path(__file__).parents[1] / "cluster" / "aws.yaml").read_text()
     assert "RAY_SERVE_HAPROXY_BINARY_PATH=$(python3 -m raymaker.cluster.haproxy)" in aws
+    # Heads started by a definition, not by raymaker, carry Serve's patience with a slow proxy too.
+    timeout = f"RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S={local.PROXY_READY_CHECK_TIMEOUT_S}"
+    assert timeout in aws
+    kuberay = (Path(__file__).parents[1] / "cluster" / "kuberay.yaml").read_text()
+    assert f'{{name: RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S, value: "{local.PROXY_READY_CHECK_TIMEOUT_S}"}}' in kuberay
