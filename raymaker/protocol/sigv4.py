@@ -102,7 +102,7 @@ class IncomingRequest:
         return request
 
     def header_map(self) -> dict[str, list[str]]:
-        """Lower-case header name -> its values in arrival order; built once per request (the guard,
+        """Lower-case header name -> its values in arrival order; made once per request (the guard,
         ``access_key_of`` and ``verify`` all read it)."""
         by_name = self.__dict__.get("_by_name")
         if by_name is None:
@@ -149,28 +149,21 @@ class ReplayCache:
 
 class _SignedHeaders(dict):
     """Lower-case header name -> its values in arrival order: what ``SigV4Auth.canonical_headers`` reads
-    (iteration over names, ``get_all``), without building an ``HTTPHeaders`` per request. ``listed``:
-    botocore's ``signed_headers`` of these names, made once per distinct SignedHeaders value."""
-
-    listed = ""
+    (iteration over names, ``get_all``), without building an ``HTTPHeaders``."""
 
     def get_all(self, name: str) -> list[str]:
         return self[name]
 
 
 @functools.lru_cache(maxsize=256)  # a client lists the same SignedHeaders on every request
-def _signed_names(value: str) -> tuple[list[str], str]:
-    """SignedHeaders' names (lower case, as listed) and botocore's canonical list of them."""
+def _signed_names(value: str) -> tuple[list[str], str, list[str]]:
+    """SignedHeaders' names (lower case, as listed), botocore's canonical list of them, and the order
+    botocore's canonical_headers writes their lines in."""
     names = value.lower().split(";")
-    return names, SigV4Auth.signed_headers(None, names)  # type: ignore[arg-type]  # self is unused
+    return names, SigV4Auth.signed_headers(None, names), sorted(set(names))  # type: ignore[arg-type]
 
 
-@functools.lru_cache(maxsize=1024)  # one path per endpoint: the same on every request
-def _normalized_path(path: str) -> str:
-    return SigV4Auth._normalize_url_path(None, path)  # type: ignore[arg-type]  # self is unused
-
-
-_LINES = SigV4Auth(None, "", "")  # canonical_headers reads nothing of its signer but _header_value
+_LINES = SigV4Auth(None, "", "")  # canonical_headers and canonical_request read nothing of their signer
 
 
 @functools.lru_cache(maxsize=4096)  # most signed headers (host, content type, date) repeat per client
@@ -183,45 +176,51 @@ def _canonical_line(name: str, values: tuple[str, ...]) -> str:
 
 class _Received:
     """The slice of ``AWSRequest`` that ``SigV4Auth.canonical_request``/``string_to_sign``/``signature``
-    read. Per-request state lives here, so one signer serves every thread."""
+    read, with the canonical header lines and SignedHeaders list already made (botocore's, remembered).
+    Per-request state lives here, so one signer serves every thread."""
 
-    __slots__ = ("method", "url", "params", "headers", "body", "context", "signed")
+    __slots__ = ("method", "url", "params", "headers", "body", "context", "lines", "listed")
 
-    def __init__(
-        self,
-        method: str,
-        url: str,
-        headers: dict[str, str],
-        body: bytes,
-        timestamp: str,
-        signed: _SignedHeaders,
-    ):
+    def __init__(self, method: str, url: str, payload: str, timestamp: str, lines: str, listed: str):
         self.method = method
         self.url = url
         self.params: dict[str, str] = {}  # empty: the query comes from the URL, raw, as signed
-        self.headers = headers  # only "X-Amz-Content-SHA256" when the client sent it
-        self.body = body
+        self.headers = {"X-Amz-Content-SHA256": payload}  # botocore takes the payload's hash from here
+        self.body = b""
         self.context = {"timestamp": timestamp}
-        self.signed = signed
+        self.lines, self.listed = lines, listed
+
+
+@functools.lru_cache(maxsize=1024)  # one method and URL per endpoint: the same on every request
+def _request_lines(method: str, url: str) -> str:
+    """The first three lines of botocore's canonical request (method, normalized path, canonical query),
+    from botocore's own canonical_request of that method and URL."""
+    made = SigV4Auth.canonical_request(_LINES, _Received(method, url, "", "", "", ""))  # type: ignore[arg-type]
+    return "\n".join(made.split("\n", 3)[:3])
 
 
 class _VerifyingSigV4(SigV4Auth):
     """``SigV4Auth`` over exactly the headers the client listed in ``SignedHeaders``, not the ones botocore
     would pick (every header but a blacklist)."""
 
-    def headers_to_sign(self, request: _Received) -> _SignedHeaders:  # type: ignore[override]
-        return request.signed
+    def string_to_sign(self, request: _Received, canonical_request: str) -> str:  # type: ignore[override]
+        # botocore's string_to_sign ("\n".join of the algorithm, the time, credential_scope and the
+        # canonical request's SHA-256), its scope made by botocore once a day and remembered.
+        timestamp = request.context["timestamp"]
+        scope = self._scope
+        if scope is None or scope[0] != timestamp[0:8]:
+            scope = self._scope = (timestamp[0:8], self.credential_scope(request))
+        return f"{ALGORITHM}\n{timestamp}\n{scope[1]}\n{hashlib.sha256(canonical_request.encode('utf-8')).hexdigest()}"
 
-    # botocore's own answers, remembered: both are the same on every request of a client.
-    def signed_headers(self, headers_to_sign: _SignedHeaders) -> str:  # type: ignore[override]
-        return headers_to_sign.listed
+    _scope: tuple[str, str] | None = None
 
-    def _normalize_url_path(self, path: str) -> str:
-        return _normalized_path(path)
-
-    def canonical_headers(self, headers_to_sign: _SignedHeaders) -> str:  # type: ignore[override]
-        # botocore's lines, sorted by name and joined as botocore joins them, each made once per value.
-        return "\n".join([_canonical_line(name, tuple(headers_to_sign[name])) for name in sorted(headers_to_sign)])
+    def canonical_request(self, request: _Received) -> str:  # type: ignore[override]
+        # botocore's canonical_request ("\n".join of method, path, query, canonical_headers + "\n",
+        # signed_headers, payload hash), each part botocore's own, made once per value and remembered.
+        return (
+            f"{_request_lines(request.method, request.url)}\n{request.lines}\n\n{request.listed}\n"
+            f"{request.headers['X-Amz-Content-SHA256']}"
+        )
 
     def signature(self, string_to_sign: str, request: _Received) -> str:  # type: ignore[override]
         # botocore derives the signing key from the secret, the day, the region and the service at every
@@ -266,8 +265,19 @@ class _Authorization(NamedTuple):
     signature: str | None
 
 
-@functools.lru_cache(maxsize=256)  # access_key_of and verify read one request's header: parsed once
 def _parse_authorization(value: str) -> _Authorization:
+    """The header's parts. Its Signature, written last as every SDK writes it, changes per request and
+    the rest per client and day: that rest is parsed once (the whole header as usual otherwise)."""
+    head, sep, signature = value.rpartition("Signature=")
+    if sep and signature.isalnum() and head.endswith((" ", ",")):
+        parts = _parse_parts(head)
+        if parts.signature is None:
+            return _Authorization(parts.algorithm, parts.credential, parts.signed_headers, signature)
+    return _parse_parts(value)
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_parts(value: str) -> _Authorization:
     algorithm, _, rest = value.strip().partition(" ")
     params: dict[str, str] = {}
     for part in rest.replace(",", " ").split():  # parts apart by commas and any whitespace
@@ -314,8 +324,16 @@ def _parse_amz_date(value: str) -> float | None:
 
 
 def _authorization_of(request: IncomingRequest) -> _Authorization | None:
-    values = request.header_map().get("authorization")
-    return _parse_authorization(values[0]) if values else None
+    """The request's Authorization header, parsed once per request (the guard reads the key, then
+    ``verify`` the rest)."""
+    parsed = request.__dict__.get("_authorization")
+    if parsed is None:
+        values = request.header_map().get("authorization")
+        if not values:
+            return None
+        parsed = _parse_authorization(values[0])
+        object.__setattr__(request, "_authorization", parsed)
+    return parsed
 
 
 def access_key_of(request: IncomingRequest) -> str | None:
@@ -371,7 +389,8 @@ def verify(
     if not auth_values or not auth_values[0].strip():
         raise MissingAuthenticationToken(MISSING_TOKEN)
     auth_value = auth_values[0].strip()
-    auth = _parse_authorization(auth_value)
+    auth = _authorization_of(request)
+    assert auth is not None
 
     # 2. malformed: the parts, then the date, the host, the algorithm, the credential's shape and scope
     amz_dates = headers.get("x-amz-date")
@@ -384,43 +403,18 @@ def verify(
         raise IncompleteSignature(
             f"Date must be in ISO-8601 'basic format'. Got '{amz_date}'. See http://en.wikipedia.org/wiki/ISO_8601"
         )
-    signed_names, listed = _signed_names(auth.signed_headers)
+    signed_names, listed, ordered = _signed_names(auth.signed_headers)
     if "host" not in signed_names:
         raise InvalidSignature("'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.")
     if auth.algorithm != ALGORITHM:
         raise IncompleteSignature(
             f"Unsupported AWS 'algorithm': '{auth.algorithm}' (only {ALGORITHM} for now)."
         )
-    scope = auth.credential.rstrip("/").split("/")
-    if len(scope) != 5 or not scope[0]:
-        raise IncompleteSignature(
-            "Credential must have exactly 5 slash-delimited elements, e.g. keyid/date/region/service/term, "
-            f"got '{auth.credential}'"
-        )
-    access_key, day, region, service, terminator = scope
-    if isinstance(services, str):
-        services = (services,)
-    wrong: list[str] = []
-    if not region:
-        wrong.append(f"Credential should be scoped to a valid region, not '{region}'.")
-    if service not in services:
-        wanted = (
-            ", ".join(f"'{s}'" for s in sorted(services))
-            if len(services) != 1
-            else f"'{next(iter(services))}'"
-        )
-        wrong.append(f"Credential should be scoped to correct service: {wanted}.")
-    if terminator != "aws4_request":
-        wrong.append(
-            f"Credential should be scoped with a valid terminator: 'aws4_request', not '{terminator}'."
-        )
-    if day != amz_date[:8]:
-        wrong.append(
-            "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: "
-            f"'{day}' != '{amz_date[:8]}', from '{amz_date}'."
-        )
-    if wrong:
-        raise InvalidSignature(" ".join(wrong))
+    services = (services,) if isinstance(services, str) else tuple(services)
+    # The scope is the same all day for a client: checked once (the errors name the request's own date).
+    access_key, region, service = _accepted_scope(auth.credential, amz_date[:8], services) or _scope_of(
+        auth.credential, amz_date, services
+    )
 
     # 3. the key
     secret = secret_for(access_key)
@@ -442,23 +436,21 @@ def verify(
         )
 
     # 5. the signature, by botocore's signer
-    signed = _SignedHeaders()
-    signed.listed = listed
-    for name in signed_names:
-        signed[name] = headers.get(name, [])  # a signed header that is absent cannot match: no special case
     path, query = request.path, request.query
     if "?" in path:  # a server that hands over the request-target whole: '?' always starts the query
         path, _, in_path = path.partition("?")
         query = query or in_path
-    url = f"http://raymaker{path}?{query}" if query else f"http://raymaker{path}"
     content_sha = headers.get("x-amz-content-sha256")
     # The body's hash as botocore's payload() makes it for a request it signs: always the SHA-256 (it
     # leaves the payload unsigned only over HTTPS, when told to), given here so botocore reads it as
     # the client's header.
     body_sha = hashlib.sha256(request.body).hexdigest()
-    received = _Received(request.method, url, {"X-Amz-Content-SHA256": content_sha[0] if content_sha else body_sha},
-                         request.body, amz_date, signed)
     signer = _signer(access_key, secret, region, service)
+    lines = [_canonical_line(name, tuple(headers.get(name, ()))) for name in ordered]
+    received = _Received(
+        request.method, f"http://raymaker{path}?{query}" if query else f"http://raymaker{path}",
+        content_sha[0] if content_sha else body_sha, amz_date, "\n".join(lines), listed,
+    )
     canonical = signer.canonical_request(received)
     expected = signer.signature(signer.string_to_sign(received, canonical), received)
     if not hmac.compare_digest(expected.encode(), auth.signature.encode("utf-8", "replace")):
@@ -470,3 +462,46 @@ def verify(
     if replay is not None and not replay.check_and_add(expected, now):
         raise InvalidSignature(REPLAYED)
     return access_key
+
+
+@functools.lru_cache(maxsize=256)  # a client's credential is the same all day
+def _accepted_scope(credential: str, day: str, services: tuple[str, ...]) -> tuple[str, str, str] | None:
+    """``_scope_of`` for a request signed on ``day``; None where it would refuse."""
+    try:
+        return _scope_of(credential, day, services)
+    except (IncompleteSignature, InvalidSignature):
+        return None
+
+
+def _scope_of(credential: str, amz_date: str, services: tuple[str, ...]) -> tuple[str, str, str]:
+    """The credential's access key, region and service, if its scope is one this server accepts for a
+    request signed at ``amz_date``; InvalidSignature or IncompleteSignature naming what is wrong if not."""
+    scope = credential.rstrip("/").split("/")
+    if len(scope) != 5 or not scope[0]:
+        raise IncompleteSignature(
+            "Credential must have exactly 5 slash-delimited elements, e.g. keyid/date/region/service/term, "
+            f"got '{credential}'"
+        )
+    access_key, day, region, service, terminator = scope
+    wrong: list[str] = []
+    if not region:
+        wrong.append(f"Credential should be scoped to a valid region, not '{region}'.")
+    if service not in services:
+        wanted = (
+            ", ".join(f"'{s}'" for s in sorted(services))
+            if len(services) != 1
+            else f"'{next(iter(services))}'"
+        )
+        wrong.append(f"Credential should be scoped to correct service: {wanted}.")
+    if terminator != "aws4_request":
+        wrong.append(
+            f"Credential should be scoped with a valid terminator: 'aws4_request', not '{terminator}'."
+        )
+    if day != amz_date[:8]:
+        wrong.append(
+            "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: "
+            f"'{day}' != '{amz_date[:8]}', from '{amz_date}'."
+        )
+    if wrong:
+        raise InvalidSignature(" ".join(wrong))
+    return access_key, region, service

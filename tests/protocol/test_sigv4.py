@@ -473,10 +473,43 @@ def test_the_signing_key_derived_once_a_day_signs_as_botocore_does() -> None:
 )
 def test_the_canonical_headers_are_botocores(headers):
     """The verifier makes each header's canonical line once per value (a client repeats most of them);
-    the whole is what botocore's own canonical_headers makes of the same headers."""
-    from raymaker.protocol.sigv4 import _SignedHeaders, _signer
+    joined in botocore's order, they are what botocore's own canonical_headers makes of the same headers."""
+    from raymaker.protocol.sigv4 import _canonical_line, _SignedHeaders
 
-    signed = _SignedHeaders(headers)
-    ours = _signer(KEY, SECRET, "us-east-1", "sagemaker").canonical_headers(signed)
-    assert ours == SigV4Auth(Credentials(KEY, SECRET), "sagemaker", "us-east-1").canonical_headers(signed)
-    assert ours == _signer(KEY, SECRET, "us-east-1", "sagemaker").canonical_headers(signed)  # remembered alike
+    ordered = sorted(set(headers))
+    ours = "\n".join(_canonical_line(name, tuple(headers[name])) for name in ordered)
+    assert ours == SigV4Auth(Credentials(KEY, SECRET), "sagemaker", "us-east-1").canonical_headers(
+        _SignedHeaders(headers)
+    )
+    assert ours == "\n".join(_canonical_line(name, tuple(headers[name])) for name in ordered)  # remembered alike
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8443/",
+        "http://127.0.0.1:8080/endpoints/ep-1/invocations",
+        "http://h/endpoints/a%2Fb/invocations",
+        "http://h/a b/./c/../d//e~f",
+        "http://h/?b=2&a=1&a=0&c",
+        "http://h/p?x=%20y&empty=",
+    ],
+)
+def test_the_canonical_request_is_botocores(url):
+    """The verifier's canonical request (its method, path and query lines remembered per URL, its header
+    lines per value) and string to sign (its scope remembered per day) are botocore's own of the same
+    request, byte for byte."""
+    from raymaker.protocol.sigv4 import _canonical_line, _Received, _signer
+
+    request = AWSRequest(method="POST", url=url, data=BODY, headers={"Content-Type": "text/csv", "X-Custom": " a  b "})
+    request.context["timestamp"] = "20261202T080000Z"
+    theirs = SigV4Auth(Credentials(KEY, SECRET), "sagemaker", "us-east-1")
+    to_sign = theirs.headers_to_sign(request)
+    lines = "\n".join(_canonical_line(name, tuple(to_sign.get_all(name))) for name in sorted(set(to_sign)))
+    received = _Received("POST", url, theirs.payload(request), "20261202T080000Z", lines,
+                         theirs.signed_headers(to_sign))
+    ours = _signer(KEY, SECRET, "us-east-1", "sagemaker")
+    for _ in range(2):  # made, then remembered
+        canonical = ours.canonical_request(received)
+        assert canonical == theirs.canonical_request(request)
+        assert ours.string_to_sign(received, canonical) == theirs.string_to_sign(request, canonical)
