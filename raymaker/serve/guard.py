@@ -27,7 +27,7 @@ from typing import Any
 from raymaker.protocol.environment import resource_arn
 from raymaker.protocol.errors import AccessDenied, SageMakerError
 from raymaker.protocol.iam_policy import decide, denial, request_context
-from raymaker.protocol.sigv4 import IncomingRequest, access_key_of, verify
+from raymaker.protocol.sigv4 import IncomingRequest, access_key_of, verify_asgi
 
 AUDIT_ENV = "RAYMAKER_AUDIT_INVOCATIONS"
 ACTION = "sagemaker:InvokeEndpoint"
@@ -42,6 +42,14 @@ class Refused(Exception):
     def __init__(self, error: SageMakerError, identity: dict[str, Any]):
         super().__init__(error.message)
         self.error, self.identity = error, identity
+
+
+class _Stale(Exception):
+    """The guard has no fresh entry for a key a request names: it asks the job service, then checks."""
+
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
 
 
 class InvocationGuard:
@@ -95,18 +103,22 @@ class InvocationGuard:
 
     async def admit(self, scope: dict[str, Any], body: bytes, endpoint: str) -> dict[str, Any]:
         """The caller's audit identity; ``Refused`` for a request that may not invoke ``endpoint``."""
-        self._start_flusher()
+        if self._flusher is None:
+            self._start_flusher()
         arn = self._arns.get(endpoint) or _remember(self._arns, endpoint, resource_arn("endpoint", endpoint))
         _, required, owner = self._fresh(self._required, arn) or await self._fetch_required(arn)
         if not required:
             return ANONYMOUS
-        request = IncomingRequest.from_asgi(scope, body)
-        key = access_key_of(request)
         try:
-            found = (self._fresh(self._keys, key) or await self._fetch_key(key))[1] if key else None
-            # An unknown key (found None) is refused by verify: past it, found holds the key's entry.
-            verify(request, lambda k: found[0] if found and k == key else None)
+            try:
+                key = verify_asgi(scope, body, self._cached_secret)
+                found = self._keys[key][1]
+            except _Stale as stale:  # the key was not asked for within ttl_s: ask, then check
+                asked = stale.key
+                _, found = await self._fetch_key(asked)
+                key = verify_asgi(scope, body, lambda k: found[0] if found and k == asked else None)
         except SageMakerError as e:
+            key = access_key_of(IncomingRequest.from_asgi(scope, body))
             raise Refused(e, {"type": "Unknown", "accessKeyId": key} if key else {"type": "Unknown"}) from None
         _, identity, policies = found
         hit = self._decisions.get((key, arn, owner))
@@ -118,6 +130,14 @@ class InvocationGuard:
         if decision != "allow":
             raise Refused(AccessDenied(denial(identity.get("arn"), ACTION, arn, decision)), identity)
         return identity
+
+    def _cached_secret(self, access_key_id: str) -> str | None:
+        """The key's secret as the job service said within ttl_s (None: no such key); ``_Stale`` if it
+        was not asked within ttl_s."""
+        hit = self._keys.get(access_key_id)
+        if hit is None or time.monotonic() - hit[0] >= self.ttl_s:
+            raise _Stale(access_key_id)
+        return hit[1][0] if hit[1] else None
 
     # --- the audit trail -----------------------------------------------------------------------
 

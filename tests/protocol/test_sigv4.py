@@ -22,7 +22,7 @@ from raymaker.protocol.errors import (
     MissingAuthenticationToken,
     UnrecognizedClient,
 )
-from raymaker.protocol.sigv4 import MISMATCH, IncomingRequest, ReplayCache, access_key_of, verify
+from raymaker.protocol.sigv4 import MISMATCH, IncomingRequest, ReplayCache, access_key_of, verify, verify_asgi
 
 KEY, SECRET = "AKIDRAYMAKER0001", "s3cr3t/Key+with/slashes"
 OTHER_KEY, OTHER_SECRET = "AKIDRAYMAKER0002", "another-secret"
@@ -513,3 +513,122 @@ def test_the_canonical_request_is_botocores(url):
         canonical = ours.canonical_request(received)
         assert canonical == theirs.canonical_request(request)
         assert ours.string_to_sign(received, canonical) == theirs.string_to_sign(request, canonical)
+
+
+# --- verify_asgi: the common case in one function, the same outcome as verify for every request ----------
+
+
+def _scope(request: IncomingRequest, *, lower: bool = True, raw_path: bool = True) -> dict:
+    """``request`` as an ASGI server hands it over (uvicorn lower-cases header names)."""
+    scope = {
+        "method": request.method, "path": request.path, "query_string": request.query.encode("latin-1"),
+        "headers": [((k.lower() if lower else k).encode("latin-1"), v.encode("latin-1")) for k, v in request.headers],
+    }  # fmt: skip
+    if raw_path:
+        scope["raw_path"] = request.path.encode("latin-1")
+    return scope
+
+
+def _plus(scope: dict, name: bytes, value: bytes) -> dict:
+    """``scope`` with one more header, its name as given."""
+    return {**scope, "headers": [*scope["headers"], (name, value)]}
+
+
+def _outcome(call) -> tuple:
+    try:
+        return ("accepted", call())
+    except (MissingAuthenticationToken, IncompleteSignature, InvalidSignature, UnrecognizedClient) as e:
+        return (type(e).__name__, e.message)
+
+
+def _runtime_request() -> IncomingRequest:
+    return _capture(
+        "sagemaker-runtime",
+        lambda c: c.invoke_endpoint(EndpointName="ep-1", Body=b"1,2,3", ContentType="text/csv"),
+    )
+
+
+def _variants() -> dict[str, tuple[dict, bytes]]:
+    """Requests as an ASGI server hands them over: what every SDK sends, and each way of differing."""
+    runtime, listing = _runtime_request(), signed()
+    value = authorization(runtime)
+    algorithm, rest = value.split(" ", 1)
+    credential, names, signature = (part.strip() for part in rest.split(","))
+    odd = signed(b"", url="http://127.0.0.1:8443/a/b%20c/?z=1&a=2&a=1&empty=")
+    sha = signed(b"p", headers={"Content-Type": "text/csv", "X-Amz-Content-SHA256": hashlib.sha256(b"p").hexdigest()})
+    other_day = with_header(runtime, "X-Amz-Date", "20261203T080000Z")
+    out: dict[str, tuple[dict, bytes]] = {
+        "runtime invocation": (_scope(runtime), runtime.body),
+        "control plane call": (_scope(listing), listing.body),
+        "header names as sent": (_scope(runtime, lower=False), runtime.body),
+        "no raw_path": (_scope(runtime, raw_path=False), runtime.body),
+        "query and odd path": (_scope(odd), b""),
+        "query in the path": (_scope(replace(odd, path=odd.path + "?" + odd.query, query="")), b""),
+        "query changed": (_scope(replace(odd, query="z=1")), b""),
+        "path changed": (_scope(replace(runtime, path="/endpoints/other/invocations")), runtime.body),
+        "body changed": (_scope(runtime), runtime.body + b"\n"),
+        "signed header changed": (_scope(with_header(runtime, "Content-Type", "text/plain")), runtime.body),
+        "unsigned header changed": (_scope(with_header(runtime, "User-Agent", "other")), runtime.body),
+        "signed header repeated": (_scope(replace(runtime, headers=[*runtime.headers, ("content-type", "x")])), runtime.body),
+        "a signed header sent twice alike": (_plus(_scope(runtime), b"content-type", b"text/csv"), runtime.body),
+        "a signed header in two cases": (_plus(_scope(runtime), b"Content-Type", b"text/csv"), runtime.body),
+        "a non-ascii header name": (_plus(_scope(runtime), b"x-\xc0", b"1"), runtime.body),
+        "signed header absent": (_scope(without_header(runtime, "Content-Type")), runtime.body),
+        "content sha sent": (_scope(sha), b"p"),
+        "content sha not the body's": (_scope(sha), b"q"),
+        "parts reordered": (_scope(with_header(runtime, "Authorization", f"{algorithm} {signature}, {credential}, {names}")), runtime.body),
+        "signature changed": (_scope(with_header(runtime, "Authorization", value[:-4] + "0000")), runtime.body),
+        "signature not hex": (_scope(with_header(runtime, "Authorization", value + " x")), runtime.body),
+        "no authorization": (_scope(without_header(runtime, "Authorization")), runtime.body),
+        "garbage authorization": (_scope(with_header(runtime, "Authorization", "garbage")), runtime.body),
+        "another algorithm": (_scope(with_header(runtime, "Authorization", value.replace(ALGO, "AWS4-HMAC-SHA512"))), runtime.body),
+        "host not signed": (_scope(with_header(runtime, "Authorization", value.replace("host;", ""))), runtime.body),
+        "another service": (_scope(with_header(runtime, "Authorization", value.replace("/sagemaker/", "/s3/"))), runtime.body),
+        "date not the scope's day": (_scope(other_day), runtime.body),
+        # the Credential is not part of what is signed: its day changed, the signature still matches
+        "scope's day not the date's": (_scope(with_header(runtime, "Authorization", value.replace("/20261202/", "/20261201/"))), runtime.body),
+        "date unreadable": (_scope(with_header(runtime, "X-Amz-Date", "20261202T080000")), runtime.body),
+        "date padded": (_scope(with_header(runtime, "X-Amz-Date", " 20261202T080000Z")), runtime.body),
+        "no date": (_scope(without_header(runtime, "X-Amz-Date")), runtime.body),
+        "a value padded": (_scope(with_header(runtime, "Content-Type", "  text/csv ")), runtime.body),
+    }  # fmt: skip
+    return out
+
+
+ALGO = "AWS4-HMAC-SHA256"
+
+
+@pytest.mark.parametrize("now", [T0, T0 + 299, T0 - 300, T0 + 301, T0 - 301])
+@pytest.mark.parametrize("secrets", [SECRETS, {KEY: OTHER_SECRET}, {}], ids=["known", "other secret", "unknown"])
+def test_verify_asgi_answers_every_request_as_verify_does(secrets, now):
+    """Whatever the request, the key, the secret and the clock: the same key accepted, or the same
+    error with the same message."""
+    for name, (scope, body) in _variants().items():
+        general = _outcome(lambda s=scope, b=body: verify(IncomingRequest.from_asgi(s, b), secrets.get, now=now))
+        assert _outcome(lambda s=scope, b=body: verify_asgi(s, b, secrets.get, now=now)) == general, name
+
+
+def test_verify_asgi_checks_an_sdk_s_request_without_verify(monkeypatch):
+    """The common case (what boto3 sends, as uvicorn hands it over) is checked in verify_asgi itself,
+    and what it does not accept goes to verify."""
+    from raymaker.protocol import sigv4
+
+    variants = _variants()
+    sent: list[str] = []
+    monkeypatch.setattr(sigv4, "verify", lambda request, *a, **k: sent.append(request) or "verify's")
+    for name in ("runtime invocation", "control plane call", "no raw_path", "query and odd path", "query in the path",
+                 "unsigned header changed"):  # fmt: skip
+        assert verify_asgi(*variants[name], SECRETS.get, now=T0) == KEY, name
+    assert not sent
+    for name in ("header names as sent", "parts reordered", "body changed", "signature changed", "content sha sent",
+                 "no date"):  # fmt: skip
+        assert verify_asgi(*variants[name], SECRETS.get, now=T0) == "verify's", name
+    assert len(sent) == 6
+    # the same request signed in each second, and on the next day: each checked anew
+    for at in (SIGNED_AT, SIGNED_AT + datetime.timedelta(seconds=1), SIGNED_AT + datetime.timedelta(days=1)):
+        monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda *a, at=at, **k: at)
+        request = _runtime_request()
+        now = at.replace(tzinfo=datetime.UTC).timestamp()
+        assert verify_asgi(_scope(request), request.body, SECRETS.get, now=now) == KEY
+        assert verify_asgi(_scope(request), request.body, {KEY: OTHER_SECRET}.get, now=now) == "verify's"
+    assert len(sent) == 9
