@@ -40,7 +40,7 @@ from raymaker.protocol.sigv4 import (
     ReplayCache,
     access_key_of,
     signature_of,
-    verify,
+    verify_asgi,
 )
 from raymaker.server.access import Owners, authorize, visible
 from raymaker.server.asgi import read_body
@@ -105,7 +105,7 @@ class APIServer:
                     found["entry"] = self.directory.lookup(key)
                     return found["entry"][0] if found["entry"] else None
 
-                verify(request, secret_for)  # an unknown key raises: found holds the key's entry
+                verify_asgi(scope, body, secret_for)  # an unknown key raises: found holds the key's entry
                 caller = found["entry"][1]
             if scope["method"] != "POST" or scope["path"] != "/":
                 raise UnknownOperationException(
