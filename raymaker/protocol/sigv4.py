@@ -191,6 +191,14 @@ class _Received:
         self.lines, self.listed = lines, listed
 
 
+def _url_of(path: str, query: str) -> str:
+    """The URL botocore's canonical_request reads the path and query from, as received."""
+    if "?" in path:  # a server that hands over the request-target whole: '?' always starts the query
+        path, _, in_path = path.partition("?")
+        query = query or in_path
+    return f"http://raymaker{path}?{query}" if query else f"http://raymaker{path}"
+
+
 @functools.lru_cache(maxsize=1024)  # one method and URL per endpoint: the same on every request
 def _request_lines(method: str, url: str) -> str:
     """The first three lines of botocore's canonical request (method, normalized path, canonical query),
@@ -437,10 +445,6 @@ def verify(
         )
 
     # 5. the signature, by botocore's signer
-    path, query = request.path, request.query
-    if "?" in path:  # a server that hands over the request-target whole: '?' always starts the query
-        path, _, in_path = path.partition("?")
-        query = query or in_path
     content_sha = headers.get("x-amz-content-sha256")
     # The body's hash as botocore's payload() makes it for a request it signs: always the SHA-256 (it
     # leaves the payload unsigned only over HTTPS, when told to), given here so botocore reads it as
@@ -449,7 +453,7 @@ def verify(
     signer = _signer(access_key, secret, region, service)
     lines = [_canonical_line(name, tuple(headers.get(name, ()))) for name in ordered]
     received = _Received(
-        request.method, f"http://raymaker{path}?{query}" if query else f"http://raymaker{path}",
+        request.method, _url_of(request.path, request.query),
         content_sha[0] if content_sha else body_sha, amz_date, "\n".join(lines), listed,
     )
     canonical = signer.canonical_request(received)
@@ -547,11 +551,7 @@ def _client_of(head: bytes, services: tuple[str, ...]) -> _Client | None:
 @functools.lru_cache(maxsize=1024)  # one method and path per endpoint
 def _asgi_request_lines(method: str, raw_path: bytes, query: bytes) -> str:
     """``_request_lines`` of a request as an ASGI server hands it over, read as verify reads it."""
-    path, query_text = raw_path.decode("latin-1"), query.decode("latin-1")
-    if "?" in path:
-        path, _, in_path = path.partition("?")
-        query_text = query_text or in_path
-    return _request_lines(method, f"http://raymaker{path}?{query_text}" if query_text else f"http://raymaker{path}")
+    return _request_lines(method, _url_of(raw_path.decode("latin-1"), query.decode("latin-1")))
 
 
 @functools.lru_cache(maxsize=4096)  # all but X-Amz-Date repeat per client; it changes once a second

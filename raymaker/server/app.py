@@ -94,10 +94,9 @@ class APIServer:
         operation: str | None = None
         params: dict[str, Any] | None = None
         caller: Caller | None = None
-        request: IncomingRequest | None = None
+        body: bytes | None = None  # the request is decoded whole (IncomingRequest) only where needed
         try:
             body = await _read_body(receive, lower.get("content-length"))
-            request = IncomingRequest.from_asgi(scope, body)
             if self.auth:
                 found: dict[str, Any] = {}
 
@@ -116,14 +115,17 @@ class APIServer:
             if caller is not None and _changes_state(operation):
                 # boto3 signs identical requests made within one second identically, so a repeated
                 # read is normal; a repeated change is refused (reads repeat no harm a replay could do).
-                if not self.replay.check_and_add(signature_of(request) or "", time.time()):
+                signature = signature_of(IncomingRequest.from_asgi(scope, body))
+                if not self.replay.check_and_add(signature or "", time.time()):
                     raise InvalidSignature(REPLAYED)
             params = wire.decode_request(operation, body)
             if caller is not None:
                 authorize(caller, operation, params, self.owners)
                 params = _own_audit_only(caller, operation, params)
         except SageMakerError as e:
-            identity = caller.identity() if caller else _anonymous(request)
+            identity = caller.identity() if caller else _anonymous(
+                IncomingRequest.from_asgi(scope, body) if body is not None else None
+            )
             self.api.store.record_api_call(
                 operation or (target or "").rpartition(".")[2] or "Unknown", params, error=e,
                 caller=identity, source_ip=source_ip, user_agent=user_agent, request_id=request_id,
